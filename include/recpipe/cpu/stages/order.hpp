@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: Apache-2.0
+// recpipe CPU backend: how top_k and softmax_sample run.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include <recpipe/core/backend.hpp>
+#include <recpipe/core/batch.hpp>
+#include <recpipe/core/ranking.hpp>
+#include <recpipe/stages/order.hpp>
+
+#include <recpipe/detail/prologue.hpp>
+
+RECPIPE_NAMESPACE_BEGIN
+namespace detail {
+
+//! For each request, the flat positions of its `k` best candidates by (key desc, id asc), and
+//! the batch reduced to them in that order. `key(position)` gives a candidate's ranking key.
+template <class Batch, class KeyOf>
+void keep_best_candidates(Batch& batch, std::size_t k, KeyOf&& key_of) {
+  using key_type = decltype(key_of(std::size_t{}));
+  const auto& candidates = batch.template get<col::candidates>();
+  const auto& ids = candidates.values();
+  const std::size_t n = batch.size();
+  struct entry {
+    key_type key;
+    id_type id;
+    std::size_t position;
+  };
+  thread_local std::vector<entry> row;  // reused across runs: no allocation once warm
+  std::vector<std::size_t> offsets(n + 1, 0);
+  std::vector<std::size_t> picks;
+  picks.reserve(std::min(candidates.total(), n * k));
+  const auto better = [](const entry& a, const entry& b) { return ranks_before(a.key, a.id, b.key, b.id); };
+  for (std::size_t r = 0; r < n; ++r) {
+    const std::size_t begin = candidates.offsets()[r], end = candidates.offsets()[r + 1];
+    row.clear();
+    for (std::size_t at = begin; at < end; ++at) row.push_back({key_of(at), ids[at], at});
+    const std::size_t keep = std::min(k, row.size());
+    const auto middle = row.begin() + static_cast<std::ptrdiff_t>(keep);
+    if (keep < row.size()) std::nth_element(row.begin(), middle, row.end(), better);
+    std::sort(row.begin(), middle, better);
+    for (std::size_t i = 0; i < keep; ++i) picks.push_back(row[i].position);
+    offsets[r + 1] = picks.size();
+  }
+  batch.select_candidates(std::move(offsets), picks);
+}
+
+//! splitmix64: a tiny, well-mixed counter-based generator (Steele, Lea, Flood 2014).
+constexpr std::uint64_t mix64(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+//! A standard Gumbel sample from a 64-bit hash: -log(-log(u)) with u in (0, 1).
+inline double gumbel_from_hash(std::uint64_t hash) {
+  const double u = (static_cast<double>(hash >> 11) + 0.5) * 0x1.0p-53;  // never 0 or 1
+  return -std::log(-std::log(u));
+}
+
+}  // namespace detail
+
+template <class Score>
+struct stage_impl<top_k_stage<Score>, cpu_backend> {
+  template <class Batch>
+  static auto run(const top_k_stage<Score>& stage, Batch&& batch, cpu_backend&) {
+    const auto& scores = batch.template get<Score>();
+    detail::keep_best_candidates(batch, stage.k(), [&](std::size_t at) { return scores[at]; });
+    return std::forward<Batch>(batch);
+  }
+};
+
+template <class Score>
+struct stage_impl<softmax_sample_stage<Score>, cpu_backend> {
+  template <class Batch>
+  static auto run(const softmax_sample_stage<Score>& stage, Batch&& batch, cpu_backend&) {
+    using batch_type = std::remove_cvref_t<Batch>;
+    const auto& scores = batch.template get<Score>();
+    if (stage.temperature() == 0.0f) {
+      detail::keep_best_candidates(batch, stage.k(), [&](std::size_t at) { return scores[at]; });
+      return std::forward<Batch>(batch);
+    }
+    const auto& candidates = batch.template get<col::candidates>();
+    // The request each flat candidate position belongs to, and that request's random stream.
+    std::vector<std::uint64_t> stream_of_request(batch.size());
+    for (std::size_t r = 0; r < batch.size(); ++r) {
+      std::uint64_t request_key = r;
+      if constexpr (batch_type::template contains<col::request_seed>)
+        request_key = batch.template get<col::request_seed>()[r];
+      else if constexpr (batch_type::template contains<col::user_id>)
+        request_key = static_cast<std::uint64_t>(batch.template get<col::user_id>()[r]);
+      stream_of_request[r] = detail::mix64(stage.seed() ^ detail::mix64(request_key));
+    }
+    const double inverse_temperature = 1.0 / static_cast<double>(stage.temperature());
+    std::size_t request = 0;
+    detail::keep_best_candidates(batch, stage.k(), [&](std::size_t at) {
+      while (at >= candidates.offsets()[request + 1]) ++request;  // positions arrive in order
+      const std::uint64_t item = static_cast<std::uint64_t>(candidates.values()[at]);
+      const double noise = detail::gumbel_from_hash(detail::mix64(stream_of_request[request] ^ detail::mix64(item)));
+      // NaN stays NaN (ranked last); +-inf stay infinite, so they order before/after every number.
+      return static_cast<double>(scores[at]) * inverse_temperature + noise;
+    });
+    return std::forward<Batch>(batch);
+  }
+};
+
+RECPIPE_NAMESPACE_END
+
+#include <recpipe/detail/epilogue.hpp>

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: Apache-2.0
+// recpipe CPU backend: how retrieve runs.
+#pragma once
+
+#include <cmath>
+#include <span>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <recpipe/core/backend.hpp>
+#include <recpipe/core/batch.hpp>
+#include <recpipe/stages/retrieve.hpp>
+
+#include <recpipe/detail/prologue.hpp>
+
+RECPIPE_NAMESPACE_BEGIN
+
+template <class Index, class Query>
+struct stage_impl<retrieve_stage<Index, Query>, cpu_backend> {
+  template <class Batch>
+  static auto run(const retrieve_stage<Index, Query>& stage, Batch&& batch, cpu_backend&) {
+    // READ THIS IF YOUR COMPILE BREAKS HERE: replacing the candidates would leave the earlier
+    // per-candidate columns describing items that are gone.
+    static_assert(!std::remove_cvref_t<Batch>::template contains<col::candidates>,
+                  "recpipe: CANDIDATES_ALREADY_PRESENT - retrieve runs on a batch without col::candidates; "
+                  "merge several sources in one custom stage");
+    const auto& queries = batch.template get<Query>();
+    const Index& index = stage.index();
+    const std::size_t n = batch.size();
+    if (n > 0 && queries.cols() != index.dim())
+      detail::fail("retrieve: query column '", Query::name, "' has width ", queries.cols(), " but the index has dim ",
+                   index.dim());
+    const std::size_t k = stage.k();
+
+    std::vector<std::size_t> offsets(n + 1, 0);
+    std::vector<id_type> ids(n * k);
+    std::vector<float> scores(n * k);
+    std::size_t written = 0;
+    for (std::size_t r = 0; r < n; ++r) {
+      const auto query = queries.row(r);
+      bool finite = true;
+      for (const float x : query) finite = finite && std::isfinite(x);
+      if (finite) {
+        const std::size_t found = index.search(query, k, std::span<id_type>(ids.data() + written, k),
+                                               std::span<float>(scores.data() + written, k));
+        // Keep only valid ids even if an index misbehaves (hnswlib pads with garbage when it finds fewer).
+        std::size_t kept = 0;
+        for (std::size_t i = 0; i < found && i < k; ++i) {
+          if (ids[written + i] < 0) continue;
+          ids[written + kept] = ids[written + i];
+          scores[written + kept] = scores[written + i];
+          ++kept;
+        }
+        written += kept;
+      }
+      offsets[r + 1] = written;
+    }
+    ids.resize(written);
+    scores.resize(written);
+    ragged<id_type> candidates;
+    candidates.assign(std::move(offsets), std::move(ids), col::candidates::name);
+    return std::forward<Batch>(batch)
+        .template with<col::candidates>(std::move(candidates))
+        .template with<col::retrieval_score>(std::move(scores));
+  }
+};
+
+RECPIPE_NAMESPACE_END
+
+#include <recpipe/detail/epilogue.hpp>
