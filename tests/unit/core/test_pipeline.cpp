@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: Apache-2.0
+// Tests for stage composition with >>, pipeline runs, metrics, thread safety and allocations.
+#include <doctest/doctest.h>
+
+#include <recpipe/core/pipeline.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+using namespace recpipe;
+
+// Counts heap allocations made by this process, to show that a warm pipeline's allocations do not
+// grow with the number of requests.
+namespace {
+std::atomic<long> allocations{0};
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // the replacements below pair malloc with free
+#endif
+void* operator new(std::size_t bytes) {
+  allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(bytes == 0 ? 1 : bytes)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+RECPIPE_COLUMN(doubled, per_request, id_type);
+RECPIPE_COLUMN(plus_one, per_request, id_type);
+
+struct double_ids : stage<double_ids> {
+  using reads = columns<col::user_id>;
+  using writes = columns<doubled>;
+  static constexpr std::string_view name = "double_ids";
+};
+struct add_one : stage<add_one> {
+  using reads = columns<doubled>;
+  using writes = columns<plus_one>;
+  static constexpr std::string_view name = "add_one";
+};
+
+template <>
+struct recpipe::stage_impl<double_ids, cpu_backend> {
+  template <class Batch>
+  static auto run(const double_ids&, Batch&& batch, cpu_backend&) {
+    const auto& ids = batch.template get<col::user_id>();
+    std::vector<id_type> out(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) out[i] = 2 * ids[i];
+    return std::forward<Batch>(batch).template with<doubled>(std::move(out));
+  }
+};
+template <>
+struct recpipe::stage_impl<add_one, cpu_backend> {
+  template <class Batch>
+  static auto run(const add_one&, Batch&& batch, cpu_backend&) {
+    const auto& in = batch.template get<doubled>();
+    std::vector<id_type> out(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) out[i] = in[i] + 1;
+    return std::forward<Batch>(batch).template with<plus_one>(std::move(out));
+  }
+};
+
+TEST_CASE(">> composes flat pipelines and is associative") {
+  auto left = (double_ids{} >> add_one{}) >> add_one{};
+  auto right = double_ids{} >> (add_one{} >> add_one{});
+  static_assert(std::is_same_v<decltype(left), decltype(right)>);
+  static_assert(std::is_same_v<decltype(left), pipeline<double_ids, add_one, add_one>>);
+  static_assert(is_stage_v<decltype(left)>);
+  static_assert(!is_stage_v<int>);
+  // The pipeline reads only what no stage provides, and writes the union of its stages' outputs.
+  static_assert(std::is_same_v<decltype(left)::reads, columns<col::user_id>>);
+  static_assert(std::is_same_v<decltype(left)::writes, columns<doubled, plus_one>>);
+  CHECK(decltype(left)::stage_names[1] == "add_one");
+}
+
+TEST_CASE("batch >> stage, batch >> pipeline and run give the same result") {
+  const auto requests = make_batch<col::user_id>(std::vector<id_type>{1, 5, -3});
+  auto p = double_ids{} >> add_one{};
+  auto via_shift = requests >> p;
+  auto via_run = p.run(requests);
+  auto step_by_step = (requests >> double_ids{}) >> add_one{};
+  CHECK(via_shift.get<plus_one>() == std::vector<id_type>{3, 11, -5});
+  CHECK(via_run.get<plus_one>() == via_shift.get<plus_one>());
+  CHECK(step_by_step.get<plus_one>() == via_shift.get<plus_one>());
+  CHECK(requests.size() == 3);  // an lvalue batch is copied, not consumed
+}
+
+TEST_CASE("a pipeline records per-stage statistics and per-run reports") {
+  auto p = double_ids{} >> add_one{};
+  run_report<2> report;
+  for (int i = 0; i < 10; ++i) p.run(make_batch<col::user_id>(std::vector<id_type>{1, 2}), report);
+  const auto stats = p.stats();
+  CHECK(stats[0].name == "double_ids");
+  CHECK(stats[0].runs == 10);
+  CHECK(stats[1].runs == 10);
+  CHECK(stats[1].p99_us >= stats[1].p50_us);
+  CHECK(p.total_stats().runs == 10);
+  CHECK(report.stage_names[1] == "add_one");
+  CHECK(report.total().count() >= 0);
+  p.reset_stats();
+  CHECK(p.stats()[0].runs == 0);
+  auto copy = p;  // a copy starts with its own, empty statistics
+  copy.run(make_batch<col::user_id>(std::vector<id_type>{1}));
+  CHECK(copy.stats()[0].runs == 1);
+  CHECK(p.stats()[0].runs == 0);
+}
+
+TEST_CASE("run validates the request batch before the first stage") {
+  auto p = double_ids{} >> add_one{};
+  batch<col::user_id> broken(3);
+  broken.get<col::user_id>().resize(2);
+  CHECK_THROWS_WITH_AS(p.run(broken), "recpipe: batch: column 'user_id' has 2 values but the batch has 3 requests", error);
+  CHECK(p.stats()[0].runs == 0);
+}
+
+TEST_CASE("an empty batch runs through every stage") {
+  auto p = double_ids{} >> add_one{};
+  auto out = p.run(batch<col::user_id>(0));
+  CHECK(out.size() == 0);
+  CHECK(out.get<plus_one>().empty());
+}
+
+TEST_CASE("many threads may run one pipeline at once") {
+  const auto p = double_ids{} >> add_one{};
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 500; ++i) {
+        const id_type id = t * 1000 + i;
+        auto out = p.run(make_batch<col::user_id>(std::vector<id_type>{id, id + 1}));
+        if (out.get<plus_one>()[0] != 2 * id + 1 || out.get<plus_one>()[1] != 2 * id + 3) ++wrong;
+      }
+    });
+  for (auto& thread : threads) thread.join();
+  CHECK(wrong.load() == 0);
+  CHECK(p.stats()[0].runs == 2000);
+}
+
+TEST_CASE("a warm pipeline's allocations do not grow with the number of requests") {
+  const auto p = double_ids{} >> add_one{};
+  const auto count_for = [&](std::size_t n) {
+    std::vector<id_type> ids(n, 3);
+    auto requests = make_batch<col::user_id>(std::move(ids));
+    p.run(requests);  // warm
+    const long before = allocations.load();
+    auto out = p.run(std::move(requests));
+    const long used = allocations.load() - before;
+    CHECK(out.size() == n);
+    return used;
+  };
+  const long for_one = count_for(1), for_many = count_for(4096);
+  CHECK(for_one == for_many);  // a fixed number per batch (one buffer per output column), none per request
+  CHECK(for_one <= 4);
+}
