@@ -36,25 +36,43 @@ struct stage_impl<retrieve_stage<Index, Query>, cpu_backend> {
     std::vector<std::size_t> offsets(n + 1, 0);
     std::vector<id_type> ids(n * k);
     std::vector<float> scores(n * k);
-    std::size_t written = 0;
+    std::vector<char> finite(n, 1);
+    bool all_finite = true;
     for (std::size_t r = 0; r < n; ++r) {
-      const auto query = queries.row(r);
-      bool finite = true;
-      for (const float x : query) finite = finite && std::isfinite(x);
-      if (finite) {
-        const std::size_t found = index.search(query, k, std::span<id_type>(ids.data() + written, k),
-                                               std::span<float>(scores.data() + written, k));
-        // Keep only valid ids even if an index misbehaves (hnswlib pads with garbage when it finds fewer).
-        std::size_t kept = 0;
-        for (std::size_t i = 0; i < found && i < k; ++i) {
-          if (ids[written + i] < 0) continue;
-          ids[written + kept] = ids[written + i];
-          scores[written + kept] = scores[written + i];
-          ++kept;
-        }
-        written += kept;
+      for (const float x : queries.row(r)) finite[r] = finite[r] && std::isfinite(x);
+      all_finite = all_finite && finite[r];
+    }
+    std::size_t written = 0;
+    bool searched = false;
+    const auto keep_valid = [&](std::size_t from, std::size_t found) {
+      // Keep only valid ids even if an index misbehaves (hnswlib pads with garbage when it finds fewer).
+      for (std::size_t i = 0; i < found && i < k; ++i) {
+        if (ids[from + i] < 0) continue;
+        ids[written] = ids[from + i];
+        scores[written] = scores[from + i];
+        ++written;
       }
-      offsets[r + 1] = written;
+    };
+    if constexpr (requires(matrix_view<id_type> out_ids, matrix_view<float> out_scores) {
+                    index.search_batch(queries.view(), k, out_ids, out_scores);
+                  }) {
+      if (all_finite && n > 0) {  // one call for the batch: exact search does it as one GEMM
+        const std::size_t found = index.search_batch(queries.view(), k, matrix_view<id_type>(ids.data(), n, k),
+                                                     matrix_view<float>(scores.data(), n, k));
+        for (std::size_t r = 0; r < n; ++r) {
+          keep_valid(r * k, found);
+          offsets[r + 1] = written;
+        }
+        searched = true;
+      }
+    }
+    if (!searched) {
+      for (std::size_t r = 0; r < n; ++r) {
+        if (finite[r])
+          keep_valid(r * k, index.search(queries.row(r), k, std::span<id_type>(ids.data() + r * k, k),
+                                         std::span<float>(scores.data() + r * k, k)));
+        offsets[r + 1] = written;
+      }
     }
     ids.resize(written);
     scores.resize(written);
