@@ -1,0 +1,37 @@
+# SPDX-License-Identifier: Apache-2.0
+# Shared by scripts/*: Debian package checks and build settings. Source it; do not run it.
+
+# Packages every build needs (library deps, test framework, compilers and CMake).
+RECPIPE_BASE_PACKAGES=(g++ make cmake libeigen3-dev libhnswlib-dev nlohmann-json3-dev libopenblas-dev
+                       libopenblas0-pthread doctest-dev libbenchmark-dev)
+# Peers for tests and benchmarks: LibTorch for kernel comparisons, PyTorch for model parity.
+RECPIPE_PEER_PACKAGES=(libtorch-dev python3-torch python3-numpy)
+
+# require_packages pkg...: installs what is missing with apt when run as root; otherwise prints
+# the exact apt line and exits.
+require_packages() {
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "recpipe: installing missing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    echo "recpipe: missing Debian packages. Install them with:" >&2
+    echo "  sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+}
+
+# nvcc is not a Debian package here (the CUDA toolkit is installed on the machine); use it when present.
+find_nvcc() {
+  if command -v nvcc >/dev/null 2>&1; then command -v nvcc
+  elif [ -x /usr/local/cuda/bin/nvcc ]; then echo /usr/local/cuda/bin/nvcc
+  fi
+}
+
+RECPIPE_JOBS=${RECPIPE_JOBS:-$(nproc 2>/dev/null || echo 2)}
