@@ -154,7 +154,11 @@ class batch {
     } else {
       static_assert(contains<col::candidates>,
                     "recpipe: PER_CANDIDATE_COLUMN_WITHOUT_CANDIDATES - a per-candidate column needs col::candidates in the batch");
-      const std::size_t have = C::shape == column_shape::per_candidate ? storage.size() : storage.rows();
+      std::size_t have = 0;
+      if constexpr (C::shape == column_shape::per_candidate)
+        have = storage.size();
+      else
+        have = storage.rows();
       if (have != candidate_count())
         detail::fail("batch: column '", C::name, "' has ", have, " entries but the batch has ", candidate_count(), " candidates");
     }
