@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: Apache-2.0
+// recpipe CUDA layer: cuda_backend (stream + stream-ordered pool), device_span, device_buffer, copies.
+#pragma once
+
+#include <recpipe/cuda/error.cuh>
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <recpipe/core/backend.hpp>
+#include <recpipe/core/errors.hpp>
+
+#include <recpipe/detail/prologue.hpp>
+
+RECPIPE_NAMESPACE_BEGIN
+namespace cuda {
+
+//! @brief A non-owning view of `size` values of T in device memory. Trivially copyable, so it is
+//! passed to kernels by value; a distinct type from std::span so that a host vector is never
+//! handed to a kernel by mistake.
+//!
+//! @code
+//! recpipe::cuda::device_buffer<float> scores(backend, 1000);
+//! recpipe::cuda::device_span<const float> view = scores.span();
+//! @endcode
+template <class T>
+class device_span {
+ public:
+  using element_type = T;
+  using value_type = std::remove_cv_t<T>;
+
+  constexpr device_span() = default;
+  RECPIPE_HOST_DEVICE constexpr device_span(T* data, std::size_t size) : data_(data), size_(size) {}
+  //! A span of T converts to a span of const T.
+  template <class U, std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>, int> = 0>
+  RECPIPE_HOST_DEVICE constexpr device_span(const device_span<U>& other) : data_(other.data()), size_(other.size()) {}
+
+  RECPIPE_HOST_DEVICE constexpr T* data() const { return data_; }
+  RECPIPE_HOST_DEVICE constexpr std::size_t size() const { return size_; }
+  RECPIPE_HOST_DEVICE constexpr std::size_t size_bytes() const { return size_ * sizeof(T); }
+  RECPIPE_HOST_DEVICE constexpr bool empty() const { return size_ == 0; }
+  //! Element access; only meaningful in device code.
+  RECPIPE_HOST_DEVICE constexpr T& operator[](std::size_t i) const { return data_[i]; }
+  //! Elements [offset, offset + count); the caller keeps offset + count <= size().
+  RECPIPE_HOST_DEVICE constexpr device_span subspan(std::size_t offset, std::size_t count) const {
+    return {data_ + offset, count};
+  }
+
+ private:
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+//! @brief Where recpipe's CUDA work runs: one stream and one stream-ordered memory pool.
+//!
+//! Every temporary buffer (CUB temp storage, sort keys) comes from the pool with
+//! cudaMallocFromPoolAsync and goes back with cudaFreeAsync on the same stream, so a warm backend
+//! runs a batch without a device-wide synchronisation or a cudaMalloc. The owned pool keeps freed
+//! memory (release threshold = unlimited) for the next batch.
+//!
+//! The default constructor owns a new non-blocking stream and a new pool on the current device;
+//! the other constructor borrows a stream (and optionally a pool) that must outlive the backend.
+//! Without a pool it allocates from the device's current pool (cudaMallocAsync).
+//! Not thread-safe: give each thread its own backend (streams are cheap).
+//!
+//! @code
+//! recpipe::cuda::cuda_backend backend;                 // owns stream and pool
+//! recpipe::cuda::cuda_backend on_torch(torch_stream);  // borrows a stream
+//! ...enqueue work...
+//! backend.synchronize();                               // throws cuda_error on failure
+//! @endcode
+class cuda_backend {
+ public:
+  static constexpr backend_kind kind = backend_kind::cuda;
+  static constexpr std::string_view name = "cuda";
+
+  //! Creates a non-blocking stream and a memory pool on the current device.
+  //! @throws cuda_error when no device is usable or a resource cannot be created.
+  cuda_backend() {
+    int device = 0;
+    RECPIPE_CUDA_TRY(cudaGetDevice(&device));
+    RECPIPE_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    owns_stream_ = true;
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.handleTypes = cudaMemHandleTypeNone;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    const cudaError_t status = cudaMemPoolCreate(&pool_, &props);
+    if (status != cudaSuccess) {
+      release();
+      RECPIPE_CUDA_TRY(status);
+    }
+    owns_pool_ = true;
+    // Keep freed blocks cached across batches instead of returning them at every sync.
+    std::uint64_t threshold = std::numeric_limits<std::uint64_t>::max();
+    const cudaError_t attr = cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &threshold);
+    if (attr != cudaSuccess) {
+      release();
+      RECPIPE_CUDA_TRY(attr);
+    }
+  }
+
+  //! Borrows `stream` (0 = the legacy default stream) and `pool` (nullptr = the device's current
+  //! pool). Makes no CUDA call, so it never throws.
+  explicit cuda_backend(cudaStream_t stream, cudaMemPool_t pool = nullptr) noexcept : stream_(stream), pool_(pool) {}
+
+  cuda_backend(const cuda_backend&) = delete;
+  cuda_backend& operator=(const cuda_backend&) = delete;
+  cuda_backend(cuda_backend&& other) noexcept { swap(other); }
+  cuda_backend& operator=(cuda_backend&& other) noexcept {
+    if (this != &other) {
+      release();
+      swap(other);
+    }
+    return *this;
+  }
+  //! Releases owned resources. Work already queued still completes (cudaStreamDestroy and
+  //! cudaMemPoolDestroy defer the release until it has).
+  ~cuda_backend() { release(); }
+
+  cudaStream_t stream() const noexcept { return stream_; }
+  //! The pool temporary buffers come from; nullptr means the device's current pool.
+  cudaMemPool_t pool() const noexcept { return pool_; }
+
+  //! Stream-ordered allocation of `bytes` (0 bytes gives nullptr). Never throws.
+  cudaError_t allocate_async(void** pointer, std::size_t bytes) const noexcept {
+    *pointer = nullptr;
+    if (bytes == 0) return cudaSuccess;
+    return pool_ != nullptr ? cudaMallocFromPoolAsync(pointer, bytes, pool_, stream_)
+                            : cudaMallocAsync(pointer, bytes, stream_);
+  }
+  //! Stream-ordered release of a pointer from allocate_async (nullptr is ignored). Never throws.
+  cudaError_t deallocate_async(void* pointer) const noexcept {
+    return pointer == nullptr ? cudaSuccess : cudaFreeAsync(pointer, stream_);
+  }
+
+  //! Waits for everything queued on the stream. This is where asynchronous failures surface.
+  //! @throws cuda_error
+  void synchronize() const { RECPIPE_CUDA_TRY(cudaStreamSynchronize(stream_)); }
+
+ private:
+  void swap(cuda_backend& other) noexcept {
+    std::swap(stream_, other.stream_);
+    std::swap(pool_, other.pool_);
+    std::swap(owns_stream_, other.owns_stream_);
+    std::swap(owns_pool_, other.owns_pool_);
+  }
+  void release() noexcept {
+    if (owns_stream_ && stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+    if (owns_pool_ && pool_ != nullptr) (void)cudaMemPoolDestroy(pool_);
+    stream_ = nullptr;
+    pool_ = nullptr;
+    owns_stream_ = owns_pool_ = false;
+  }
+
+  cudaStream_t stream_ = nullptr;
+  cudaMemPool_t pool_ = nullptr;
+  bool owns_stream_ = false;
+  bool owns_pool_ = false;
+};
+
+//! @brief An owning, uninitialised array of `size` values of T in device memory, allocated from a
+//! backend's pool in stream order and freed in stream order on the same stream.
+//!
+//! The buffer may be used by work queued on its stream right away; other streams must wait for
+//! it (an event) first. Move-only. T must be trivially copyable.
+//!
+//! @code
+//! recpipe::cuda::device_buffer<float> d(backend, 256);     // throws cuda_error when out of memory
+//! recpipe::cuda::copy_to_device(backend, host_span, d.span());
+//! @endcode
+template <class T>
+class device_buffer {
+  static_assert(std::is_trivially_copyable_v<T>,
+                "recpipe: DEVICE_BUFFER_NEEDS_TRIVIALLY_COPYABLE_T - device memory is copied bytewise");
+
+ public:
+  device_buffer() = default;
+  //! @throws cuda_error when the allocation fails.
+  device_buffer(const cuda_backend& backend, std::size_t size) : backend_(&backend), size_(size) {
+    if (size > std::numeric_limits<std::size_t>::max() / sizeof(T))
+      ::recpipe::detail::fail("cuda::device_buffer: size ", size, " overflows a byte count");
+    void* pointer = nullptr;
+    RECPIPE_CUDA_TRY(backend.allocate_async(&pointer, size * sizeof(T)));
+    data_ = static_cast<T*>(pointer);
+  }
+  device_buffer(const device_buffer&) = delete;
+  device_buffer& operator=(const device_buffer&) = delete;
+  device_buffer(device_buffer&& other) noexcept
+      : backend_(std::exchange(other.backend_, nullptr)),
+        data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)) {}
+  device_buffer& operator=(device_buffer&& other) noexcept {
+    if (this != &other) {
+      reset();
+      backend_ = std::exchange(other.backend_, nullptr);
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+    }
+    return *this;
+  }
+  ~device_buffer() { reset(); }
+
+  T* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  device_span<T> span() const noexcept { return {data_, size_}; }
+  device_span<const T> const_span() const noexcept { return {data_, size_}; }
+
+ private:
+  void reset() noexcept {
+    // A destructor cannot report; a failed cudaFreeAsync only means the pool keeps the block.
+    if (backend_ != nullptr && data_ != nullptr) (void)backend_->deallocate_async(data_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+
+  const cuda_backend* backend_ = nullptr;
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+//! @brief Queues a copy of `host` into `device` on the backend's stream.
+//! `host` must stay alive and unchanged until the stream reaches the copy (pageable memory is
+//! staged by the driver before the call returns; pinned memory is read later).
+//! @return the cudaError_t of cudaMemcpyAsync; never throws for CUDA failures.
+//! @throws recpipe::error if `device` is smaller than `host`.
+template <class T>
+cudaError_t copy_to_device(const cuda_backend& backend, std::span<const T> host, device_span<T> device) {
+  if (device.size() < host.size())
+    ::recpipe::detail::fail("cuda::copy_to_device: device span holds ", device.size(), " values but host has ",
+                            host.size());
+  if (host.empty()) return cudaSuccess;
+  return cudaMemcpyAsync(device.data(), host.data(), host.size_bytes(), cudaMemcpyHostToDevice, backend.stream());
+}
+
+//! @brief Queues a copy of `device` into `host` on the backend's stream; read `host` only after
+//! synchronising.
+//! @throws recpipe::error if `host` is smaller than `device`.
+template <class T>
+cudaError_t copy_to_host(const cuda_backend& backend, device_span<const T> device, std::span<T> host) {
+  if (host.size() < device.size())
+    ::recpipe::detail::fail("cuda::copy_to_host: host span holds ", host.size(), " values but device has ",
+                            device.size());
+  if (device.empty()) return cudaSuccess;
+  return cudaMemcpyAsync(host.data(), device.data(), device.size_bytes(), cudaMemcpyDeviceToHost, backend.stream());
+}
+
+//! @brief Allocates a device buffer and queues a copy of `host` into it (no synchronisation).
+//! @code
+//! auto d_scores = recpipe::cuda::to_device(backend, std::span<const float>(scores));
+//! @endcode
+//! @throws cuda_error when allocation or the copy fails.
+template <class T>
+device_buffer<T> to_device(const cuda_backend& backend, std::span<const T> host) {
+  device_buffer<T> buffer(backend, host.size());
+  RECPIPE_CUDA_TRY(copy_to_device(backend, host, buffer.span()));
+  return buffer;
+}
+
+//! @brief Copies `device` to a new host vector and synchronises the stream (a host sync point).
+//! @code
+//! std::vector<float> scores = recpipe::cuda::to_host(backend, d_scores.const_span());
+//! @endcode
+//! @throws cuda_error for the copy or for any earlier asynchronous failure on the stream.
+template <class T>
+std::vector<std::remove_cv_t<T>> to_host(const cuda_backend& backend, device_span<T> device) {
+  std::vector<std::remove_cv_t<T>> host(device.size());
+  RECPIPE_CUDA_TRY(copy_to_host(backend, device_span<const T>(device), std::span<std::remove_cv_t<T>>(host)));
+  backend.synchronize();
+  return host;
+}
+
+}  // namespace cuda
+RECPIPE_NAMESPACE_END
+
+#include <recpipe/detail/epilogue.hpp>

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: Apache-2.0
+// CUDA layer checks that need no GPU: argument validation, cuda_error text, radix key order.
+#include <doctest/doctest.h>
+
+#include <recpipe/cuda.cuh>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <typeinfo>
+#include <vector>
+
+#include <recpipe/math/topk.hpp>
+
+namespace rc = recpipe::cuda;
+using recpipe::id_type;
+
+namespace {
+// Validation throws before any CUDA call, so these pointers are never dereferenced.
+float fake_floats[1];
+id_type fake_ids[1];
+std::int64_t fake_offsets[1];
+template <class T>
+rc::device_span<T> fake(T* base, std::size_t size) {
+  return {base, size};
+}
+bool has_device() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+}  // namespace
+
+TEST_CASE("cuda_error formats file, line, error name and string") {
+  const rc::cuda_error e(cudaErrorMemoryAllocation, "topk.cu", 42);
+  CHECK(std::string(e.what()) == "CUDA ERROR: topk.cu:42: cudaErrorMemoryAllocation: out of memory");
+  CHECK(e.code() == cudaErrorMemoryAllocation);
+  const recpipe::error& base = e;  // catchable as the library's base error
+  CHECK(std::string(base.what()).find("cudaErrorMemoryAllocation") != std::string::npos);
+}
+
+TEST_CASE("RECPIPE_CUDA_TRY throws with this file and line, and passes cudaSuccess") {
+  CHECK_NOTHROW(RECPIPE_CUDA_TRY(cudaSuccess));
+  const int line = __LINE__ + 2;
+  try {
+    RECPIPE_CUDA_TRY(cudaErrorInvalidValue);
+    FAIL("no throw");
+  } catch (const rc::cuda_error& e) {
+    const std::string what = e.what();
+    CHECK(what.rfind("CUDA ERROR: ", 0) == 0);
+    CHECK(what.find("test_cuda_host.cu:" + std::to_string(line) + ": cudaErrorInvalidValue: ") != std::string::npos);
+    CHECK(e.code() == cudaErrorInvalidValue);
+  }
+}
+
+TEST_CASE("owning cuda_backend: works with a device, throws cuda_error without one") {
+  if (has_device()) {
+    rc::cuda_backend backend;
+    CHECK(backend.stream() != nullptr);
+    CHECK(backend.pool() != nullptr);
+    CHECK_NOTHROW(backend.synchronize());
+    rc::cuda_backend moved = std::move(backend);
+    CHECK(moved.stream() != nullptr);
+    CHECK(backend.stream() == nullptr);
+  } else {
+    CHECK_THROWS_AS(rc::cuda_backend{}, rc::cuda_error);
+    try {
+      rc::cuda_backend backend;
+    } catch (const rc::cuda_error& e) {
+      CHECK(std::string(e.what()).rfind("CUDA ERROR: ", 0) == 0);
+      CHECK(e.code() != cudaSuccess);
+    }
+  }
+}
+
+TEST_CASE("borrowing cuda_backend makes no CUDA call and keeps what it was given") {
+  rc::cuda_backend backend{cudaStream_t{}};
+  CHECK(backend.stream() == nullptr);
+  CHECK(backend.pool() == nullptr);
+  CHECK(rc::cuda_backend::kind == recpipe::backend_kind::cuda);
+  void* p = reinterpret_cast<void*>(&backend);
+  CHECK(backend.allocate_async(&p, 0) == cudaSuccess);  // zero bytes: no call, nullptr
+  CHECK(p == nullptr);
+  CHECK(backend.deallocate_async(nullptr) == cudaSuccess);
+}
+
+TEST_CASE("kernels live in an inline namespace tagged with the -arch list") {
+  const std::string name = typeid(rc::top_k_algorithm).name();
+  CHECK(name.find("arch_") != std::string::npos);
+#if defined(__CUDA_ARCH_LIST__)
+  CHECK(name.find("arch_" + std::to_string(__CUDA_ARCH_LIST__)) != std::string::npos);
+#endif
+  // Host-visible types are not tagged: one cuda_error type for every TU.
+  CHECK(std::string(typeid(rc::cuda_error).name()).find("arch_") == std::string::npos);
+}
+
+TEST_CASE("radix keys order like cpu::top_k: score desc, NaN last, -0 == +0; ids signed ascending") {
+  std::mt19937_64 rng(7);
+  const float specials[] = {0.0f, -0.0f, 1.0f, -1.0f, std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                            -std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min(),
+                            -std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::max(),
+                            std::numeric_limits<float>::lowest()};
+  std::vector<float> values(std::begin(specials), std::end(specials));
+  std::uniform_real_distribution<float> uniform(-100.0f, 100.0f);
+  for (int i = 0; i < 200; ++i) values.push_back(uniform(rng));
+  for (float a : values)
+    for (float b : values) {
+      const auto ka = rc::kernels::descending_key(a), kb = rc::kernels::descending_key(b);
+      // same id: ranks_before is then "strictly better score"
+      CHECK((ka < kb) == recpipe::math::ranks_before(a, 0, b, 0));
+    }
+  const id_type ids[] = {std::numeric_limits<id_type>::min(), -5, -1, 0, 1, 7, (id_type{1} << 32) + 3,
+                         std::numeric_limits<id_type>::max()};
+  for (id_type a : ids)
+    for (id_type b : ids) CHECK((rc::kernels::ascending_id_key(a) < rc::kernels::ascending_id_key(b)) == (a < b));
+}
+
+TEST_CASE("cuda::top_k validates sizes before touching the device") {
+  rc::cuda_backend backend{cudaStream_t{}};
+  const auto scores = fake<const float>(fake_floats, 10);
+  const auto offsets = fake<const std::int64_t>(fake_offsets, 3);  // 2 segments
+  const auto out_ids = fake<id_type>(fake_ids, 8);
+  const auto out_scores = fake<float>(fake_floats, 8);
+  using doctest::Contains;
+  CHECK_THROWS_WITH_AS(rc::top_k(backend, scores, fake<const id_type>(fake_ids, 9), offsets, 4, out_ids, out_scores),
+                       Contains("cuda::top_k: ids has 9 entries but scores has 10"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::top_k(backend, scores, {}, {}, 4, out_ids, out_scores),
+                       Contains("cuda::top_k: offsets is empty"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::top_k(backend, scores, {}, offsets, 5, out_ids, out_scores),
+                       Contains("cuda::top_k: out_ids holds 8 and out_scores 8 entries but 2 segments x k = 5 need 10"),
+                       recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::top_k(backend, rc::device_span<const float>(nullptr, 10), {}, offsets, 4, out_ids, out_scores),
+                       Contains("cuda::top_k: scores has 10 entries but no data"), recpipe::error);
+  const std::size_t too_many = std::size_t{1} << 31;
+  CHECK_THROWS_WITH_AS(rc::top_k(backend, fake<const float>(fake_floats, too_many), {}, offsets, 4, out_ids, out_scores),
+                       Contains("cuda::top_k: scores has 2147483648 entries"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::top_k(backend, scores, {}, offsets, std::numeric_limits<std::size_t>::max(), out_ids, out_scores),
+                       Contains("cuda::top_k: k = "), recpipe::error);
+  // k == 0 is valid and does nothing (no CUDA call is needed).
+  CHECK(rc::top_k(backend, scores, {}, offsets, 0, {}, {}) == cudaSuccess);
+
+  CHECK_THROWS_WITH_AS(rc::top_k_rows(backend, scores, 3, 4, {}, 1, out_ids, out_scores),
+                       Contains("cuda::top_k_rows: scores has 10 entries but rows = 3 x cols = 4 needs 12"),
+                       recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::top_k_rows(backend, scores, 2, 5, fake<const id_type>(fake_ids, 10), 1, out_ids, out_scores),
+                       Contains("cuda::top_k_rows: ids has 10 entries but there are 5 columns"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::top_k_rows(backend, scores, 2, 5, {}, 5, out_ids, out_scores),
+                       Contains("need 10"), recpipe::error);
+}
+
+TEST_CASE("cuda::embedding_bag validates shapes before touching the device") {
+  rc::cuda_backend backend{cudaStream_t{}};
+  const recpipe::matrix_view<const float> table(fake_floats, 100, 16);
+  const recpipe::matrix_view<float> out(fake_floats, 4, 16);
+  const auto ids = fake<const id_type>(fake_ids, 20);
+  const auto offsets = fake<const std::int64_t>(fake_offsets, 4);
+  using doctest::Contains;
+  CHECK_THROWS_WITH_AS(rc::embedding_bag(backend, table, ids, offsets, {}, rc::pooling::sum,
+                                         recpipe::matrix_view<float>(fake_floats, 4, 8)),
+                       Contains("cuda::embedding_bag: out has 8 columns but the table's dim is 16"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::embedding_bag(backend, table, ids, fake<const std::int64_t>(fake_offsets, 6), {},
+                                         rc::pooling::sum, out),
+                       Contains("cuda::embedding_bag: offsets has 6 entries for 4 bags (need 4 or 5)"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::embedding_bag(backend, table, ids, offsets, fake<const float>(fake_floats, 19),
+                                         rc::pooling::mean, out),
+                       Contains("cuda::embedding_bag: weights has 19 entries for 20 ids"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::embedding_bag(backend, recpipe::matrix_view<const float>(fake_floats, 100, 16, 8), ids,
+                                         offsets, {}, rc::pooling::sum, out),
+                       Contains("cuda::embedding_bag: table has stride 8 smaller than its 16 columns"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::embedding_bag(backend, recpipe::matrix_view<const float>(nullptr, 100, 16), ids, offsets,
+                                         {}, rc::pooling::sum, out),
+                       Contains("cuda::embedding_bag: table is 100 x 16 but has no data"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::embedding_bag(backend, table, ids, offsets, {}, static_cast<rc::pooling>(7), out),
+                       Contains("cuda::embedding_bag: mode 7"), recpipe::error);
+  // An empty batch is valid and launches nothing.
+  CHECK(rc::embedding_bag(backend, table, ids, {}, {}, rc::pooling::sum, recpipe::matrix_view<float>(fake_floats, 0, 16)) ==
+        cudaSuccess);
+}
+
+TEST_CASE("cuda::dot_scores validates shapes before touching the device") {
+  rc::cuda_backend backend{cudaStream_t{}};
+  const recpipe::matrix_view<const float> queries(fake_floats, 2, 64), items(fake_floats, 1000, 64);
+  const auto candidates = fake<const id_type>(fake_ids, 5);
+  const auto offsets = fake<const std::int64_t>(fake_offsets, 3);
+  const auto out = fake<float>(fake_floats, 5);
+  using doctest::Contains;
+  CHECK_THROWS_WITH_AS(rc::dot_scores(backend, queries, recpipe::matrix_view<const float>(fake_floats, 1000, 32),
+                                      candidates, offsets, out),
+                       Contains("cuda::dot_scores: queries have dimension 64 but items have 32"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::dot_scores(backend, queries, items, candidates, fake<const std::int64_t>(fake_offsets, 2), out),
+                       Contains("cuda::dot_scores: offsets has 2 entries for 2 requests (need 3)"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::dot_scores(backend, queries, items, candidates, offsets, fake<float>(fake_floats, 4)),
+                       Contains("cuda::dot_scores: out has 4 entries for 5 candidates"), recpipe::error);
+}
+
+TEST_CASE("host/device copies validate sizes") {
+  rc::cuda_backend backend{cudaStream_t{}};
+  std::vector<float> host(4);
+  using doctest::Contains;
+  CHECK_THROWS_WITH_AS(rc::copy_to_device(backend, std::span<const float>(host), fake<float>(fake_floats, 3)),
+                       Contains("cuda::copy_to_device: device span holds 3 values but host has 4"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::copy_to_host(backend, fake<const float>(fake_floats, 5), std::span<float>(host)),
+                       Contains("cuda::copy_to_host: host span holds 4 values but device has 5"), recpipe::error);
+}
