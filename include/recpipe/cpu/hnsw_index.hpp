@@ -1,0 +1,828 @@
+// SPDX-License-Identifier: Apache-2.0
+// recpipe CPU backend: approximate nearest-neighbour index over item vectors (adapter over hnswlib 0.6.2).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <queue>
+#include <random>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+// hnswlib 0.6.2 defines non-inline functions and globals (cpuid, AVXCapable, InnerProductSIMD16Ext,
+// ...) in hnswlib.h and space_*.h whenever SSE is on, so two translation units that include it
+// fail to link. recpipe brings its own distance spaces (Eigen-vectorised, below), so it includes
+// hnswlib with NO_MANUAL_VECTORIZATION, which removes exactly those definitions.
+#if !defined(NO_MANUAL_VECTORIZATION)
+#define NO_MANUAL_VECTORIZATION
+#define RECPIPE_UNDEF_NO_MANUAL_VECTORIZATION
+#endif
+#include <hnswlib/hnswlib.h>
+#if defined(RECPIPE_UNDEF_NO_MANUAL_VECTORIZATION)
+#undef NO_MANUAL_VECTORIZATION
+#undef RECPIPE_UNDEF_NO_MANUAL_VECTORIZATION
+#endif
+
+#include <recpipe/core/errors.hpp>
+#include <recpipe/core/matrix.hpp>
+#include <recpipe/core/types.hpp>
+#include <recpipe/cpu/metric.hpp>
+#include <recpipe/cpu/topk.hpp>
+
+#include <recpipe/detail/prologue.hpp>
+
+RECPIPE_NAMESPACE_BEGIN
+namespace detail {
+
+// hnswlib's body is written in native byte order; the recpipe header is little-endian too.
+static_assert(std::endian::native == std::endian::little,
+              "recpipe: HNSW_INDEX_NEEDS_LITTLE_ENDIAN - the index file format is little-endian");
+
+// Distances for hnswlib: smaller is closer. Inner product uses -dot (hnswlib's own space uses
+// 1 - dot; the constant cancels in every comparison hnswlib makes), so the public score is exactly
+// -distance for both metrics and needs no recomputation.
+class hnsw_space final : public hnswlib::SpaceInterface<float> {
+ public:
+  hnsw_space(std::size_t dim, metric kind) : dim_(dim), kind_(kind) {}
+  std::size_t get_data_size() override { return dim_ * sizeof(float); }
+  hnswlib::DISTFUNC<float> get_dist_func() override {
+    return kind_ == metric::l2 ? &l2_distance : &ip_distance;
+  }
+  // hnswlib reads this as a size_t* holding the dimension (getDataByLabel).
+  void* get_dist_func_param() override { return &dim_; }
+
+  static float ip_distance(const void* a, const void* b, const void* param) {
+    const auto n = static_cast<Eigen::Index>(*static_cast<const std::size_t*>(param));
+    return -Eigen::Map<const Eigen::VectorXf>(static_cast<const float*>(a), n)
+                .dot(Eigen::Map<const Eigen::VectorXf>(static_cast<const float*>(b), n));
+  }
+  static float l2_distance(const void* a, const void* b, const void* param) {
+    const auto n = static_cast<Eigen::Index>(*static_cast<const std::size_t*>(param));
+    return (Eigen::Map<const Eigen::VectorXf>(static_cast<const float*>(a), n) -
+            Eigen::Map<const Eigen::VectorXf>(static_cast<const float*>(b), n))
+        .squaredNorm();
+  }
+  float distance(const float* a, const float* b) const {
+    return kind_ == metric::l2 ? l2_distance(a, b, &dim_) : ip_distance(a, b, &dim_);
+  }
+
+ private:
+  std::size_t dim_;
+  metric kind_;
+};
+
+// 64-bit FNV-1a-style hash over 8-byte words with a rotation, then the tail bytes and the length.
+// Each step is a bijection of the running state, so any change confined to one word is always
+// detected. A corruption check, not a cryptographic one.
+inline std::uint64_t index_checksum(const unsigned char* data, std::size_t size) noexcept {
+  constexpr std::uint64_t prime = 0x100000001b3ULL;
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  std::size_t i = 0;
+  for (; i + 8 <= size; i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, data + i, 8);
+    h = std::rotl((h ^ word) * prime, 27);
+  }
+  for (; i < size; ++i) h = std::rotl((h ^ data[i]) * prime, 27);
+  return std::rotl((h ^ static_cast<std::uint64_t>(size)) * prime, 27);
+}
+
+// The fixed 80-byte recpipe header in front of hnswlib's saveIndex body.
+struct hnsw_file_header {
+  static constexpr char magic[8] = {'R', 'E', 'C', 'P', 'H', 'N', 'S', 'W'};
+  static constexpr std::uint32_t current_version = 1;
+  static constexpr std::size_t size = 80;
+
+  std::uint32_t version = current_version;
+  std::uint32_t kind = 0;
+  std::uint64_t dim = 0, count = 0, m = 0, ef_construction = 0, seed = 0, body_size = 0, body_checksum = 0;
+
+  void write(unsigned char* out) const {
+    std::memcpy(out, magic, 8);
+    std::memcpy(out + 8, &version, 4);
+    std::memcpy(out + 12, &kind, 4);
+    const std::uint64_t fields[7] = {dim, count, m, ef_construction, seed, body_size, body_checksum};
+    std::memcpy(out + 16, fields, sizeof(fields));
+    const std::uint64_t header_checksum = index_checksum(out, 72);
+    std::memcpy(out + 72, &header_checksum, 8);
+  }
+  // Validates magic, version and the header checksum; the caller checks the values.
+  static hnsw_file_header read(const unsigned char* in, const std::string& path) {
+    if (std::memcmp(in, magic, 8) != 0)
+      fail<io_error>("hnsw_index: load: '", path, "' is not a recpipe HNSW index (bad magic bytes)");
+    hnsw_file_header h;
+    std::memcpy(&h.version, in + 8, 4);
+    if (h.version != current_version)
+      fail<io_error>("hnsw_index: load: '", path, "' has format version ", h.version, "; this build reads version ",
+                     current_version);
+    std::uint64_t stored = 0;
+    std::memcpy(&stored, in + 72, 8);
+    if (stored != index_checksum(in, 72))
+      fail<io_error>("hnsw_index: load: '", path, "': header checksum mismatch (the header is corrupt)");
+    std::memcpy(&h.kind, in + 12, 4);
+    std::uint64_t fields[7];
+    std::memcpy(fields, in + 16, sizeof(fields));
+    h.dim = fields[0];
+    h.count = fields[1];
+    h.m = fields[2];
+    h.ef_construction = fields[3];
+    h.seed = fields[4];
+    h.body_size = fields[5];
+    h.body_checksum = fields[6];
+    return h;
+  }
+};
+
+// Limits shared by the constructor and the loader. Element counts must fit hnswlib's 32-bit
+// internal ids and the `int` its visited-list pool uses.
+inline constexpr std::size_t hnsw_max_dim = std::size_t{1} << 24;
+inline constexpr std::size_t hnsw_max_m = 10000;  // hnswlib caps M at 10000 (2M fits a 16-bit count)
+inline constexpr std::size_t hnsw_max_elements = static_cast<std::size_t>(std::numeric_limits<int>::max());
+inline constexpr int hnsw_max_level = 1024;  // real graphs stay below ~64 levels
+
+// Walks an hnswlib 0.6.2 saveIndex body and checks every field and link that loadIndex and
+// searchKnn trust, so that a file that passes cannot make hnswlib read out of bounds: layout
+// sizes, element count, entry point, level of every node, neighbour ids and the level of each
+// neighbour, finite vectors, unique non-negative labels, no trailing bytes. Returns the number of
+// elements marked deleted.
+inline std::size_t validate_hnsw_body(const unsigned char* body, std::size_t size, const hnsw_file_header& h,
+                                      const std::string& path) {
+  std::size_t pos = 0;
+  const auto bad = [&](const auto&... what) { fail<io_error>("hnsw_index: load: '", path, "': ", what...); };
+  const auto read = [&](auto& value, const char* what) {
+    if (size - pos < sizeof(value)) bad("hnswlib body ends while reading ", what, " at byte ", pos);
+    std::memcpy(&value, body + pos, sizeof(value));
+    pos += sizeof(value);
+  };
+  std::size_t offset_level0 = 0, max_elements = 0, count = 0, bytes_per_element = 0, label_offset = 0,
+              data_offset = 0, max_m = 0, max_m0 = 0, m = 0, ef_construction = 0;
+  int max_level = 0;
+  unsigned int entry_point = 0;
+  double mult = 0;
+  read(offset_level0, "offsetLevel0");
+  read(max_elements, "max_elements");
+  read(count, "element count");
+  read(bytes_per_element, "size_data_per_element");
+  read(label_offset, "label_offset");
+  read(data_offset, "offsetData");
+  read(max_level, "maxlevel");
+  read(entry_point, "enterpoint_node");
+  read(max_m, "maxM");
+  read(max_m0, "maxM0");
+  read(m, "M");
+  read(mult, "mult");
+  read(ef_construction, "ef_construction");
+
+  if (count != h.count) bad("body holds ", count, " elements but the header says ", h.count);
+  if (count > hnsw_max_elements) bad("element count ", count, " exceeds the limit ", hnsw_max_elements);
+  if (max_elements < count) bad("max_elements ", max_elements, " is below the element count ", count);
+  if (m != h.m || max_m != m || max_m0 != 2 * m)
+    bad("link sizes M=", m, " maxM=", max_m, " maxM0=", max_m0, " do not match the header's M=", h.m);
+  if (ef_construction != std::max<std::uint64_t>(h.ef_construction, h.m))
+    bad("ef_construction ", ef_construction, " does not match the header's ", h.ef_construction);
+  const std::size_t links0_bytes = max_m0 * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
+  const std::size_t links_bytes = max_m * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
+  const std::size_t data_bytes = h.dim * sizeof(float);
+  if (offset_level0 != 0 || data_offset != links0_bytes || label_offset != links0_bytes + data_bytes ||
+      bytes_per_element != links0_bytes + data_bytes + sizeof(hnswlib::labeltype))
+    bad("element layout (offsets ", offset_level0, "/", data_offset, "/", label_offset, ", ", bytes_per_element,
+        " bytes per element) does not match dim ", h.dim, " and M ", h.m);
+  const double expected_mult = 1.0 / std::log(static_cast<double>(m));
+  if (!std::isfinite(mult) || std::abs(mult - expected_mult) > 1e-9 * expected_mult)
+    bad("level multiplier ", mult, " does not match M ", m);
+  if (count == 0) {
+    if (max_level != -1) bad("empty graph with max level ", max_level);
+  } else {
+    if (max_level < 0 || max_level > hnsw_max_level) bad("max level ", max_level, " is out of range");
+    if (entry_point >= count) bad("entry point ", entry_point, " is not below the element count ", count);
+  }
+
+  // Level 0: per element [u16 count, u8 flags, u8 0, maxM0 neighbour ids][dim floats][u64 label].
+  if ((size - pos) / bytes_per_element < count)
+    bad("hnswlib body is truncated: ", count, " elements need ", count, " x ", bytes_per_element, " bytes");
+  const unsigned char* level0 = body + pos;
+  pos += count * bytes_per_element;
+  std::size_t deleted = 0;
+  std::vector<std::uint64_t> labels(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    const unsigned char* element = level0 + i * bytes_per_element;
+    std::uint16_t links = 0;
+    std::memcpy(&links, element, 2);
+    if (links > max_m0) bad("element ", i, " has ", links, " level-0 links (at most ", max_m0, ")");
+    if ((element[2] & ~hnswlib::HierarchicalNSW<float>::DELETE_MARK) != 0 || element[3] != 0)
+      bad("element ", i, " has unknown flag bits");
+    if (element[2] & hnswlib::HierarchicalNSW<float>::DELETE_MARK) ++deleted;
+    for (std::size_t j = 0; j < links; ++j) {
+      hnswlib::tableint neighbour = 0;
+      std::memcpy(&neighbour, element + 4 + j * 4, 4);
+      if (neighbour >= count) bad("element ", i, " links to element ", neighbour, " of ", count);
+    }
+    for (std::size_t j = 0; j < h.dim; ++j) {
+      float value = 0;
+      std::memcpy(&value, element + data_offset + j * sizeof(float), sizeof(float));
+      if (!std::isfinite(value)) bad("element ", i, " has a non-finite vector value at position ", j);
+    }
+    std::memcpy(&labels[i], element + label_offset, sizeof(std::uint64_t));
+    if (labels[i] > static_cast<std::uint64_t>(std::numeric_limits<id_type>::max()))
+      bad("element ", i, " has id ", labels[i], ", beyond the largest id");
+  }
+  std::sort(labels.begin(), labels.end());
+  if (const auto dup = std::adjacent_find(labels.begin(), labels.end()); dup != labels.end())
+    bad("id ", *dup, " appears twice");
+
+  // Upper levels: per element u32 byte size, then `level` blocks of [u32 count, maxM ids].
+  std::vector<int> levels(count, 0);
+  std::vector<std::size_t> offsets(count, 0);
+  for (std::size_t i = 0; i < count; ++i) {
+    std::uint32_t bytes = 0;
+    read(bytes, "a link list size");
+    if (bytes % links_bytes != 0) bad("element ", i, " has a link list of ", bytes, " bytes (not a multiple of ", links_bytes, ")");
+    if (bytes / links_bytes > static_cast<std::size_t>(max_level))
+      bad("element ", i, " has level ", bytes / links_bytes, " above the max level ", max_level);
+    if (size - pos < bytes) bad("hnswlib body ends inside the link lists of element ", i);
+    levels[i] = static_cast<int>(bytes / links_bytes);
+    offsets[i] = pos;
+    pos += bytes;
+  }
+  if (pos != size) bad(size - pos, " unexpected bytes after the link lists");
+  if (count > 0 && levels[entry_point] != max_level)
+    bad("entry point ", entry_point, " has level ", levels[entry_point], " but the max level is ", max_level);
+  for (std::size_t i = 0; i < count; ++i) {
+    for (int level = 1; level <= levels[i]; ++level) {
+      const unsigned char* list = body + offsets[i] + static_cast<std::size_t>(level - 1) * links_bytes;
+      std::uint16_t links = 0;
+      std::memcpy(&links, list, 2);
+      if (links > max_m) bad("element ", i, " has ", links, " links at level ", level, " (at most ", max_m, ")");
+      for (std::size_t j = 0; j < links; ++j) {
+        hnswlib::tableint neighbour = 0;
+        std::memcpy(&neighbour, list + 4 + j * 4, 4);
+        if (neighbour >= count || levels[neighbour] < level)
+          bad("element ", i, " links at level ", level, " to element ", neighbour, " which is not on that level");
+      }
+    }
+  }
+  return deleted;
+}
+
+// A file name next to (or inside) `directory` that no other call or process will pick.
+inline std::filesystem::path unique_temp_path(const std::filesystem::path& directory, const std::string& stem) {
+  static std::atomic<std::uint64_t> counter{0};
+  std::random_device device;
+  const auto now = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  return directory / concat(stem, ".", std::hex, now ^ (static_cast<std::uint64_t>(device()) << 32), ".",
+                            counter.fetch_add(1), ".tmp");
+}
+
+// Removes a temporary file when it goes out of scope (errors ignored: it is cleanup).
+struct temp_file_guard {
+  std::filesystem::path path;
+  explicit temp_file_guard(std::filesystem::path p) : path(std::move(p)) {}
+  temp_file_guard(const temp_file_guard&) = delete;
+  temp_file_guard& operator=(const temp_file_guard&) = delete;
+  ~temp_file_guard() {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+  }
+};
+
+inline std::vector<unsigned char> read_index_file(const std::filesystem::path& path, const char* component) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status))
+    fail<io_error>(component, ": cannot open '", path.string(), "': no such file");
+  if (!std::filesystem::is_regular_file(status))
+    fail<io_error>(component, ": cannot open '", path.string(), "': not a regular file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail<io_error>(component, ": cannot open '", path.string(), "' for reading");
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  in.seekg(0, std::ios::beg);
+  if (size < 0) fail<io_error>(component, ": cannot determine the size of '", path.string(), "'");
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
+  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size))
+    fail<io_error>(component, ": failed to read ", size, " bytes from '", path.string(), "'");
+  return bytes;
+}
+
+inline void write_index_file(const std::filesystem::path& path, const unsigned char* data, std::size_t size,
+                             const char* component) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) fail<io_error>(component, ": cannot open '", path.string(), "' for writing");
+  out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  out.close();
+  if (!out) fail<io_error>(component, ": failed to write ", size, " bytes to '", path.string(), "'");
+}
+
+// Runs an hnswlib call and turns its std::runtime_error (and allocation failures) into
+// recpipe::index_error naming the operation.
+template <class F>
+decltype(auto) call_hnswlib(const char* component, F&& f) {
+  try {
+    return std::forward<F>(f)();
+  } catch (const recpipe::error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    fail<index_error>(component, ": out of memory inside hnswlib");
+  } catch (const std::exception& e) {
+    fail<index_error>(component, ": hnswlib failed: ", e.what());
+  }
+}
+
+}  // namespace detail
+
+namespace cpu {
+
+//! @brief Approximate nearest-neighbour index over item vectors: an adapter over hnswlib 0.6.2's
+//! HNSW graph that hides its `void*`/virtual API.
+//!
+//! - **Scores, higher is better**: `metric::inner_product` gives dot(q, x); `metric::l2` gives
+//!   -||q - x||^2. Results are sorted by score descending, then id ascending.
+//! - **Ids** are `recpipe::id_type` >= 0; negative ids are rejected. Adding an id that is already
+//!   present replaces its vector (a removed id comes back). Search never returns a removed id or an
+//!   id that was not added.
+//! - **Vectors** must have `dim()` finite values: NaN or infinity throws `recpipe::error` on add
+//!   and on search (nothing is added).
+//! - **Capacity** grows automatically (doubling, via hnswlib's resizeIndex); `reserve` avoids
+//!   the regrowth for a known count. At most 2^31 - 1 elements (hnswlib's 32-bit internal ids).
+//! - **Threads**: `search`, `search_batch`, `contains`, `size` and `save` may run concurrently from
+//!   any number of threads; `add`, `remove`, `reserve` take an exclusive lock and wait for them.
+//!   The search width is a per-call argument (hnswlib's global setEf is never touched after
+//!   construction), so concurrent searches with different `ef` do not interfere.
+//! - **Errors**: hnswlib's exceptions become `recpipe::index_error`; bad files throw
+//!   `recpipe::io_error` (see `save`/`load`).
+//!
+//! @code
+//! recpipe::cpu::hnsw_index index(64, recpipe::metric::inner_product, 100000);
+//! index.add(ids, item_vectors.view());                     // ids[i] <-> row i
+//! std::vector<recpipe::id_type> out_ids(10);
+//! std::vector<float> out_scores(10);
+//! std::size_t n = index.search(query, 10, out_ids, out_scores);  // n = min(10, index.size())
+//! index.save("items.hnsw");
+//! auto again = recpipe::cpu::hnsw_index::load("items.hnsw");
+//! @endcode
+class hnsw_index {
+ public:
+  //! Default search width (hnswlib's `ef`); the effective width of a search is max(k, ef).
+  static constexpr std::size_t default_ef = 64;
+
+  //! @brief An empty index.
+  //! @param dim              vector dimension, 1 .. 2^24.
+  //! @param kind             the metric (see class comment for the score it yields).
+  //! @param capacity         elements to allocate for up front (grows automatically).
+  //! @param m                HNSW links per node (hnswlib's M), 2 .. 10000.
+  //! @param ef_construction  search width while inserting, >= 1 (hnswlib uses max(ef_construction, M)).
+  //! @param seed             seed of the level generator; a fixed seed and single-threaded adds
+  //!                         give the same graph every time.
+  //! @throws recpipe::error on an invalid argument, recpipe::index_error if allocation fails.
+  //! @code
+  //! recpipe::cpu::hnsw_index index(32, recpipe::metric::l2, 1000, 16, 200, 42);
+  //! @endcode
+  explicit hnsw_index(std::size_t dim, recpipe::metric kind = recpipe::metric::inner_product,
+                      std::size_t capacity = 1024, std::size_t m = 16, std::size_t ef_construction = 200,
+                      std::uint64_t seed = 100) {
+    check_parameters("hnsw_index", dim, kind, m, ef_construction);
+    if (capacity > recpipe::detail::hnsw_max_elements)
+      recpipe::detail::fail("hnsw_index: capacity ", capacity, " exceeds the limit ", recpipe::detail::hnsw_max_elements);
+    state_ = std::make_unique<state>(dim, kind, m, ef_construction, seed);
+    state_->graph = recpipe::detail::call_hnswlib("hnsw_index: construct", [&] {
+      return std::make_unique<graph_type>(&state_->space, std::max<std::size_t>(capacity, 1), m, ef_construction,
+                                          static_cast<std::size_t>(seed));
+    });
+    state_->graph->setEf(1);  // the real width is passed per call as k (see search)
+  }
+
+  hnsw_index(hnsw_index&&) noexcept = default;
+  hnsw_index& operator=(hnsw_index&&) noexcept = default;
+  ~hnsw_index() = default;
+
+  //! Vector dimension. @code std::size_t d = index.dim(); @endcode
+  std::size_t dim() const { return get("dim").dim; }
+  //! The metric. @code if (index.metric() == recpipe::metric::l2) { ... } @endcode
+  recpipe::metric metric() const { return get("metric").kind; }
+  //! HNSW links per node (M). @code std::size_t m = index.m(); @endcode
+  std::size_t m() const { return get("m").m; }
+  //! Number of live (added and not removed) items. @code std::size_t n = index.size(); @endcode
+  std::size_t size() const {
+    const state& s = get("size");
+    const auto lock = s.mutex.shared();
+    return live_locked(s);
+  }
+  //! Elements the graph can hold before it grows (removed items still occupy a slot).
+  //! @code index.reserve(index.capacity() * 2); @endcode
+  std::size_t capacity() const {
+    const state& s = get("capacity");
+    const auto lock = s.mutex.shared();
+    return s.graph->max_elements_;
+  }
+  //! True if `id` was added and not removed (false for negative ids).
+  //! @code if (!index.contains(42)) index.add(42, vector); @endcode
+  bool contains(id_type id) const {
+    const state& s = get("contains");
+    if (id < 0) return false;
+    const auto lock = s.mutex.shared();
+    const auto found = s.graph->label_lookup_.find(static_cast<hnswlib::labeltype>(id));
+    return found != s.graph->label_lookup_.end() && !s.graph->isMarkedDeleted(found->second);
+  }
+
+  //! The default search width used by `search` without an explicit `ef`.
+  //! @code index.set_ef(128); assert(index.ef() == 128); @endcode
+  std::size_t ef() const { return get("ef").ef.load(std::memory_order_relaxed); }
+  //! Sets the default search width (>= 1); safe while other threads search.
+  //! @throws recpipe::error if ef == 0.
+  void set_ef(std::size_t ef) {
+    state& s = get("set_ef");
+    if (ef == 0) recpipe::detail::fail("hnsw_index: set_ef: ef must be at least 1 (got 0)");
+    s.ef.store(ef, std::memory_order_relaxed);
+  }
+
+  //! Makes room for `capacity` elements in total (never shrinks).
+  //! @throws recpipe::error above 2^31 - 1, recpipe::index_error if allocation fails.
+  //! @code index.reserve(1'000'000); @endcode
+  void reserve(std::size_t capacity) {
+    state& s = get("reserve");
+    if (capacity > recpipe::detail::hnsw_max_elements)
+      recpipe::detail::fail("hnsw_index: reserve: capacity ", capacity, " exceeds the limit ", recpipe::detail::hnsw_max_elements);
+    const auto lock = s.mutex.exclusive();
+    if (capacity > s.graph->max_elements_)
+      recpipe::detail::call_hnswlib("hnsw_index: reserve", [&] { s.graph->resizeIndex(capacity); });
+  }
+
+  //! @brief Adds (or replaces) one item.
+  //! @throws recpipe::error if id < 0, the vector's size is not dim() or it has NaN/inf.
+  //! @code index.add(7, std::span<const float>(vector)); @endcode
+  void add(id_type id, std::span<const float> vector) {
+    state& s = get("add");
+    recpipe::detail::check_index_id("hnsw_index: add", id);
+    recpipe::detail::check_index_vector("hnsw_index: add", id, vector, s.dim);
+    const auto lock = s.mutex.exclusive();
+    grow_for_locked(s, 1, "hnsw_index: add");
+    recpipe::detail::call_hnswlib("hnsw_index: add", [&] {
+      s.graph->addPoint(vector.data(), static_cast<hnswlib::labeltype>(id));
+    });
+  }
+
+  //! @brief Adds (or replaces) many items: `ids[i]` gets row i of `vectors` (rows x dim()).
+  //!
+  //! Every id and row is checked before anything is added, so a bad batch changes nothing. With
+  //! `threads` > 1 (0 = all hardware threads) the graph is built in parallel with hnswlib's
+  //! thread-safe insertion; the graph then depends on scheduling (results stay correct).
+  //! If hnswlib itself fails mid-batch, the rows before the failure stay added.
+  //! @code index.add(ids, vectors.view(), 0); @endcode
+  void add(std::span<const id_type> ids, matrix_view<const float> vectors, std::size_t threads = 1) {
+    state& s = get("add");
+    if (ids.size() != vectors.rows())
+      recpipe::detail::fail("hnsw_index: add: ", ids.size(), " ids but ", vectors.rows(), " vectors");
+    if (vectors.rows() > 0 && vectors.cols() != s.dim)
+      recpipe::detail::fail("hnsw_index: add: vectors have dimension ", vectors.cols(),
+                            " but the index has dimension ", s.dim);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      recpipe::detail::check_index_id("hnsw_index: add", ids[i]);
+      recpipe::detail::check_index_vector("hnsw_index: add", ids[i], vectors.row(i), s.dim);
+    }
+    if (ids.empty()) return;
+    const auto lock = s.mutex.exclusive();
+    grow_for_locked(s, ids.size(), "hnsw_index: add");
+    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+    threads = std::min(threads, ids.size());
+    const auto insert = [&](std::size_t i) {
+      s.graph->addPoint(vectors.row(i).data(), static_cast<hnswlib::labeltype>(ids[i]));
+    };
+    if (threads <= 1) {
+      recpipe::detail::call_hnswlib("hnsw_index: add", [&] {
+        for (std::size_t i = 0; i < ids.size(); ++i) insert(i);
+      });
+      return;
+    }
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    const auto worker = [&] {
+      try {
+        recpipe::detail::call_hnswlib("hnsw_index: add", [&] {
+          for (std::size_t i = next.fetch_add(1); i < ids.size(); i = next.fetch_add(1)) insert(i);
+        });
+      } catch (...) {
+        next.store(ids.size());  // stop the other workers early
+        std::lock_guard guard(failure_mutex);
+        if (!failure) failure = std::current_exception();
+      }
+    };
+    std::vector<std::thread> pool;
+    pool.reserve(threads - 1);
+    for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+    worker();
+    for (auto& thread : pool) thread.join();
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  //! @brief Removes an item (hnswlib's markDelete): it is never returned again, though it keeps
+  //! its slot and its links until the index is rebuilt. Adding the id again revives it.
+  //! @return true if the id was present; false if unknown or already removed.
+  //! @throws recpipe::error if id < 0.
+  //! @code bool was_there = index.remove(7); @endcode
+  bool remove(id_type id) {
+    state& s = get("remove");
+    recpipe::detail::check_index_id("hnsw_index: remove", id);
+    const auto lock = s.mutex.exclusive();
+    const auto found = s.graph->label_lookup_.find(static_cast<hnswlib::labeltype>(id));
+    if (found == s.graph->label_lookup_.end() || s.graph->isMarkedDeleted(found->second)) return false;
+    s.graph->markDeletedInternal(found->second);
+    return true;
+  }
+
+  //! @brief The (approximately) best `k` items for `query`, best first.
+  //!
+  //! @param query       dim() finite values.
+  //! @param k           results wanted; k == 0 returns 0; k > size() returns size().
+  //! @param out_ids     receives the ids; must hold min(k, size()) entries.
+  //! @param out_scores  receives the scores (see class comment); same size rule.
+  //! @param ef          search width for this call (>= 1); the graph is searched with max(k, ef).
+  //! @return exactly min(k, size()): when the graph walk finds fewer live items (possible after
+  //!         many removals), the index falls back to scanning every live item.
+  //! @throws recpipe::error on a dimension mismatch, a non-finite query value, ef == 0 or
+  //!         outputs that are too small.
+  //! Complexity: about O(max(k, ef) * M * log(n)) distance evaluations.
+  //! @code
+  //! std::size_t n = index.search(query, 10, out_ids, out_scores, 200);
+  //! @endcode
+  std::size_t search(std::span<const float> query, std::size_t k, std::span<id_type> out_ids,
+                     std::span<float> out_scores, std::size_t ef) const {
+    const state& s = get("search");
+    recpipe::detail::check_index_query("hnsw_index: search", query, s.dim);
+    if (ef == 0) recpipe::detail::fail("hnsw_index: search: ef must be at least 1 (got 0)");
+    const auto lock = s.mutex.shared();
+    const std::size_t count = std::min(k, live_locked(s));
+    recpipe::detail::check_index_outputs("hnsw_index: search", out_ids.size(), out_scores.size(), count);
+    return search_locked(s, query.data(), count, ef, out_ids, out_scores);
+  }
+  //! `search` with the index's default width `ef()`.
+  //! @code std::size_t n = index.search(query, 10, out_ids, out_scores); @endcode
+  std::size_t search(std::span<const float> query, std::size_t k, std::span<id_type> out_ids,
+                     std::span<float> out_scores) const {
+    return search(query, k, out_ids, out_scores, ef());
+  }
+
+  //! @brief `search` for every row of `queries` (rows x dim()), results in the matching rows of
+  //! `out_ids`/`out_scores` (at least min(k, size()) columns each).
+  //! @return the number of results in each row, min(k, size()).
+  //! @code
+  //! recpipe::matrix<recpipe::id_type> ids(queries.rows(), 10);
+  //! recpipe::matrix<float> scores(queries.rows(), 10);
+  //! std::size_t n = index.search_batch(queries.view(), 10, ids.view(), scores.view());
+  //! @endcode
+  std::size_t search_batch(matrix_view<const float> queries, std::size_t k, matrix_view<id_type> out_ids,
+                           matrix_view<float> out_scores, std::size_t ef) const {
+    const state& s = get("search_batch");
+    if (ef == 0) recpipe::detail::fail("hnsw_index: search_batch: ef must be at least 1 (got 0)");
+    for (std::size_t q = 0; q < queries.rows(); ++q)
+      recpipe::detail::check_index_query("hnsw_index: search_batch", queries.row(q), s.dim);
+    const auto lock = s.mutex.shared();
+    const std::size_t count = std::min(k, live_locked(s));
+    recpipe::detail::check_index_batch("hnsw_index: search_batch", queries, s.dim, out_ids, out_scores, count);
+    for (std::size_t q = 0; q < queries.rows(); ++q)
+      search_locked(s, queries.row(q).data(), count, ef, out_ids.row(q), out_scores.row(q));
+    return count;
+  }
+  //! `search_batch` with the default width `ef()`.
+  std::size_t search_batch(matrix_view<const float> queries, std::size_t k, matrix_view<id_type> out_ids,
+                           matrix_view<float> out_scores) const {
+    return search_batch(queries, k, out_ids, out_scores, ef());
+  }
+
+  //! @brief Writes the index to `path` (replacing it atomically via a temporary file next to it).
+  //!
+  //! Format (little-endian): an 80-byte header {magic "RECPHNSW", u32 version = 1, u32 metric,
+  //! u64 dim, count, M, ef_construction, seed, body size, body checksum, header checksum}, then
+  //! hnswlib 0.6.2's saveIndex body unchanged. See docs/retrieval.md.
+  //! @throws recpipe::io_error if the file cannot be written.
+  //! @code index.save("items.hnsw"); @endcode
+  void save(const std::filesystem::path& path) const {
+    const state& s = get("save");
+    constexpr const char* component = "hnsw_index: save";
+    const std::filesystem::path directory = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+    const std::string stem = path.filename().string();
+    std::error_code dir_error;
+    if (stem.empty() || !std::filesystem::is_directory(directory, dir_error))
+      recpipe::detail::fail<io_error>(component, ": cannot write '", path.string(),
+                                      "': not a file name inside an existing directory");
+    std::vector<unsigned char> file;
+    {
+      const auto lock = s.mutex.shared();
+      // hnswlib 0.6.2 only saves to a file name, so the body goes through a temporary file.
+      const recpipe::detail::temp_file_guard body_file{recpipe::detail::unique_temp_path(directory, stem + ".body")};
+      recpipe::detail::call_hnswlib(component, [&] { s.graph->saveIndex(body_file.path.string()); });
+      std::vector<unsigned char> body = recpipe::detail::read_index_file(body_file.path, component);
+      recpipe::detail::hnsw_file_header header;
+      header.kind = static_cast<std::uint32_t>(s.kind);
+      header.dim = s.dim;
+      header.count = s.graph->cur_element_count;
+      header.m = s.m;
+      header.ef_construction = s.ef_construction;
+      header.seed = s.seed;
+      header.body_size = body.size();
+      header.body_checksum = recpipe::detail::index_checksum(body.data(), body.size());
+      // saveIndex does not report write errors: re-validating catches a short or bad write.
+      try {
+        recpipe::detail::validate_hnsw_body(body.data(), body.size(), header, body_file.path.string());
+      } catch (const io_error& e) {
+        recpipe::detail::fail<io_error>(component, ": hnswlib wrote an unreadable body for '", path.string(),
+                                        "' (", e.what(), ")");
+      }
+      file.resize(recpipe::detail::hnsw_file_header::size + body.size());
+      header.write(file.data());
+      std::memcpy(file.data() + recpipe::detail::hnsw_file_header::size, body.data(), body.size());
+    }
+    const recpipe::detail::temp_file_guard staged{recpipe::detail::unique_temp_path(directory, stem)};
+    recpipe::detail::write_index_file(staged.path, file.data(), file.size(), component);
+    std::error_code ec;
+    std::filesystem::rename(staged.path, path, ec);
+    if (ec) recpipe::detail::fail<io_error>(component, ": cannot replace '", path.string(), "': ", ec.message());
+  }
+
+  //! @brief Reads an index written by `save`.
+  //!
+  //! The header (magic, version, header checksum, sizes against the real file size), the body
+  //! checksum and the structure of the whole hnswlib body (layout, counts, every link and level,
+  //! finite vectors, unique ids) are validated before hnswlib parses anything, so truncated,
+  //! corrupt or hostile files throw instead of crashing. hnswlib 0.6.2 only loads from a file
+  //! name, so the validated body goes through a temporary file in the system temp directory.
+  //! The default search width of the result is `default_ef`.
+  //! @throws recpipe::io_error naming the file and the problem; recpipe::index_error if hnswlib fails.
+  //! @code auto index = recpipe::cpu::hnsw_index::load("items.hnsw"); @endcode
+  static hnsw_index load(const std::filesystem::path& path) {
+    constexpr const char* component = "hnsw_index: load";
+    const std::string name = path.string();
+    const std::vector<unsigned char> file = recpipe::detail::read_index_file(path, component);
+    if (file.size() < recpipe::detail::hnsw_file_header::size)
+      recpipe::detail::fail<io_error>(component, ": '", name, "' is truncated: ", file.size(),
+                                      " bytes, but the header alone needs ", recpipe::detail::hnsw_file_header::size);
+    const recpipe::detail::hnsw_file_header h = recpipe::detail::hnsw_file_header::read(file.data(), name);
+    const std::size_t body_size = file.size() - recpipe::detail::hnsw_file_header::size;
+    if (h.body_size != body_size)
+      recpipe::detail::fail<io_error>(component, ": '", name, "' is truncated or has extra bytes: the header announces a ",
+                                      h.body_size, "-byte body but ", body_size, " bytes follow it");
+    const unsigned char* body = file.data() + recpipe::detail::hnsw_file_header::size;
+    if (recpipe::detail::index_checksum(body, body_size) != h.body_checksum)
+      recpipe::detail::fail<io_error>(component, ": '", name, "': body checksum mismatch (the file is corrupt)");
+    const auto kind = static_cast<recpipe::metric>(h.kind);
+    try {
+      check_parameters(component, h.dim, kind, h.m, h.ef_construction);
+    } catch (const io_error&) {
+      throw;
+    } catch (const recpipe::error& e) {
+      recpipe::detail::fail<io_error>(component, ": '", name, "' has an invalid header (", e.what(), ")");
+    }
+    const std::size_t deleted = recpipe::detail::validate_hnsw_body(body, body_size, h, name);
+
+    hnsw_index index(private_tag{});
+    index.state_ = std::make_unique<state>(h.dim, kind, h.m, h.ef_construction, h.seed);
+    state& s = *index.state_;
+    std::error_code temp_error;
+    const std::filesystem::path temp_directory = std::filesystem::temp_directory_path(temp_error);
+    if (temp_error)
+      recpipe::detail::fail<io_error>(component, ": no temporary directory to stage '", name, "': ",
+                                      temp_error.message());
+    const recpipe::detail::temp_file_guard body_file{
+        recpipe::detail::unique_temp_path(temp_directory, "recpipe-hnsw-load")};
+    recpipe::detail::write_index_file(body_file.path, body, body_size, component);
+    s.graph = recpipe::detail::call_hnswlib(component, [&] { return std::make_unique<graph_type>(&s.space); });
+    graph_type& g = *s.graph;
+    // The loading constructor leaves these uninitialised; set them so that the destructor is safe
+    // even if loadIndex throws, and so num_deleted_ starts from 0 (hnswlib adds to it).
+    g.data_level0_memory_ = nullptr;
+    g.linkLists_ = nullptr;
+    g.visited_list_pool_ = nullptr;
+    g.cur_element_count = 0;
+    g.num_deleted_ = 0;
+    try {
+      recpipe::detail::call_hnswlib(component, [&] {
+        g.loadIndex(body_file.path.string(), &s.space, std::max<std::size_t>(h.count, 1));
+      });
+    } catch (...) {
+      g.cur_element_count = 0;  // the per-element link lists may be half-built: leak, do not free
+      throw;
+    }
+    g.num_deleted_ = deleted;
+    g.level_generator_.seed(static_cast<std::default_random_engine::result_type>(h.seed));
+    g.update_probability_generator_.seed(static_cast<std::default_random_engine::result_type>(h.seed + 1));
+    g.setEf(1);
+    return index;
+  }
+
+ private:
+  using graph_type = hnswlib::HierarchicalNSW<float>;
+  struct private_tag {};
+
+  struct state {
+    state(std::size_t d, recpipe::metric k, std::size_t links, std::size_t efc, std::uint64_t s)
+        : space(d, k), dim(d), kind(k), m(links), ef_construction(efc), seed(s) {}
+    recpipe::detail::hnsw_space space;  // declared before graph: the graph points into it
+    std::unique_ptr<graph_type> graph;
+    std::size_t dim;
+    recpipe::metric kind;
+    std::size_t m, ef_construction;
+    std::uint64_t seed;
+    std::atomic<std::size_t> ef{default_ef};
+    recpipe::detail::index_mutex mutex;
+  };
+
+  explicit hnsw_index(private_tag) {}
+
+  static void check_parameters(const char* component, std::size_t dim, recpipe::metric kind, std::size_t m,
+                               std::size_t ef_construction) {
+    if (dim == 0 || dim > recpipe::detail::hnsw_max_dim)
+      recpipe::detail::fail(component, ": dim must be in [1, ", recpipe::detail::hnsw_max_dim, "] (got ", dim, ")");
+    if (!is_valid_metric(kind))
+      recpipe::detail::fail(component, ": unknown metric ", static_cast<std::uint32_t>(kind));
+    if (m < 2 || m > recpipe::detail::hnsw_max_m)
+      recpipe::detail::fail(component, ": M must be in [2, ", recpipe::detail::hnsw_max_m, "] (got ", m, ")");
+    if (ef_construction == 0) recpipe::detail::fail(component, ": ef_construction must be at least 1 (got 0)");
+  }
+
+  state& get(const char* what) {
+    if (!state_) recpipe::detail::fail("hnsw_index: ", what, ": the index was moved from");
+    return *state_;
+  }
+  const state& get(const char* what) const {
+    if (!state_) recpipe::detail::fail("hnsw_index: ", what, ": the index was moved from");
+    return *state_;
+  }
+
+  static std::size_t live_locked(const state& s) { return s.graph->cur_element_count - s.graph->num_deleted_; }
+
+  // Grows (doubling) so that `extra` new elements fit. Caller holds the exclusive lock.
+  static void grow_for_locked(state& s, std::size_t extra, const char* component) {
+    graph_type& g = *s.graph;
+    if (extra > recpipe::detail::hnsw_max_elements - g.cur_element_count)
+      recpipe::detail::fail(component, ": ", g.cur_element_count, " + ", extra, " elements exceed the limit ",
+                            recpipe::detail::hnsw_max_elements);
+    const std::size_t needed = g.cur_element_count + extra;
+    if (needed <= g.max_elements_) return;
+    const std::size_t doubled = g.max_elements_ > recpipe::detail::hnsw_max_elements / 2 ? recpipe::detail::hnsw_max_elements
+                                                                                : 2 * g.max_elements_;
+    recpipe::detail::call_hnswlib(component, [&] { g.resizeIndex(std::max(needed, doubled)); });
+  }
+
+  // Caller holds the shared lock; count = min(k, live) and the outputs hold count entries.
+  static std::size_t search_locked(const state& s, const float* query, std::size_t count, std::size_t ef,
+                                   std::span<id_type> out_ids, std::span<float> out_scores) {
+    if (count == 0) return 0;
+    const graph_type& g = *s.graph;
+    thread_local std::vector<float> scores;
+    thread_local std::vector<id_type> ids;
+    scores.clear();
+    ids.clear();
+    // hnswlib searches with max(its ef_, k); its ef_ is 1, so asking for max(count, ef) results is
+    // a search of width max(count, ef) without touching shared state. We keep the best `count`.
+    const std::size_t width = std::min(std::max(count, ef), g.cur_element_count);
+    auto found = recpipe::detail::call_hnswlib("hnsw_index: search", [&] { return g.searchKnn(query, width); });
+    while (!found.empty()) {
+      scores.push_back(-found.top().first);
+      ids.push_back(static_cast<id_type>(found.top().second));
+      found.pop();
+    }
+    if (ids.size() < count) {
+      // The walk reached fewer live items than asked for (removals can cut the graph): scan all.
+      scores.clear();
+      ids.clear();
+      for (hnswlib::tableint i = 0; i < g.cur_element_count; ++i) {
+        if (g.isMarkedDeleted(i)) continue;
+        scores.push_back(-s.space.distance(query, reinterpret_cast<const float*>(g.getDataByInternalId(i))));
+        ids.push_back(static_cast<id_type>(g.getExternalLabel(i)));
+      }
+    }
+    return top_k(scores, ids, count, out_ids, out_scores);
+  }
+
+  std::unique_ptr<state> state_;
+};
+
+}  // namespace cpu
+RECPIPE_NAMESPACE_END
+
+#include <recpipe/detail/epilogue.hpp>
