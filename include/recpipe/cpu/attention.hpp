@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: Apache-2.0
+// recpipe CPU backend: multi-head self-attention over padded variable-length sessions, and a
+// transformer encoder layer built from it.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include <recpipe/core/errors.hpp>
+#include <recpipe/core/matrix.hpp>
+#include <recpipe/cpu/dense.hpp>
+#include <recpipe/cpu/parallel.hpp>
+#include <recpipe/math/softmax.hpp>
+#include <recpipe/math/vector.hpp>
+
+#include <recpipe/detail/prologue.hpp>
+
+RECPIPE_NAMESPACE_BEGIN
+namespace cpu {
+
+//! Weights of `nn.MultiheadAttention(E, num_heads, batch_first=True)` in PyTorch layout.
+struct mha_weights {
+  matrix_view<const float> in_proj_weight;   //!< [3E, E]: q, k, v projections stacked
+  std::span<const float> in_proj_bias;       //!< [3E] or empty
+  matrix_view<const float> out_proj_weight;  //!< [E, E]
+  std::span<const float> out_proj_bias;      //!< [E] or empty
+  std::size_t num_heads = 1;                 //!< divides E
+};
+
+namespace impl {
+inline void check_sessions(const char* where, matrix_view<const float> x, std::span<const std::size_t> lengths,
+                           std::size_t max_len) {
+  check_view(where, "x", x);
+  if (x.rows() != lengths.size() * max_len)
+    detail::fail(where, ": x has ", x.rows(), " rows but lengths.size() * max_len = ", lengths.size(), " * ", max_len);
+  for (std::size_t b = 0; b < lengths.size(); ++b)
+    if (lengths[b] > max_len) detail::fail(where, ": lengths[", b, "] = ", lengths[b], " exceeds max_len = ", max_len);
+}
+
+inline void check_mha(const char* where, std::size_t e, const mha_weights& w) {
+  if (w.num_heads == 0 || e % w.num_heads != 0)
+    detail::fail(where, ": num_heads = ", w.num_heads, " must be >= 1 and divide the embedding width ", e);
+  check_shape(where, "in_proj_weight", w.in_proj_weight, 3 * e, e);
+  check_bias(where, "in_proj_bias", w.in_proj_bias, 3 * e);
+  check_shape(where, "out_proj_weight", w.out_proj_weight, e, e);
+  check_bias(where, "out_proj_bias", w.out_proj_bias, e);
+}
+
+inline std::vector<std::size_t>& session_starts() {
+  thread_local std::vector<std::size_t> starts;
+  return starts;
+}
+
+inline void zero_padding(matrix_view<float> out, std::span<const std::size_t> lengths, std::size_t max_len) {
+  for (std::size_t b = 0; b < lengths.size(); ++b)
+    for (std::size_t t = lengths[b]; t < max_len; ++t) std::fill_n(out.data() + (b * max_len + t) * out.stride(), out.cols(), 0.0f);
+}
+
+// Unchecked MHA; out must not overlap x. Padded rows are dropped before the projections (with
+// lengths spread over 1..max_len that halves the GEMM work) and restored as zeros at the end.
+inline void mha(matrix_view<const float> x, std::span<const std::size_t> lengths, std::size_t max_len,
+                const mha_weights& w, bool causal, matrix_view<float> out) {
+  const std::size_t e = x.cols(), rows = x.rows(), heads = w.num_heads, hd = e / heads;
+  if (rows == 0 || e == 0) return;
+  std::size_t valid = 0;
+  for (const std::size_t len : lengths) valid += len;
+  const bool padded = valid != rows;
+  // 1. Valid rows only, contiguous (session b's items start at the running sum of lengths).
+  matrix_view<const float> input = x;
+  if (padded) {
+    float* packed = scratch(7, valid * e);
+    std::size_t row = 0;
+    for (std::size_t b = 0; b < lengths.size(); ++b)
+      for (std::size_t t = 0; t < lengths[b]; ++t, ++row)
+        std::copy_n(x.data() + (b * max_len + t) * x.stride(), e, packed + row * e);
+    input = matrix_view<const float>(packed, valid, e);
+  }
+  // 2. One GEMM for q, k and v of every valid row.
+  float* qkv = scratch(3, std::max<std::size_t>(valid * 3 * e, 1));
+  linear(input, w.in_proj_weight, w.in_proj_bias, matrix_view<float>(qkv, valid, 3 * e));
+  // 3. Per session and head: scaled scores over the allowed keys, stable softmax, weighted sum of v.
+  float* context = scratch(4, valid * e);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const std::size_t ld = 3 * e;
+  std::vector<std::size_t>& starts = session_starts();
+  starts.resize(lengths.size() + 1);
+  starts[0] = 0;
+  for (std::size_t b = 0; b < lengths.size(); ++b) starts[b + 1] = starts[b] + lengths[b];
+  std::size_t work = 0;
+  for (const std::size_t len : lengths) work += len * len * e;
+  parallel_for(lengths.size(), work, [&](std::size_t first_session, std::size_t last_session) {
+  float* probs = scratch(9, max_len + hd);  // per thread
+  float* query = probs + max_len;
+  for (std::size_t b = first_session; b < last_session; ++b) {
+    const std::size_t len = lengths[b], first = starts[b];
+    const float* base = qkv + first * ld;
+    for (std::size_t h = 0; h < heads; ++h) {
+      const float* keys = base + e + h * hd;
+      const float* values = base + 2 * e + h * hd;
+      for (std::size_t t = 0; t < len; ++t) {
+        for (std::size_t c = 0; c < hd; ++c) query[c] = base[t * ld + h * hd + c] * scale;  // PyTorch scales q
+        const std::size_t visible = causal ? t + 1 : len;
+        std::size_t s = 0;
+        for (; s + 4 <= visible; s += 4)
+          math::dot4(query, keys + s * ld, keys + (s + 1) * ld, keys + (s + 2) * ld, keys + (s + 3) * ld, hd, probs + s);
+        for (; s < visible; ++s) probs[s] = math::dot(query, keys + s * ld, hd);
+        math::softmax_inplace(probs, visible);
+        float* RECPIPE_RESTRICT ctx = context + (first + t) * e + h * hd;
+        for (std::size_t c = 0; c < hd; ++c) ctx[c] = probs[0] * values[c];
+        for (s = 1; s < visible; ++s) math::axpy(probs[s], values + s * ld, ctx, hd);
+      }
+    }
+  }
+  });
+  // 4. Output projection, then scatter back to the padded layout with zero padding rows.
+  const matrix_view<const float> ctx_view(context, valid, e);
+  if (!padded) {
+    linear(ctx_view, w.out_proj_weight, w.out_proj_bias, out);
+    return;
+  }
+  float* projected = qkv;  // q, k and v are no longer needed
+  linear(ctx_view, w.out_proj_weight, w.out_proj_bias, matrix_view<float>(projected, valid, e));
+  std::size_t row = 0;
+  for (std::size_t b = 0; b < lengths.size(); ++b)
+    for (std::size_t t = 0; t < max_len; ++t) {
+      float* dst = out.data() + (b * max_len + t) * out.stride();
+      if (t < lengths[b])
+        std::copy_n(projected + (row++) * e, e, dst);
+      else
+        std::fill_n(dst, e, 0.0f);
+    }
+}
+}  // namespace impl
+
+//! @brief Multi-head self-attention over a batch of padded sessions, as
+//! `nn.MultiheadAttention(E, heads, batch_first=True)(x, x, x, key_padding_mask, attn_mask)`.
+//!
+//! @param x        [lengths.size() * max_len, E]: session b's item t is row b * max_len + t.
+//! @param lengths  valid prefix of each session, each <= max_len; keys at t >= lengths[b] are masked.
+//! @param causal   when true, item t attends only to items 0..t.
+//! @param out      same shape as x, must not overlap it. Rows past a session's length are written
+//!                 as 0 (PyTorch leaves them unspecified); a session of length 0 gives all zeros.
+//! Scores are scaled by 1/sqrt(E / heads); the softmax subtracts the row maximum, so it never
+//! overflows. Complexity O(rows E^2 + sum len^2 E).
+//! @throws recpipe::error for mismatched shapes, heads not dividing E, or a length above max_len.
+//! @code
+//! recpipe::cpu::mha_weights w{in_w.view(), in_b, out_w.view(), out_b, 2};
+//! recpipe::cpu::multi_head_attention(x.view(), lengths, 50, w, true, y.view());
+//! @endcode
+inline void multi_head_attention(matrix_view<const float> x, std::span<const std::size_t> lengths, std::size_t max_len,
+                                 const mha_weights& w, bool causal, matrix_view<float> out) {
+  impl::check_sessions("cpu::multi_head_attention", x, lengths, max_len);
+  impl::check_mha("cpu::multi_head_attention", x.cols(), w);
+  impl::check_shape("cpu::multi_head_attention", "out", out, x.rows(), x.cols());
+  impl::mha(x, lengths, max_len, w, causal, out);
+}
+
+//! Weights of `nn.TransformerEncoderLayer(E, heads, F, dropout=0, activation, batch_first=True,
+//! norm_first)` in PyTorch layout.
+struct transformer_layer_weights {
+  mha_weights attention;
+  matrix_view<const float> linear1_weight;  //!< [F, E]
+  std::span<const float> linear1_bias;      //!< [F] or empty
+  matrix_view<const float> linear2_weight;  //!< [E, F]
+  std::span<const float> linear2_bias;      //!< [E] or empty
+  std::span<const float> norm1_weight, norm1_bias, norm2_weight, norm2_bias;  //!< [E] each, or empty
+  float eps = 1e-5f;
+  activation act = activation::relu;  //!< relu or gelu, as the PyTorch layer's `activation`
+  bool norm_first = false;
+};
+
+//! @brief One transformer encoder layer (inference; no dropout):
+//! post-norm  y = LN2(h + FF(h)), h = LN1(x + MHA(x));
+//! pre-norm   y = h + FF(LN2(h)), h = x + MHA(LN1(x)); FF(z) = linear2(act(linear1(z))).
+//! Sessions, masks and padding as in multi_head_attention(); padded output rows are 0.
+//! @param out same shape as x, must not overlap it.
+//! @throws recpipe::error naming the weight or argument whose shape disagrees.
+//! @code
+//! recpipe::cpu::transformer_encoder_layer(x.view(), lengths, max_len, weights, true, y.view());
+//! @endcode
+inline void transformer_encoder_layer(matrix_view<const float> x, std::span<const std::size_t> lengths,
+                                      std::size_t max_len, const transformer_layer_weights& w, bool causal,
+                                      matrix_view<float> out) {
+  const char* where = "cpu::transformer_encoder_layer";
+  impl::check_sessions(where, x, lengths, max_len);
+  const std::size_t e = x.cols(), rows = x.rows(), ff = w.linear1_weight.rows();
+  impl::check_mha(where, e, w.attention);
+  impl::check_shape(where, "linear1_weight", w.linear1_weight, ff, e);
+  impl::check_bias(where, "linear1_bias", w.linear1_bias, ff);
+  impl::check_shape(where, "linear2_weight", w.linear2_weight, e, ff);
+  impl::check_bias(where, "linear2_bias", w.linear2_bias, e);
+  impl::check_bias(where, "norm1_weight", w.norm1_weight, e);
+  impl::check_bias(where, "norm1_bias", w.norm1_bias, e);
+  impl::check_bias(where, "norm2_weight", w.norm2_weight, e);
+  impl::check_bias(where, "norm2_bias", w.norm2_bias, e);
+  impl::check_shape(where, "out", out, rows, e);
+  if (rows == 0 || e == 0) return;
+  const matrix_view<float> a(impl::scratch(5, rows * e), rows, e);
+  const matrix_view<float> hidden(impl::scratch(6, rows * std::max<std::size_t>(ff, 1)), rows, ff);
+  if (!w.norm_first) {
+    impl::mha(x, lengths, max_len, w.attention, causal, a);
+    add(a, x);
+    layer_norm(a, w.norm1_weight, w.norm1_bias, a, w.eps);
+    linear(a, w.linear1_weight, w.linear1_bias, hidden, w.act);
+    linear(hidden, w.linear2_weight, w.linear2_bias, out);
+    add(out, a);
+    layer_norm(out, w.norm2_weight, w.norm2_bias, out, w.eps);
+  } else {
+    layer_norm(x, w.norm1_weight, w.norm1_bias, a, w.eps);
+    impl::mha(a, lengths, max_len, w.attention, causal, out);
+    add(out, x);
+    layer_norm(out, w.norm2_weight, w.norm2_bias, a, w.eps);
+    linear(a, w.linear1_weight, w.linear1_bias, hidden, w.act);
+    linear(hidden, w.linear2_weight, w.linear2_bias, a);
+    add(out, a);
+  }
+  impl::zero_padding(out, lengths, max_len);
+}
+
+}  // namespace cpu
+RECPIPE_NAMESPACE_END
+
+#include <recpipe/detail/epilogue.hpp>

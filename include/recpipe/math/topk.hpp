@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: Apache-2.0
+// recpipe math: the total order of top-k results (score desc, NaN last, then id asc).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include <recpipe/detail/prologue.hpp>
+
+RECPIPE_NAMESPACE_BEGIN
+namespace math {
+
+//! @brief True when (score a, id a) ranks before (score b, id b): larger score first, every NaN
+//! after every number (NaN never beats -inf), then smaller id. Both backends sort with this.
+//! @code
+//! bool first = recpipe::math::ranks_before(2.0f, 7, 1.0f, 3);  // true
+//! @endcode
+RECPIPE_HOST_DEVICE inline bool ranks_before(float score_a, std::int64_t id_a, float score_b, std::int64_t id_b) {
+  const bool a_nan = std::isnan(score_a), b_nan = std::isnan(score_b);
+  if (a_nan != b_nan) return b_nan;
+  if (!a_nan && score_a != score_b) return score_a > score_b;
+  return id_a < id_b;
+}
+
+//! @brief Maps a float to an unsigned key whose ascending order is the float's descending order,
+//! with every NaN mapped to the largest key (last) and -0.0 equal to +0.0. Radix selection
+//! (CPU and CUDA) works on these keys.
+RECPIPE_HOST_DEVICE inline std::uint32_t descending_key(float score) {
+  if (std::isnan(score)) return 0xffffffffu;
+  if (score == 0.0f) score = 0.0f;  // fold -0.0 into +0.0: they compare equal
+  std::uint32_t bits;
+  std::memcpy(&bits, &score, sizeof bits);
+  const std::uint32_t ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  return ~ascending;  // never 0xffffffff: that would need the bits of a NaN
+}
+
+}  // namespace math
+RECPIPE_NAMESPACE_END
+
+#include <recpipe/detail/epilogue.hpp>

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: Apache-2.0
+// recpipe tests: cpu/attention.hpp (multi-head self-attention, transformer encoder layer) against double references.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include <recpipe/cpu/attention.hpp>
+
+#include "unit/cpu/reference.hpp"
+
+namespace cpu = recpipe::cpu;
+
+namespace {
+using dvec = std::vector<double>;
+
+// Naive MHA in double on padded sessions; padded output rows are 0.
+dvec mha_reference(const dvec& x, std::size_t e, const std::vector<std::size_t>& lengths, std::size_t max_len,
+                   const ref::buffer& in_w, std::span<const float> in_b, const ref::buffer& out_w,
+                   std::span<const float> out_b, std::size_t heads, bool causal) {
+  const std::size_t rows = lengths.size() * max_len, hd = e / heads;
+  dvec qkv(rows * 3 * e), ctx(rows * e, 0.0), out(rows * e, 0.0);
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t o = 0; o < 3 * e; ++o) {
+      double s = in_b.empty() ? 0 : in_b[o];
+      for (std::size_t i = 0; i < e; ++i) s += x[r * e + i] * in_w(o, i);
+      qkv[r * 3 * e + o] = s;
+    }
+  for (std::size_t b = 0; b < lengths.size(); ++b)
+    for (std::size_t h = 0; h < heads; ++h)
+      for (std::size_t t = 0; t < lengths[b]; ++t) {
+        const std::size_t visible = causal ? t + 1 : lengths[b];
+        dvec p(visible);
+        double peak = -1e300;
+        for (std::size_t s = 0; s < visible; ++s) {
+          double dot = 0;
+          for (std::size_t c = 0; c < hd; ++c)
+            dot += qkv[(b * max_len + t) * 3 * e + h * hd + c] * qkv[(b * max_len + s) * 3 * e + e + h * hd + c];
+          p[s] = dot / std::sqrt(static_cast<double>(hd));
+          peak = std::max(peak, p[s]);
+        }
+        double total = 0;
+        for (auto& v : p) total += (v = std::exp(v - peak));
+        for (std::size_t s = 0; s < visible; ++s)
+          for (std::size_t c = 0; c < hd; ++c)
+            ctx[(b * max_len + t) * e + h * hd + c] += p[s] / total * qkv[(b * max_len + s) * 3 * e + 2 * e + h * hd + c];
+      }
+  for (std::size_t b = 0; b < lengths.size(); ++b)
+    for (std::size_t t = 0; t < lengths[b]; ++t)
+      for (std::size_t o = 0; o < e; ++o) {
+        double s = out_b.empty() ? 0 : out_b[o];
+        for (std::size_t i = 0; i < e; ++i) s += ctx[(b * max_len + t) * e + i] * out_w(o, i);
+        out[(b * max_len + t) * e + o] = s;
+      }
+  return out;
+}
+
+dvec linear_d(const dvec& x, std::size_t rows, const ref::buffer& w, std::span<const float> b, int act) {
+  dvec y(rows * w.rows);
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t o = 0; o < w.rows; ++o) {
+      double s = b.empty() ? 0 : b[o];
+      for (std::size_t i = 0; i < w.cols; ++i) s += x[r * w.cols + i] * w(o, i);
+      y[r * w.rows + o] = ref::act(act, s);
+    }
+  return y;
+}
+
+struct model {
+  std::size_t e, heads, ff;
+  ref::buffer in_w, out_w, w1, w2;
+  std::vector<float> in_b, out_b, b1, b2, g1, be1, g2, be2;
+  model(std::size_t e_, std::size_t heads_, std::size_t ff_, std::mt19937& rng)
+      : e(e_), heads(heads_), ff(ff_), in_w(3 * e_, e_, 1), out_w(e_, e_), w1(ff_, e_), w2(e_, ff_, 2) {
+    ref::fill(in_w, rng, 0.4f);
+    ref::fill(out_w, rng, 0.4f);
+    ref::fill(w1, rng, 0.4f);
+    ref::fill(w2, rng, 0.4f);
+    in_b = ref::random_vector(3 * e, rng);
+    out_b = ref::random_vector(e, rng);
+    b1 = ref::random_vector(ff, rng);
+    b2 = ref::random_vector(e, rng);
+    g1 = ref::random_vector(e, rng);
+    be1 = ref::random_vector(e, rng);
+    g2 = ref::random_vector(e, rng);
+    be2 = ref::random_vector(e, rng);
+  }
+  cpu::mha_weights mha() const { return {in_w.cview(), in_b, out_w.cview(), out_b, heads}; }
+};
+
+dvec valid_rows(const dvec& v, std::size_t e, const std::vector<std::size_t>& lengths, std::size_t max_len) {
+  dvec out;
+  for (std::size_t b = 0; b < lengths.size(); ++b)
+    for (std::size_t t = 0; t < lengths[b]; ++t)
+      for (std::size_t c = 0; c < e; ++c) out.push_back(v[(b * max_len + t) * e + c]);
+  return out;
+}
+std::vector<float> valid_rows(const ref::buffer& v, const std::vector<std::size_t>& lengths, std::size_t max_len) {
+  std::vector<float> out;
+  for (std::size_t b = 0; b < lengths.size(); ++b)
+    for (std::size_t t = 0; t < lengths[b]; ++t)
+      for (std::size_t c = 0; c < v.cols; ++c) out.push_back(v(b * max_len + t, c));
+  return out;
+}
+}  // namespace
+
+TEST_CASE("multi_head_attention matches a double reference with causal and key-padding masks") {
+  std::mt19937 rng(20);
+  const std::vector<std::size_t> lengths = {1, 7, 0, 9, 4};
+  const std::size_t max_len = 9;
+  for (const auto& shape : {std::pair<std::size_t, std::size_t>{8, 1}, {12, 3}, {64, 2}, {10, 5}})
+    for (bool causal : {false, true}) {
+      const std::size_t e = shape.first, heads = shape.second;  // not a structured binding: clang 14 cannot capture those
+      CAPTURE(e); CAPTURE(heads); CAPTURE(causal);
+      model m(e, heads, 16, rng);
+      ref::buffer x(lengths.size() * max_len, e, 1), y(lengths.size() * max_len, e, 2);
+      ref::fill(x, rng, 2.0f);
+      x(2 * max_len + 1, 0) = std::nanf("");  // NaN inside padding never leaks into valid rows
+      ref::fill(y, rng);
+      cpu::multi_head_attention(x.cview(), lengths, max_len, m.mha(), causal, y.view());
+      dvec xd;
+      for (float v : ref::flatten(x)) xd.push_back(v);
+      const auto want = mha_reference(xd, e, lengths, max_len, m.in_w, m.in_b, m.out_w, m.out_b, heads, causal);
+      CHECK(ref::max_rel_error(valid_rows(want, e, lengths, max_len), valid_rows(y, lengths, max_len)) < 1e-5);
+      for (std::size_t b = 0; b < lengths.size(); ++b)
+        for (std::size_t t = lengths[b]; t < max_len; ++t)
+          for (std::size_t c = 0; c < e; ++c) CHECK(y(b * max_len + t, c) == 0.0f);
+    }
+}
+
+TEST_CASE("softmax stays finite for huge scores") {
+  std::mt19937 rng(21);
+  model m(4, 1, 4, rng);
+  ref::buffer x(3, 4), y(3, 4);
+  for (std::size_t r = 0; r < 3; ++r)
+    for (std::size_t c = 0; c < 4; ++c) x(r, c) = 1e3f * static_cast<float>(r + 1);
+  cpu::multi_head_attention(x.cview(), std::vector<std::size_t>{3}, 3, m.mha(), false, y.view());
+  for (float v : ref::flatten(y)) CHECK(std::isfinite(v));
+}
+
+TEST_CASE("transformer_encoder_layer matches post-norm and pre-norm references with relu and gelu") {
+  std::mt19937 rng(22);
+  const std::vector<std::size_t> lengths = {5, 1, 3};
+  const std::size_t max_len = 5, e = 12, rows = lengths.size() * max_len;
+  for (bool norm_first : {false, true})
+    for (int act : {1, 2})
+      for (bool causal : {false, true}) {
+        CAPTURE(norm_first); CAPTURE(act); CAPTURE(causal);
+        model m(e, 3, 20, rng);
+        ref::buffer x(rows, e), y(rows, e);
+        ref::fill(x, rng);
+        cpu::transformer_layer_weights w{m.mha(), m.w1.cview(), m.b1, m.w2.cview(), m.b2, m.g1, m.be1, m.g2, m.be2,
+                                         1e-5f, static_cast<cpu::activation>(act), norm_first};
+        cpu::transformer_encoder_layer(x.cview(), lengths, max_len, w, causal, y.view());
+        dvec xd;
+        for (float v : ref::flatten(x)) xd.push_back(v);
+        const auto attend = [&](const dvec& in) {
+          return mha_reference(in, e, lengths, max_len, m.in_w, m.in_b, m.out_w, m.out_b, 3, causal);
+        };
+        const auto ffn = [&](const dvec& in) { return linear_d(linear_d(in, rows, m.w1, m.b1, act), rows, m.w2, m.b2, 0); };
+        const auto plus = [](dvec a, const dvec& b) {
+          for (std::size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+          return a;
+        };
+        dvec want;
+        if (!norm_first) {
+          const auto h = ref::layer_norm(plus(xd, attend(xd)), rows, e, m.g1, m.be1, 1e-5);
+          want = ref::layer_norm(plus(h, ffn(h)), rows, e, m.g2, m.be2, 1e-5);
+        } else {
+          const auto h = plus(xd, attend(ref::layer_norm(xd, rows, e, m.g1, m.be1, 1e-5)));
+          want = plus(h, ffn(ref::layer_norm(h, rows, e, m.g2, m.be2, 1e-5)));
+        }
+        CHECK(ref::max_rel_error(valid_rows(want, e, lengths, max_len), valid_rows(y, lengths, max_len)) < 1e-5);
+      }
+}
+
+TEST_CASE("attention rejects bad shapes, heads and lengths") {
+  std::mt19937 rng(23);
+  model m(8, 2, 16, rng);
+  ref::buffer x(6, 8), y(6, 8);
+  CHECK_THROWS_WITH_AS(cpu::multi_head_attention(x.cview(), std::vector<std::size_t>{3, 4}, 3, m.mha(), true, y.view()),
+                       doctest::Contains("lengths[1] = 4 exceeds max_len = 3"), recpipe::error);
+  CHECK_THROWS_WITH_AS(cpu::multi_head_attention(x.cview(), std::vector<std::size_t>{3}, 3, m.mha(), true, y.view()),
+                       doctest::Contains("x has 6 rows but lengths.size() * max_len = 1 * 3"), recpipe::error);
+  auto w = m.mha();
+  w.num_heads = 3;
+  CHECK_THROWS_WITH_AS(cpu::multi_head_attention(x.cview(), std::vector<std::size_t>{3, 3}, 3, w, true, y.view()),
+                       doctest::Contains("num_heads = 3"), recpipe::error);
+  w = m.mha();
+  w.in_proj_weight = m.out_w.cview();
+  CHECK_THROWS_WITH_AS(cpu::multi_head_attention(x.cview(), std::vector<std::size_t>{3, 3}, 3, w, true, y.view()),
+                       doctest::Contains("in_proj_weight must be 24 x 8"), recpipe::error);
+  cpu::transformer_layer_weights t{m.mha(), m.w1.cview(), m.b1, m.w1.cview(), m.b2, m.g1, m.be1, m.g2, m.be2};
+  CHECK_THROWS_WITH_AS(cpu::transformer_encoder_layer(x.cview(), std::vector<std::size_t>{3, 3}, 3, t, true, y.view()),
+                       doctest::Contains("linear2_weight must be 8 x 16"), recpipe::error);
+}
