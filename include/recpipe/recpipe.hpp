@@ -26,13 +26,27 @@
 #include <recpipe/cpu/feature_store.hpp>
 #include <recpipe/cpu/hnsw_index.hpp>
 #include <recpipe/cpu/metric.hpp>
+#include <recpipe/cpu/parallel.hpp>
 #include <recpipe/cpu/sampling.hpp>
 #include <recpipe/cpu/threads.hpp>
 #include <recpipe/cpu/topk.hpp>
 
+// io: model files and data
+#include <recpipe/io/safetensors.hpp>
+#include <recpipe/io/safetensors_writer.hpp>
+#include <recpipe/io/synthetic_catalog.hpp>
+
+// models: PyTorch-compatible models on the CPU kernels
+#include <recpipe/models/dcn_v2.hpp>
+#include <recpipe/models/dlrm.hpp>
+#include <recpipe/models/mlp.hpp>
+#include <recpipe/models/session_transformer.hpp>
+#include <recpipe/models/two_tower.hpp>
+
 // stages: the pipeline's building blocks
 #include <recpipe/stages/filter.hpp>
 #include <recpipe/stages/lookup.hpp>
+#include <recpipe/stages/mlp_scorer.hpp>
 #include <recpipe/stages/order.hpp>
 #include <recpipe/stages/retrieve.hpp>
 #include <recpipe/stages/score.hpp>
