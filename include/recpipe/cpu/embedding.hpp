@@ -229,7 +229,7 @@ enum class pooling {
 namespace impl {
 // Rows prefetched ahead in the id stream: enough in flight to cover DRAM latency (~100 ns) at
 // ~30 M rows/s per core, measured best at 16 on the reference machine.
-#ifdef RECPIPE_EMBEDDING_PREFETCH_DISTANCE
+#ifdef RECPIPE_EMBEDDING_PREFETCH_DISTANCE  // tuning knob for other hosts; 8 and 32 measured no better here
 inline constexpr std::size_t prefetch_distance = RECPIPE_EMBEDDING_PREFETCH_DISTANCE;
 #else
 inline constexpr std::size_t prefetch_distance = 16;
@@ -237,9 +237,12 @@ inline constexpr std::size_t prefetch_distance = 16;
 
 inline void prefetch_row(const embedding_table_view& table, id_type id) {
   if (static_cast<std::uint64_t>(id) >= table.rows()) return;  // never form an out-of-range address
-  const std::byte* p = table.row(static_cast<std::size_t>(id));
-  for (std::size_t offset = 0; offset < table.row_bytes(); offset += 64) RECPIPE_PREFETCH(p + offset);
-  RECPIPE_PREFETCH(p + table.row_bytes() - 1);  // the last line of a row that straddles lines
+  // Exactly the cache lines the row touches (a 72-byte int8 row may straddle three): a redundant
+  // prefetch is not free when the line-fill buffers are the bottleneck.
+  const auto first = reinterpret_cast<std::uintptr_t>(table.row(static_cast<std::size_t>(id)));
+  const std::uintptr_t end = first + table.row_bytes();
+  for (std::uintptr_t line = first & ~std::uintptr_t{63}; line < end; line += 64)
+    RECPIPE_PREFETCH(reinterpret_cast<const void*>(line));
 }
 
 [[noreturn]] inline void bad_id(const char* where, std::size_t position, id_type id, std::size_t rows) {
@@ -334,16 +337,19 @@ inline void embedding_bag(const embedding_table_view& table, std::span<const id_
                  ids.size(), ")");
   const float* w = weights.empty() ? nullptr : weights.data();
   // Bags are split over the pool (cpu::set_num_threads); each thread prefetches its own stream.
-  impl::parallel_for(out.rows(), ids.size() * (table.dim() + 16), [&](std::size_t first, std::size_t last) {
-    switch (table.type()) {
-      case storage::fp32:
-        return impl::bag_kernel<storage::fp32>(table, ids, offsets, w, mode, out, first, last);
-      case storage::fp16:
-        return impl::bag_kernel<storage::fp16>(table, ids, offsets, w, mode, out, first, last);
-      case storage::int8_rowwise:
-        return impl::bag_kernel<storage::int8_rowwise>(table, ids, offsets, w, mode, out, first, last);
-    }
-  });
+  // The views are captured by value: copies in the lambda let the compiler keep them in registers.
+  const auto run = [=]<storage Type>(std::size_t first, std::size_t last) {
+    impl::bag_kernel<Type>(table, ids, offsets, w, mode, out, first, last);
+  };
+  const std::size_t work = ids.size() * (table.dim() + 16);
+  switch (table.type()) {
+    case storage::fp32:
+      return impl::parallel_for(out.rows(), work, [&](std::size_t a, std::size_t b) { run.template operator()<storage::fp32>(a, b); });
+    case storage::fp16:
+      return impl::parallel_for(out.rows(), work, [&](std::size_t a, std::size_t b) { run.template operator()<storage::fp16>(a, b); });
+    case storage::int8_rowwise:
+      return impl::parallel_for(out.rows(), work, [&](std::size_t a, std::size_t b) { run.template operator()<storage::int8_rowwise>(a, b); });
+  }
 }
 
 //! The ids, offsets and optional per-id weights of one sparse feature (one table) for a batch.
