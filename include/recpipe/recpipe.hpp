@@ -14,7 +14,6 @@
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/core/metrics.hpp>
 #include <recpipe/core/pipeline.hpp>
-#include <recpipe/core/ranking.hpp>
 #include <recpipe/core/types.hpp>
 
 // cpu: the reference backend's kernels, indexes and feature store

@@ -12,12 +12,16 @@ RECPIPE_NAMESPACE_BEGIN
 namespace math {
 
 //! @brief True when (score a, id a) ranks before (score b, id b): larger score first, every NaN
-//! after every number (NaN never beats -inf), then smaller id. Both backends sort with this.
+//! after every number (NaN never beats -inf), then smaller id. A strict weak order, so std::sort
+//! and std::nth_element may use it. Both backends and every ordering stage sort with this, which
+//! is what makes their results comparable element by element. `Score` is float, or double for
+//! the sampling keys of softmax_sample.
 //! @code
 //! bool first = recpipe::math::ranks_before(2.0f, 7, 1.0f, 3);  // true
 //! @endcode
-RECPIPE_HOST_DEVICE inline bool ranks_before(float score_a, std::int64_t id_a, float score_b, std::int64_t id_b) {
-  const bool a_nan = std::isnan(score_a), b_nan = std::isnan(score_b);
+template <class Score>
+RECPIPE_HOST_DEVICE constexpr bool ranks_before(Score score_a, std::int64_t id_a, Score score_b, std::int64_t id_b) {
+  const bool a_nan = score_a != score_a, b_nan = score_b != score_b;  // isnan, constexpr and device-safe
   if (a_nan != b_nan) return b_nan;
   if (!a_nan && score_a != score_b) return score_a > score_b;
   return id_a < id_b;

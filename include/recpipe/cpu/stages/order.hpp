@@ -10,7 +10,7 @@
 
 #include <recpipe/core/backend.hpp>
 #include <recpipe/core/batch.hpp>
-#include <recpipe/core/ranking.hpp>
+#include <recpipe/math/topk.hpp>
 #include <recpipe/stages/order.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -35,7 +35,7 @@ void keep_best_candidates(Batch& batch, std::size_t k, KeyOf&& key_of) {
   std::vector<std::size_t> offsets(n + 1, 0);
   std::vector<std::size_t> picks;
   picks.reserve(std::min(candidates.total(), n * k));
-  const auto better = [](const entry& a, const entry& b) { return ranks_before(a.key, a.id, b.key, b.id); };
+  const auto better = [](const entry& a, const entry& b) { return math::ranks_before(a.key, a.id, b.key, b.id); };
   for (std::size_t r = 0; r < n; ++r) {
     const std::size_t begin = candidates.offsets()[r], end = candidates.offsets()[r + 1];
     row.clear();
