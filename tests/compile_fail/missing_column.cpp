@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A stage that reads a column nothing provides: filter_seen needs col::history.
 // EXPECT: recpipe: STAGE_READS_MISSING_COLUMN
-// EXPECT: STAGE_READS_MISSING_COLUMN<recpipe::v0::filter_seen_stage<recpipe::v0::col::history>, recpipe::v0::col::history>
+// EXPECT: STAGE_READS_MISSING_COLUMN<recpipe::(v0::)?filter_seen_stage<recpipe::(v0::)?col::history>, recpipe::(v0::)?col::history>
 #include <recpipe/recpipe.hpp>
 
 int main() {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The scorer reads item vectors, but no lookup of the item store precedes it.
 // EXPECT: recpipe: STAGE_READS_MISSING_COLUMN
-// EXPECT: STAGE_READS_MISSING_COLUMN<recpipe::v0::score_stage<.*, recpipe::v0::col::item_embedding>
+// EXPECT: STAGE_READS_MISSING_COLUMN<recpipe::(v0::)?score_stage<.*, recpipe::(v0::)?col::item_embedding>
 #include <recpipe/recpipe.hpp>
 
 int main() {

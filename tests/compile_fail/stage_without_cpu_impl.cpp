@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A user stage that declares its columns but has no CPU implementation.
 // EXPECT: recpipe: RECPIPE_STAGE_HAS_NO_CPU_IMPL
-// EXPECT: STAGE_HAS_NO_BACKEND_IMPL<unimplemented, recpipe::v0::cpu_backend>
+// EXPECT: STAGE_HAS_NO_BACKEND_IMPL<unimplemented, recpipe::(v0::)?cpu_backend>
 #include <recpipe/recpipe.hpp>
 
 struct unimplemented : recpipe::stage<unimplemented> {
