@@ -49,3 +49,4 @@
 #include <recpipe/stages/order.hpp>
 #include <recpipe/stages/retrieve.hpp>
 #include <recpipe/stages/score.hpp>
+#include <recpipe/stages/session_encoder.hpp>
