@@ -36,8 +36,9 @@ find_nvcc() {
 
 RECPIPE_JOBS=${RECPIPE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
-# Debian's OpenBLAS 0.3.21 does not recognise AMD Zen 4 and falls back to its SSE3 ("Prescott")
-# kernels, 5-7x slower. Name the nearest kernel family it does know, unless the user chose one.
+# Debian's OpenBLAS 0.3.21 does not recognise newer CPUs (AMD Zen 4; the virtualised Sapphire
+# Rapids Xeon these machines report as "Intel Xeon Processor") and falls back to its SSE3
+# ("Prescott") kernels, 5-7x slower. Name the nearest kernel family it knows, unless the user chose one.
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -r /proc/cpuinfo ]; then
   if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX
   elif grep -qw avx2 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Haswell
