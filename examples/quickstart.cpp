@@ -3,6 +3,7 @@
 //
 //   ./scripts/demo                 100,000 items, 10,000 users, 64-user batches
 //   example_quickstart --smoke     a 20,000-item catalog for a quick check (ctest runs this)
+//   example_quickstart --ef 1000   a wider ANN search: slower, higher recall (default 600)
 #include <recpipe/io/synthetic_catalog.hpp>
 #include <recpipe/recpipe.hpp>
 
@@ -16,7 +17,16 @@
 int main(int argc, char** argv) {
   using namespace recpipe;
   using clock = std::chrono::steady_clock;
-  const bool smoke = argc > 1 && std::strcmp(argv[1], "--smoke") == 0;
+  bool smoke = false;
+  std::size_t ef = 600;  // hnsw search width: wider than the 500 fetched, for recall
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--smoke") == 0) smoke = true;
+    else if (std::strcmp(argv[i], "--ef") == 0 && i + 1 < argc) ef = std::stoul(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: %s [--smoke] [--ef N]\n", argv[0]);
+      return 2;
+    }
+  }
 
   io::synthetic_catalog_config config;
   if (smoke) {
@@ -45,12 +55,12 @@ int main(int argc, char** argv) {
   for (std::size_t i = 0; i < config.items; ++i) item_vectors.insert(item_ids[i], catalog.item_vectors.row(i));
 
   start = clock::now();
-  cpu::hnsw_index ann(config.dim, metric::inner_product, config.items, /*M=*/16, /*ef_construction=*/100);
+  cpu::hnsw_index ann(config.dim, metric::inner_product, config.items, /*M=*/32, /*ef_construction=*/200);
   ann.add(item_ids, catalog.item_vectors.view(), /*threads=*/2);
-  ann.set_ef(fetch);
+  ann.set_ef(ef);
   cpu::exact_index exact(config.dim, metric::inner_product, config.items);
   exact.add(item_ids, catalog.item_vectors.view());
-  std::printf("hnsw index (M 16, ef_construction 100) built in %.2f s\n",
+  std::printf("hnsw index (M 32, ef_construction 200) built in %.2f s\n",
               std::chrono::duration<double>(clock::now() - start).count());
 
   // 3. The recommender: one expression, checked by the compiler.
