@@ -15,19 +15,16 @@
 
 #include <recpipe/cpu/exact_index.hpp>
 
+#include "common/index_fixtures.hpp"
+
 namespace {
+
+using recpipe::testing::make_ids;
+using recpipe::testing::random_matrix;
 
 using recpipe::id_type;
 using recpipe::metric;
 using recpipe::cpu::exact_index;
-
-recpipe::matrix<float> random_matrix(std::size_t rows, std::size_t cols, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  recpipe::matrix<float> m(rows, cols);
-  for (auto& x : m.values()) x = dist(rng);
-  return m;
-}
 
 // Naive double-precision score with the documented convention.
 double reference_score(metric kind, std::span<const float> q, std::span<const float> x) {
@@ -56,12 +53,6 @@ std::vector<scored> reference_top_k(metric kind, const recpipe::matrix<float>& i
   });
   all.resize(std::min(k, all.size()));
   return all;
-}
-
-std::vector<id_type> make_ids(std::size_t n, id_type base = 1000, id_type step = 7) {
-  std::vector<id_type> ids(n);
-  for (std::size_t i = 0; i < n; ++i) ids[i] = base + static_cast<id_type>(i) * step;
-  return ids;
 }
 
 }  // namespace

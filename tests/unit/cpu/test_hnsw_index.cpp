@@ -17,29 +17,20 @@
 #include <vector>
 
 #include <recpipe/cpu/exact_index.hpp>
+
+#include "common/index_fixtures.hpp"
 #include <recpipe/cpu/hnsw_index.hpp>
 
 namespace {
+
+using recpipe::testing::make_ids;
+using recpipe::testing::random_matrix;
 
 using recpipe::id_type;
 using recpipe::metric;
 using recpipe::cpu::exact_index;
 using recpipe::cpu::hnsw_index;
 namespace fs = std::filesystem;
-
-recpipe::matrix<float> random_matrix(std::size_t rows, std::size_t cols, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  recpipe::matrix<float> m(rows, cols);
-  for (auto& x : m.values()) x = dist(rng);
-  return m;
-}
-
-std::vector<id_type> make_ids(std::size_t n, id_type base = 100, id_type step = 3) {
-  std::vector<id_type> ids(n);
-  for (std::size_t i = 0; i < n; ++i) ids[i] = base + static_cast<id_type>(i) * step;
-  return ids;
-}
 
 // A fresh folder per test case under the test's build folder.
 fs::path scratch_dir(const std::string& name) {
