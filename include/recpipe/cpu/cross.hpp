@@ -9,6 +9,8 @@
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/cpu/dense.hpp>
+#include <recpipe/cpu/detail/interaction_avx512.hpp>
+#include <recpipe/cpu/isa.hpp>
 #include <recpipe/cpu/parallel.hpp>
 #include <recpipe/math/cross.hpp>
 #include <recpipe/math/vector.hpp>
@@ -169,7 +171,13 @@ inline void dot_interaction(matrix_view<const float> features, std::size_t num_f
   const std::size_t f = num_features, d = features.cols() / f;
   impl::check_shape("cpu::dot_interaction", "out", out, features.rows(), interaction_size(f, self_interaction));
   const std::size_t extra = self_interaction ? 1 : 0;
+  [[maybe_unused]] const bool avx512 = active_isa() == isa::avx512;
   impl::parallel_for(features.rows(), features.rows() * f * f * d / 2, [&](std::size_t first, std::size_t last) {
+#if RECPIPE_HAS_AVX512_KERNELS
+  if (avx512)
+    return impl::dot_interaction_avx512(features.data(), features.stride(), f, d, self_interaction, out.data(),
+                                        out.stride(), first, last);
+#endif
   for (std::size_t b = first; b < last; ++b) {
     const float* row = features.data() + b * features.stride();
     float* z = out.data() + b * out.stride();
