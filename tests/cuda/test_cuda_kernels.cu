@@ -83,7 +83,7 @@ void cpu_segmented_top_k(const std::vector<float>& scores, const std::vector<id_
     std::span<const float> segment(scores.data() + begin, end - begin);
     std::span<const id_type> segment_ids;
     if (!ids.empty()) segment_ids = std::span<const id_type>(ids.data() + begin, end - begin);
-    recpipe::cpu::top_k(segment, segment_ids, k, std::span<id_type>(out_ids.data() + s * k, k),
+    recpipe::cpu::top_k_at_most(segment, segment_ids, k, std::span<id_type>(out_ids.data() + s * k, k),
                         std::span<float>(out_scores.data() + s * k, k));
   }
 }

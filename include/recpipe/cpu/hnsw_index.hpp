@@ -816,7 +816,7 @@ class hnsw_index {
         ids.push_back(static_cast<id_type>(g.getExternalLabel(i)));
       }
     }
-    return top_k(scores, ids, count, out_ids, out_scores);
+    return top_k_at_most(scores, ids, count, out_ids, out_scores);  // removals may leave fewer than count
   }
 
   std::unique_ptr<state> state_;

@@ -96,11 +96,12 @@ inline bool top_k_streaming(std::span<const float> scores, std::span<const id_ty
 //! @param scores      n scores; NaN sorts after every number (it never beats -inf) and ties
 //!                    between NaNs break by id.
 //! @param ids         the id of each score (size n), or empty: the ids are then the positions 0..n-1.
-//! @param k           how many to keep; k > n keeps n. k == 0 returns 0.
-//! @param out_ids     receives min(k, n) ids; must hold at least that many.
+//! @param k           how many to keep, at most n (top_k_at_most() keeps min(k, n) instead).
+//!                    k == 0 returns 0.
+//! @param out_ids     receives k ids; must hold at least that many.
 //! @param out_scores  receives the matching scores; same size rule.
-//! @return the number of entries written, min(k, n).
-//! @throws recpipe::error if ids is neither empty nor of size n, or an output is too small.
+//! @return the number of entries written, k.
+//! @throws recpipe::error if k > n, if ids is neither empty nor of size n, or an output is too small.
 //!
 //! Complexity: O(n + k log k) expected. For k <= n / 8 one streaming pass with a rising
 //! threshold (k = 100 of 1e6 reads the scores once); otherwise nth_element on a copy.
@@ -109,8 +110,26 @@ inline bool top_k_streaming(std::span<const float> scores, std::span<const id_ty
 //! std::vector<float> best(10);
 //! std::size_t got = recpipe::cpu::top_k(scores, {}, 10, ids, best);
 //! @endcode
+inline std::size_t top_k_at_most(std::span<const float> scores, std::span<const id_type> ids, std::size_t k,
+                                 std::span<id_type> out_ids, std::span<float> out_scores);
+
 inline std::size_t top_k(std::span<const float> scores, std::span<const id_type> ids, std::size_t k,
                          std::span<id_type> out_ids, std::span<float> out_scores) {
+  if (k > scores.size())
+    detail::fail("top_k: k = ", k, " is larger than the ", scores.size(),
+                 " scores (top_k_at_most keeps min(k, n) instead)");
+  return top_k_at_most(scores, ids, k, out_ids, out_scores);
+}
+
+//! @brief top_k() that keeps min(k, n) when k exceeds the n scores: what retrieval and ordering
+//! stages need, where a request for more items than a candidate list holds is normal.
+//! @return the number of entries written, min(k, n).
+//! @throws recpipe::error if ids is neither empty nor of size n, or an output is too small.
+//! @code
+//! std::size_t got = recpipe::cpu::top_k_at_most(scores, {}, 1000, ids, best);  // got <= scores.size()
+//! @endcode
+inline std::size_t top_k_at_most(std::span<const float> scores, std::span<const id_type> ids, std::size_t k,
+                                 std::span<id_type> out_ids, std::span<float> out_scores) {
   const std::size_t n = scores.size();
   if (!ids.empty() && ids.size() != n)
     detail::fail("top_k: ids has ", ids.size(), " entries but scores has ", n);
@@ -140,15 +159,17 @@ inline std::size_t top_k(std::span<const float> scores, std::span<const id_type>
 }
 
 //! @brief top_k() on every row of `scores` [rows, n]; the ids are column positions.
-//! @param out_ids, out_scores  [rows, >= min(k, n)]; row r receives row r's best, sorted.
-//! @return min(k, n), the count written per row.
-//! @throws recpipe::error if an output has the wrong number of rows or too few columns.
+//! @param out_ids, out_scores  [rows, >= k]; row r receives row r's best, sorted.
+//! @return k, the count written per row.
+//! @throws recpipe::error if k > n, or an output has the wrong number of rows or too few columns.
 //! @code
 //! recpipe::cpu::top_k_rows(scores.view(), 10, ids.view(), best.view());
 //! @endcode
 inline std::size_t top_k_rows(matrix_view<const float> scores, std::size_t k, matrix_view<id_type> out_ids,
                               matrix_view<float> out_scores) {
-  const std::size_t count = std::min(k, scores.cols());
+  if (k > scores.cols())
+    detail::fail("top_k_rows: k = ", k, " is larger than the ", scores.cols(), " columns of scores");
+  const std::size_t count = k;
   if (scores.rows() > 1 && scores.stride() < scores.cols())
     detail::fail("top_k_rows: scores has stride ", scores.stride(), " smaller than its ", scores.cols(), " columns");
   if (out_ids.rows() != scores.rows() || out_scores.rows() != scores.rows())
@@ -158,7 +179,7 @@ inline std::size_t top_k_rows(matrix_view<const float> scores, std::size_t k, ma
     detail::fail("top_k_rows: outputs have ", std::min(out_ids.cols(), out_scores.cols()), " columns but ", count,
                  " are needed");
   impl::parallel_for(scores.rows(), scores.rows() * scores.cols(), [&](std::size_t first, std::size_t last) {
-    for (std::size_t r = first; r < last; ++r) top_k(scores.row(r), {}, k, out_ids.row(r), out_scores.row(r));
+    for (std::size_t r = first; r < last; ++r) top_k_at_most(scores.row(r), {}, k, out_ids.row(r), out_scores.row(r));
   });
   return count;
 }

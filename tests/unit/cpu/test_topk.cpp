@@ -35,7 +35,9 @@ void check_top_k(const std::vector<float>& scores, const std::vector<id_type>& i
   const auto want = reference(scores, ids, k);
   std::vector<id_type> got_ids(want.size() + 2, -7);
   std::vector<float> got_scores(want.size() + 2, -7.0f);
-  const std::size_t count = cpu::top_k(scores, ids, k, got_ids, got_scores);
+  // top_k proper for k <= n; beyond n, top_k_at_most (top_k itself throws: see the bad-argument case).
+  const std::size_t count = k <= scores.size() ? cpu::top_k(scores, ids, k, got_ids, got_scores)
+                                               : cpu::top_k_at_most(scores, ids, k, got_ids, got_scores);
   REQUIRE(count == want.size());
   for (std::size_t i = 0; i < count; ++i) {
     CHECK(got_ids[i] == want[i].second);
@@ -120,5 +122,13 @@ TEST_CASE("top_k rejects bad ids and short outputs") {
   std::vector<float> out_scores(3);
   CHECK_THROWS_WITH_AS(cpu::top_k(scores, ids, 3, out, out_scores), doctest::Contains("ids has 9 entries"), recpipe::error);
   CHECK_THROWS_WITH_AS(cpu::top_k(scores, {}, 4, out, out_scores), doctest::Contains("4 are needed"), recpipe::error);
-  CHECK(cpu::top_k(std::span<const float>(scores).first(2), {}, 5, out, out_scores) == 2);  // k > n keeps n
+  CHECK_THROWS_WITH_AS(cpu::top_k(std::span<const float>(scores).first(2), {}, 5, out, out_scores),
+                       doctest::Contains("k = 5 is larger than the 2 scores"), recpipe::error);
+  CHECK(cpu::top_k_at_most(std::span<const float>(scores).first(2), {}, 5, out, out_scores) == 2);  // keeps n
+  CHECK(cpu::top_k_at_most(std::span<const float>(), {}, 5, out, out_scores) == 0);
+  recpipe::matrix<float> grid(2, 3);
+  recpipe::matrix<id_type> grid_ids(2, 4);
+  recpipe::matrix<float> grid_best(2, 4);
+  CHECK_THROWS_WITH_AS(cpu::top_k_rows(grid.view(), 4, grid_ids.view(), grid_best.view()),
+                       doctest::Contains("top_k_rows: k = 4 is larger than the 3 columns"), recpipe::error);
 }
