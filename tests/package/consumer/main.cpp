@@ -81,13 +81,13 @@ int main() {
   check((best_ids == std::array<recpipe::id_type, 3>{3, 0, 1}), "top_k order: score desc, then id asc");
   check((best_scores == std::array<float, 3>{2, 1, 1}), "top_k scores");
 
-  // k > n keeps n; NaN sorts last, -inf before it.
+  // top_k_at_most with k > n keeps n (top_k itself names the mistake); NaN sorts last, -inf before it.
   const std::array<float, 3> odd = {std::numeric_limits<float>::quiet_NaN(), 0.5f,
                                     -std::numeric_limits<float>::infinity()};
   const std::array<recpipe::id_type, 3> odd_ids = {7, 3, 9};
   std::array<recpipe::id_type, 8> all_ids{};
   std::array<float, 8> all_scores{};
-  check(recpipe::cpu::top_k(odd, odd_ids, 8, all_ids, all_scores) == 3, "top_k with k > n keeps n");
+  check(recpipe::cpu::top_k_at_most(odd, odd_ids, 8, all_ids, all_scores) == 3, "top_k_at_most with k > n keeps n");
   check(all_ids[0] == 3 && all_ids[1] == 9 && all_ids[2] == 7 && std::isnan(all_scores[2]),
         "top_k puts NaN last");
 
