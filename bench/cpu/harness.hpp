@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <unistd.h>
@@ -46,6 +47,13 @@ struct row {
 
 //! Runs ours, peer (and an optional ceiling) interleaved for `reps` repetitions after 2 warm-ups.
 //! Each callable receives the repetition index (used to pick a fresh input set for cold runs).
+//!
+//! With one thread the three alternate call by call (A B C A B C ...). With several, LibTorch's
+//! pools keep spinning after each call (libgomp for GOMP_SPINCOUNT iterations, OpenBLAS's
+//! workers for 2^28 cycles, about 0.1 s, before they sleep), so a call that follows one of theirs
+//! shares the cores with busy-waiting threads. There the sides alternate in blocks of 3 calls,
+//! each block after a 150 ms pause (not timed) that lets the other side's threads go to sleep:
+//! every side is timed in its own steady state, as it would run in a service of its own.
 inline row compare(std::string name, int threads, int reps, const std::function<void(int)>& ours,
                    const std::function<void(int)>& peer, const std::function<void(int)>& ceiling = {},
                    std::string note = {}) {
@@ -57,10 +65,19 @@ inline row compare(std::string name, int threads, int reps, const std::function<
     if (ceiling) ceiling(reps + 3 * w + 2);
   }
   std::vector<double> a, b, c;
-  for (int r = 0; r < reps; ++r) {
-    a.push_back(time_ms(ours, 3 * r));
-    b.push_back(time_ms(peer, 3 * r + 1));
-    if (ceiling) c.push_back(time_ms(ceiling, 3 * r + 2));
+  const int block = threads > 1 ? 3 : 1;
+  const auto settle = [&] {
+    if (threads > 1) std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  };
+  for (int first = 0; first < reps; first += block) {
+    const int last = std::min(reps, first + block);
+    settle();
+    for (int r = first; r < last; ++r) a.push_back(time_ms(ours, 3 * r));
+    settle();
+    for (int r = first; r < last; ++r) b.push_back(time_ms(peer, 3 * r + 1));
+    if (!ceiling) continue;
+    settle();
+    for (int r = first; r < last; ++r) c.push_back(time_ms(ceiling, 3 * r + 2));
   }
   row out{std::move(name), threads, summarize(a), summarize(b), {}, static_cast<bool>(ceiling), std::move(note)};
   if (ceiling) out.ceiling = summarize(c);
