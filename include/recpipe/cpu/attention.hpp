@@ -12,6 +12,8 @@
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/cpu/dense.hpp>
+#include <recpipe/cpu/detail/attention_avx512.hpp>
+#include <recpipe/cpu/isa.hpp>
 #include <recpipe/cpu/parallel.hpp>
 #include <recpipe/math/softmax.hpp>
 #include <recpipe/math/vector.hpp>
@@ -91,7 +93,18 @@ inline void mha(matrix_view<const float> x, std::span<const std::size_t> lengths
   for (std::size_t b = 0; b < lengths.size(); ++b) starts[b + 1] = starts[b] + lengths[b];
   std::size_t work = 0;
   for (const std::size_t len : lengths) work += len * len * e;
+  [[maybe_unused]] const bool avx512 = active_isa() == isa::avx512 && attention_avx512_supports(hd);
   parallel_for(lengths.size(), work, [&](std::size_t first_session, std::size_t last_session) {
+#if RECPIPE_HAS_AVX512_KERNELS
+  if (avx512) {
+    float* head_work = scratch(9, attention_avx512_work_floats(max_len, hd));  // per thread
+    for (std::size_t b = first_session; b < last_session; ++b)
+      for (std::size_t h = 0; h < heads; ++h)
+        attention_head_avx512(qkv + starts[b] * ld, ld, lengths[b], hd, h * hd, e + h * hd, 2 * e + h * hd, scale,
+                              causal, context + starts[b] * e + h * hd, e, head_work);
+    return;
+  }
+#endif
   float* probs = scratch(9, max_len + hd);  // per thread
   float* query = probs + max_len;
   for (std::size_t b = first_session; b < last_session; ++b) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <recpipe/cpu/attention.hpp>
+#include <recpipe/cpu/isa.hpp>
 
 #include "unit/cpu/reference.hpp"
 
@@ -103,16 +104,34 @@ std::vector<float> valid_rows(const ref::buffer& v, const std::vector<std::size_
       for (std::size_t c = 0; c < v.cols; ++c) out.push_back(v(b * max_len + t, c));
   return out;
 }
+
+// Every available kernel body: the portable loops, and the AVX-512 one where the CPU has it.
+std::vector<cpu::isa> available_isas() {
+  std::vector<cpu::isa> isas = {cpu::isa::portable};
+  if (cpu::detected_isa() == cpu::isa::avx512) isas.push_back(cpu::isa::avx512);
+  return isas;
+}
+struct isa_guard {  // restores the choice even when a check throws
+  cpu::isa saved = cpu::active_isa();
+  ~isa_guard() { cpu::set_isa(saved); }
+};
 }  // namespace
 
-TEST_CASE("multi_head_attention matches a double reference with causal and key-padding masks") {
+TEST_CASE("multi_head_attention matches a double reference with causal and key-padding masks, on every isa") {
+  isa_guard guard;
   std::mt19937 rng(20);
-  const std::vector<std::size_t> lengths = {1, 7, 0, 9, 4};
-  const std::size_t max_len = 9;
-  for (const auto& shape : {std::pair<std::size_t, std::size_t>{8, 1}, {12, 3}, {64, 2}, {10, 5}})
-    for (bool causal : {false, true}) {
+  // Head widths 8, 4, 32, 2, 16 and 48 (the AVX-512 body takes multiples of 16, the others
+  // stay portable); sessions of 0 to 37 items cross the 4-query blocks and 16-key registers.
+  const std::vector<std::size_t> short_lengths = {1, 7, 0, 9, 4}, long_lengths = {37, 16, 17, 3, 33};
+  for (cpu::isa choice : available_isas())
+  for (const auto& shape : {std::pair<std::size_t, std::size_t>{8, 1}, {12, 3}, {64, 2}, {10, 5}, {32, 2}, {96, 2}})
+    for (bool causal : {false, true})
+    for (bool long_sessions : {false, true}) {
       const std::size_t e = shape.first, heads = shape.second;  // not a structured binding: clang 14 cannot capture those
-      CAPTURE(e); CAPTURE(heads); CAPTURE(causal);
+      const auto& lengths = long_sessions ? long_lengths : short_lengths;
+      const std::size_t max_len = long_sessions ? 37 : 9;
+      cpu::set_isa(choice);
+      CAPTURE(cpu::to_string(choice)); CAPTURE(e); CAPTURE(heads); CAPTURE(causal); CAPTURE(max_len);
       model m(e, heads, 16, rng);
       ref::buffer x(lengths.size() * max_len, e, 1), y(lengths.size() * max_len, e, 2);
       ref::fill(x, rng, 2.0f);
@@ -129,14 +148,20 @@ TEST_CASE("multi_head_attention matches a double reference with causal and key-p
     }
 }
 
-TEST_CASE("softmax stays finite for huge scores") {
+TEST_CASE("softmax stays finite for huge scores, on every isa") {
+  isa_guard guard;
   std::mt19937 rng(21);
-  model m(4, 1, 4, rng);
-  ref::buffer x(3, 4), y(3, 4);
-  for (std::size_t r = 0; r < 3; ++r)
-    for (std::size_t c = 0; c < 4; ++c) x(r, c) = 1e3f * static_cast<float>(r + 1);
-  cpu::multi_head_attention(x.cview(), std::vector<std::size_t>{3}, 3, m.mha(), false, y.view());
-  for (float v : ref::flatten(y)) CHECK(std::isfinite(v));
+  for (cpu::isa choice : available_isas())
+    for (std::size_t e : {4u, 16u}) {  // one head of 4 (portable) or of 16 (the AVX-512 body)
+      cpu::set_isa(choice);
+      CAPTURE(cpu::to_string(choice)); CAPTURE(e);
+      model m(e, 1, 4, rng);
+      ref::buffer x(3, e), y(3, e);
+      for (std::size_t r = 0; r < 3; ++r)
+        for (std::size_t c = 0; c < e; ++c) x(r, c) = 1e3f * static_cast<float>(r + 1);
+      cpu::multi_head_attention(x.cview(), std::vector<std::size_t>{3}, 3, m.mha(), false, y.view());
+      for (float v : ref::flatten(y)) CHECK(std::isfinite(v));
+    }
 }
 
 TEST_CASE("transformer_encoder_layer matches post-norm and pre-norm references with relu and gelu") {

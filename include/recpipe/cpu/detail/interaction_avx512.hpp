@@ -21,9 +21,10 @@ namespace cpu {
 namespace impl {
 #if RECPIPE_HAS_AVX512_KERNELS
 #if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 reports its own _mm512_undefined_ps() as "may be used uninitialized" once a shuffle is
+// GCC 12 reports its own _mm512_undefined_*() as (maybe) "used uninitialized" once a shuffle is
 // inlined here (GCC bug 105593, fixed in 13); the epilogue's pop restores the caller's setting.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 // Lane l of the result is the sum of all lanes of v[order(l)], where order swaps 1<->2, 4<->8,
