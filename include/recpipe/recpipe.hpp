@@ -24,7 +24,9 @@
 #include <recpipe/cpu/exact_index.hpp>
 #include <recpipe/cpu/feature_store.hpp>
 #include <recpipe/cpu/hnsw_index.hpp>
+#include <recpipe/cpu/isa.hpp>
 #include <recpipe/cpu/metric.hpp>
+#include <recpipe/cpu/packed_gemm.hpp>
 #include <recpipe/cpu/parallel.hpp>
 #include <recpipe/cpu/sampling.hpp>
 #include <recpipe/cpu/threads.hpp>

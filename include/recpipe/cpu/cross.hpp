@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cstddef>
 #include <span>
+#include <vector>
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/cpu/dense.hpp>
+#include <recpipe/cpu/packed_gemm.hpp>
 #include <recpipe/cpu/detail/interaction_avx512.hpp>
 #include <recpipe/cpu/isa.hpp>
 #include <recpipe/cpu/parallel.hpp>
@@ -23,11 +25,18 @@ namespace cpu {
 //! One DCN-v2 cross layer's parameters (PyTorch layouts). Full rank: `weight` [d, d]. Low rank
 //! (weight empty): `down` [r, d] = nn.Linear(d, r, bias=False).weight and `up` [d, r] =
 //! nn.Linear(r, d, bias=False).weight, so W = up * down. `bias` [d] or empty.
+//!
+//! The optional packed_* pointers hold the same weights packed once (see packed_cross_network,
+//! which fills them): cross_network then runs its AVX-512 kernel with the epilogue fused into the
+//! GEMM tile. The views stay required: the portable path (and an AVX-512-less CPU) reads them.
 struct cross_params {
   matrix_view<const float> weight;
   matrix_view<const float> down;
   matrix_view<const float> up;
   std::span<const float> bias;
+  const packed_linear* packed_weight = nullptr;  //!< full rank: `weight` packed, or null
+  const packed_linear* packed_down = nullptr;    //!< low rank: `down` packed, or null
+  const packed_linear* packed_up = nullptr;      //!< low rank: `up` packed, or null
 };
 
 namespace impl {
@@ -50,6 +59,124 @@ inline void check_cross(const char* where, std::size_t d, const cross_params& p,
                    p.down.rows(), " x ", p.down.cols(), ", up ", p.up.rows(), " x ", p.up.cols(), ")");
   }
   check_bias(where, "bias", p.bias, d);
+  // A packed form must have its view's shape (its contents are the caller's promise).
+  const auto check_packed = [&](const char* name, const packed_linear* packed, matrix_view<const float> view) {
+    if (packed && (packed->rows() != view.rows() || packed->cols() != view.cols()))
+      detail::fail(where, ": layer ", layer, " ", name, " is ", packed->rows(), " x ", packed->cols(), " but must be ",
+                   view.rows(), " x ", view.cols(), " (d = ", d, ")");
+  };
+  check_packed("packed_weight", p.packed_weight, p.weight);
+  check_packed("packed_down", p.packed_down, p.down);
+  check_packed("packed_up", p.packed_up, p.up);
+}
+
+inline bool cross_is_packed(const cross_params& p) {
+  return !p.weight.empty() ? p.packed_weight != nullptr : p.packed_down != nullptr && p.packed_up != nullptr;
+}
+
+// One packed layer on `rows` rows, output panels [panel_begin, panel_end) only:
+// dst = x0 * (W src + b) + src. Low rank goes through `low` [rows, rank] (the down product must be
+// complete before the up product reads it, so the panel-split caller runs the two halves apart:
+// phase 1 = down only, phase 2 = up only; phase 0 = both).
+inline void cross_packed_layer(const float* x0, std::size_t ldx0, const float* src, std::size_t lds,
+                               const cross_params& p, float* dst, std::size_t ldd, float* low, std::size_t rows,
+                               std::size_t panel_begin, std::size_t panel_end, int phase) {
+  packed_gemm_args g;
+  g.m = rows;
+  g.bias = p.bias.empty() ? nullptr : p.bias.data();
+  g.c = dst;
+  g.ldc = ldd;
+  g.x0 = x0;
+  g.ldx0 = ldx0;
+  g.xl = src;
+  g.ldxl = lds;
+  g.cross = true;
+  if (!p.weight.empty()) {
+    g.a = src;
+    g.lda = lds;
+    g.w = p.packed_weight;
+    packed_gemm(g, panel_begin, panel_end);
+    return;
+  }
+  const std::size_t rank = p.packed_down->rows();
+  if (phase != 2) {
+    packed_gemm_args down;
+    down.m = rows;
+    down.a = src;
+    down.lda = lds;
+    down.w = p.packed_down;
+    down.c = low;
+    down.ldc = rank;
+    packed_gemm(down, phase == 1 ? panel_begin : 0, phase == 1 ? panel_end : p.packed_down->panels());
+  }
+  if (phase != 1) {
+    g.a = low;
+    g.lda = rank;
+    g.w = p.packed_up;
+    packed_gemm(g, panel_begin, panel_end);
+  }
+}
+
+// cross_network on packed layers. Layers ping-pong between out and a scratch block, arranged so
+// the last lands in out: a layer's output then never overwrites the x_l that later tiles of the
+// same layer still read, so the epilogue can write straight from the register tile.
+inline void cross_network_packed(matrix_view<const float> x0, std::span<const cross_params> layers,
+                                 matrix_view<float> out) {
+  const std::size_t batch = x0.rows(), d = x0.cols(), count = layers.size();
+  std::size_t max_rank = 1;
+  for (const cross_params& p : layers)
+    if (p.weight.empty()) max_rank = std::max(max_rank, p.packed_down->rows());
+  const std::size_t threads = thread_pool::instance().size();
+  const std::size_t flops = batch * d * d * count;
+  const auto to_out = [&](std::size_t l) { return (count - 1 - l) % 2 == 0; };
+  if (threads == 1 || batch >= 2 * packed_max_rows * threads) {
+    // Enough rows: each thread takes whole rows through every layer (no barrier between layers),
+    // 256 rows at a time so x0, x_l and the next x_l stay in L2.
+    parallel_for(batch, flops, [&](std::size_t first, std::size_t last) {
+      for (std::size_t begin = first; begin < last; begin += cross_block_rows) {
+        const std::size_t rows = std::min(cross_block_rows, last - begin);
+        float* tmp = scratch(0, rows * d);
+        float* low = scratch(1, rows * max_rank);
+        const float* x0b = x0.data() + begin * x0.stride();
+        float* outb = out.data() + begin * out.stride();
+        const float* src = x0b;
+        std::size_t lds = x0.stride();
+        for (std::size_t l = 0; l < count; ++l) {
+          float* dst = to_out(l) ? outb : tmp;
+          const std::size_t ldd = to_out(l) ? out.stride() : d;
+          const std::size_t panels = (d + packed_linear::panel_width - 1) / packed_linear::panel_width;
+          cross_packed_layer(x0b, x0.stride(), src, lds, layers[l], dst, ldd, low, rows, 0, panels, 0);
+          src = dst;
+          lds = ldd;
+        }
+      }
+    });
+    return;
+  }
+  // Few rows and several threads: split each layer's output panels instead (a barrier per layer;
+  // each thread then reads only its share of the weights).
+  float* tmp = scratch(0, batch * d);
+  float* low = scratch(1, batch * max_rank);
+  const float* src = x0.data();
+  std::size_t lds = x0.stride();
+  for (std::size_t l = 0; l < count; ++l) {
+    const cross_params& p = layers[l];
+    float* dst = to_out(l) ? out.data() : tmp;
+    const std::size_t ldd = to_out(l) ? out.stride() : d;
+    const auto run = [&](const packed_linear& w, int phase) {
+      parallel_for(w.panels(), batch * w.rows() * w.cols(), [&](std::size_t first, std::size_t last) {
+        cross_packed_layer(x0.data(), x0.stride(), src, lds, p, dst, ldd, low, batch, first, last, phase);
+      });
+    };
+    if (!p.weight.empty()) {
+      run(*p.packed_weight, 0);
+    } else {
+      run(*p.packed_down, 1);
+      run(*p.packed_up, 2);
+    }
+    src = dst;
+    lds = ldd;
+  }
 }
 
 // One layer on rows [0, rows) of a block; out may be xl.
@@ -73,8 +200,11 @@ inline void cross_block(const float* x0, std::size_t x0_stride, const float* xl,
 //! @brief A stack of DCN-v2 cross layers: x_{l+1} = x0 * (W_l x_l + b_l) + x_l, starting from
 //! x_0 = x0; out receives the last x_l. Full-rank and low-rank layers may be mixed.
 //!
-//! Runs in blocks of 256 rows through every layer, so each block's activations stay in cache;
-//! the products go to OpenBLAS sgemm (see cpu::set_num_threads).
+//! When every layer carries its packed weights (packed_cross_network) and cpu::active_isa() is
+//! avx512, runs the packed AVX-512 GEMM with the cross update fused into its register tile,
+//! splitting rows (or, for small batches, output columns) over cpu::set_num_threads threads.
+//! Otherwise runs in blocks of 256 rows through every layer, so each block's activations stay in
+//! cache, with the products in OpenBLAS sgemm.
 //! @param x0   [batch, d]
 //! @param out  [batch, d]; must not overlap x0 (x0 is read by every layer).
 //! @throws recpipe::error naming the layer and argument whose shape disagrees, or if out is x0.
@@ -89,6 +219,9 @@ inline void cross_network(matrix_view<const float> x0, std::span<const cross_par
   for (std::size_t l = 0; l < layers.size(); ++l) impl::check_cross("cpu::cross_network", d, layers[l], l);
   if (batch != 0 && d != 0 && out.data() == x0.data() && !layers.empty())
     detail::fail("cpu::cross_network: out must not be x0 (every layer reads x0)");
+  if (batch != 0 && d != 0 && !layers.empty() && active_isa() == isa::avx512 &&
+      std::all_of(layers.begin(), layers.end(), impl::cross_is_packed))
+    return impl::cross_network_packed(x0, layers, out);
   for (std::size_t first = 0; first < batch; first += impl::cross_block_rows) {
     const std::size_t rows = std::min(impl::cross_block_rows, batch - first);
     const float* x0_block = x0.data() + first * x0.stride();
@@ -104,6 +237,53 @@ inline void cross_network(matrix_view<const float> x0, std::span<const cross_par
       impl::cross_block(x0_block, x0.stride(), out_block, out.stride(), layers[l], out_block, out.stride(), rows, d);
   }
 }
+
+//! @brief Packed copies of a cross stack's weights (packed_linear, built once, e.g. at model load)
+//! and the cross_params that point at them, for cross_network's fused AVX-512 path. Keeps only
+//! views of the original weights and biases: they must outlive this object. Move-only (the
+//! params point into it; a move keeps those addresses).
+//! @throws recpipe::error (constructor) naming the layer and argument whose shape disagrees.
+//! @code
+//! std::vector<recpipe::cpu::cross_params> layers = {{w0.view(), {}, {}, b0}, {w1.view(), {}, {}, b1}};
+//! const recpipe::cpu::packed_cross_network packed(layers);  // once
+//! recpipe::cpu::cross_network(x0.view(), packed.layers(), out.view());
+//! @endcode
+class packed_cross_network {
+ public:
+  packed_cross_network() = default;
+  explicit packed_cross_network(std::span<const cross_params> layers) : layers_(layers.begin(), layers.end()) {
+    const std::size_t d = layers.empty() ? 0 : (!layers[0].weight.empty() ? layers[0].weight.cols() : layers[0].down.cols());
+    packed_.reserve(2 * layers.size());  // no reallocation: layers_ keeps pointers into packed_
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      cross_params& p = layers_[l];
+      p.packed_weight = p.packed_down = p.packed_up = nullptr;
+      impl::check_cross("cpu::packed_cross_network", d, p, l);
+      if (!p.weight.empty()) {
+        p.packed_weight = &packed_.emplace_back(p.weight);
+      } else {
+        p.packed_down = &packed_.emplace_back(p.down);
+        p.packed_up = &packed_.emplace_back(p.up);
+      }
+    }
+  }
+  packed_cross_network(const packed_cross_network&) = delete;
+  packed_cross_network& operator=(const packed_cross_network&) = delete;
+  packed_cross_network(packed_cross_network&&) noexcept = default;
+  packed_cross_network& operator=(packed_cross_network&&) noexcept = default;
+
+  //! The layers with their packed_* pointers set; pass to cross_network.
+  std::span<const cross_params> layers() const noexcept { return layers_; }
+  //! Memory held by the packed weights.
+  std::size_t bytes() const noexcept {
+    std::size_t total = 0;
+    for (const packed_linear& w : packed_) total += w.bytes();
+    return total;
+  }
+
+ private:
+  std::vector<packed_linear> packed_;
+  std::vector<cross_params> layers_;
+};
 
 //! @brief One full-rank DCN-v2 cross layer: out = x0 * (xl * weight^T + bias) + xl.
 //! @param weight [d, d] (nn.Linear layout); @param bias [d] or empty; @param out [batch, d], may be xl.

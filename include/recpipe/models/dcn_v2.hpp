@@ -130,6 +130,10 @@ class dcn_v2 {
       layer.bias = params.vector(base + "bias", d);
       model.cross_.push_back(layer);
     }
+    // Pack the cross weights once here, so every forward runs cross_network's fused AVX-512 path
+    // (the packed copy costs as much memory again as the cross weights; the views stay for the
+    // portable path).
+    if (!model.cross_.empty()) model.packed_cross_ = std::make_shared<const cpu::packed_cross_network>(model.cross_);
     const std::size_t deep_in = d;  // stacked: deep reads the cross output; parallel: x0. Both are d wide.
     model.deep_ = mlp::from_parameters(params, "deep.layers.", {deep_in, config.deep, cpu::activation::relu, cpu::activation::relu});
     model.head_weight_ = params.matrix("head.weight", 1, config.head_input_dim());
@@ -159,7 +163,7 @@ class dcn_v2 {
     const cpu::activation head_act = config_.sigmoid ? cpu::activation::sigmoid : cpu::activation::none;
     if (config_.structure == dcn_structure::stacked) {
       const matrix_view<float> crossed(impl::scratch(impl::slot_hidden, batch * d), batch, d);
-      cpu::cross_network(x0, cross_, crossed);
+      cpu::cross_network(x0, cross_layers(), crossed);
       const matrix_view<float> hidden(impl::scratch(impl::slot_deep, batch * deep_out), batch, deep_out);
       deep_.forward(crossed, hidden);
       cpu::linear(hidden, head_weight_, head_bias_, out, head_act);
@@ -167,16 +171,21 @@ class dcn_v2 {
       // [cross(x0) | deep(x0)] side by side, so the head is one product.
       const std::size_t width = d + deep_out;
       const matrix_view<float> both(impl::scratch(impl::slot_hidden, batch * width), batch, width);
-      cpu::cross_network(x0, cross_, {both.data(), batch, d, width});
+      cpu::cross_network(x0, cross_layers(), {both.data(), batch, d, width});
       deep_.forward(x0, {both.data() + d, batch, deep_out, width});
       cpu::linear(both, head_weight_, head_bias_, out, head_act);
     }
   }
 
  private:
+  std::span<const cpu::cross_params> cross_layers() const {
+    return packed_cross_ ? packed_cross_->layers() : std::span<const cpu::cross_params>(cross_);
+  }
+
   dcn_v2_config config_;
   std::vector<cpu::embedding_table_view> tables_;
   std::vector<cpu::cross_params> cross_;
+  std::shared_ptr<const cpu::packed_cross_network> packed_cross_;  // shared: copies of the model reuse it
   mlp deep_;
   matrix_view<const float> head_weight_;
   std::span<const float> head_bias_;

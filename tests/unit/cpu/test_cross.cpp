@@ -2,10 +2,12 @@
 // recpipe tests: cpu/cross.hpp (DCN-v2 cross layers, DLRM dot interaction, FM term).
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <random>
 #include <vector>
 
 #include <recpipe/cpu/cross.hpp>
+#include <recpipe/cpu/threads.hpp>
 
 #include "unit/cpu/reference.hpp"
 
@@ -85,6 +87,91 @@ TEST_CASE("cross kernels reject bad shapes naming the layer and argument") {
   ref::buffer small(3, 8);
   CHECK_THROWS_WITH_AS(cpu::cross_layer(x0.cview(), small.cview(), w.cview(), {}, out.view()),
                        doctest::Contains("xl must be 4 x 8"), recpipe::error);
+}
+
+TEST_CASE("cross_network on packed layers matches the double reference and the portable path, 1 and 2 threads") {
+  std::mt19937 rng(13);
+  const std::size_t threads_before = cpu::impl::thread_pool::instance().size();
+  struct shape {
+    std::size_t batch, d;
+  };
+  std::vector<shape> shapes;
+  for (std::size_t batch : {0u, 1u, 7u, 64u, 300u})
+    for (std::size_t d : {1u, 3u, 17u, 100u}) shapes.push_back({batch, d});
+  for (shape s : {shape{4096, 17}, shape{1, 512}, shape{7, 512}, shape{64, 512}}) shapes.push_back(s);
+  for (int threads : {1, 2}) {
+    cpu::set_num_threads(threads);
+    for (const shape sh : shapes) {
+      const std::size_t batch = sh.batch, d = sh.d;
+      // ranks 1, d / 3 and d (low rank may be as wide as d)
+      for (std::size_t rank : {std::size_t{1}, std::max<std::size_t>(1, d / 3), d}) {
+        if (d >= 512 && rank != d / 3) continue;  // one rank at the widest d keeps the reference quick
+        CAPTURE(threads); CAPTURE(batch); CAPTURE(d); CAPTURE(rank);
+        ref::buffer x0(batch, d, 3), w0(d, d, 1), w2(d, d), down(rank, d), up(d, rank, 2), out(batch, d, 5);
+        ref::fill(x0, rng);
+        ref::fill(w0, rng, 1.0f / std::sqrt(static_cast<float>(d)));
+        ref::fill(w2, rng, 1.0f / std::sqrt(static_cast<float>(d)));
+        ref::fill(down, rng, 1.0f / std::sqrt(static_cast<float>(d)));
+        ref::fill(up, rng, 1.0f / std::sqrt(static_cast<float>(rank)));
+        const auto b0 = ref::random_vector(d, rng), b1 = ref::random_vector(d, rng);
+        const auto x0d = to_double(x0);
+        std::vector<double> wl0 = to_double(w0), wl2 = to_double(w2), wlow(d * d, 0.0);
+        for (std::size_t o = 0; o < d; ++o)
+          for (std::size_t i = 0; i < d; ++i)
+            for (std::size_t k = 0; k < rank; ++k) wlow[o * d + i] += static_cast<double>(up(o, k)) * down(k, i);
+        // 1, 2 and 3 layers: the ping-pong between out and scratch lands in out for either parity
+        const std::vector<cpu::cross_params> all = {
+            {w0.cview(), {}, {}, b0}, {{}, down.cview(), up.cview(), b1}, {w2.cview(), {}, {}, {}}};
+        for (std::size_t count : {1u, 2u, 3u}) {
+          CAPTURE(count);
+          const std::span<const cpu::cross_params> layers(all.data(), count);
+          const cpu::packed_cross_network packed(layers);
+          for (std::size_t l = 0; l < count; ++l) CHECK(cpu::impl::cross_is_packed(packed.layers()[l]));
+          auto want = cross_reference(x0d, x0d, batch, d, wl0, b0);
+          if (count > 1) want = cross_reference(x0d, want, batch, d, wlow, b1);
+          if (count > 2) want = cross_reference(x0d, want, batch, d, wl2, {});
+          std::vector<std::vector<float>> results;
+          const cpu::isa before = cpu::active_isa();
+          for (cpu::isa choice : {cpu::isa::portable, cpu::isa::avx512}) {
+            if (static_cast<int>(choice) > static_cast<int>(cpu::detected_isa())) continue;
+            CAPTURE(cpu::to_string(choice));
+            cpu::set_isa(choice);
+            ref::fill(out, rng);
+            const float pad = batch ? out(0, d) : 0.0f;  // the stride padding past row 0 is not written
+            cpu::cross_network(x0.cview(), packed.layers(), out.view());
+            CHECK(ref::max_rel_error(want, out) < 1e-5);
+            if (batch) CHECK(out(0, d) == pad);
+            results.push_back(ref::flatten(out));
+          }
+          cpu::set_isa(before);
+          if (results.size() == 2)
+            CHECK(ref::max_rel_error(std::vector<double>(results[0].begin(), results[0].end()), results[1]) < 1e-5);
+        }
+      }
+    }
+  }
+  cpu::set_num_threads(static_cast<int>(threads_before));
+}
+
+TEST_CASE("packed cross layers: shape errors name the layer and the packed argument") {
+  ref::buffer x0(4, 8), w(8, 8), w7(7, 8), down(3, 8), up(8, 3), out(4, 8);
+  const cpu::packed_linear packed7(w7.cview()), packed_down(down.cview());
+  const std::vector<cpu::cross_params> bad_weight = {{w.cview(), {}, {}, {}, &packed7}};
+  CHECK_THROWS_WITH_AS(cpu::cross_network(x0.cview(), bad_weight, out.view()),
+                       doctest::Contains("layer 0 packed_weight is 7 x 8 but must be 8 x 8"), recpipe::error);
+  const std::vector<cpu::cross_params> bad_up = {{{}, down.cview(), up.cview(), {}, nullptr, &packed_down, &packed_down}};
+  CHECK_THROWS_WITH_AS(cpu::cross_network(x0.cview(), bad_up, out.view()),
+                       doctest::Contains("layer 0 packed_up is 3 x 8 but must be 8 x 3"), recpipe::error);
+  const std::vector<cpu::cross_params> mixed = {{w.cview(), {}, {}, {}}, {w7.cview(), {}, {}, {}}};
+  CHECK_THROWS_WITH_AS(cpu::packed_cross_network{mixed}, doctest::Contains("layer 1 weight must be 8 x 8"),
+                       recpipe::error);
+  // a network packed for d = 8 run on x0 of width 4
+  const std::vector<cpu::cross_params> ok = {{w.cview(), {}, {}, {}}};
+  const cpu::packed_cross_network packed(ok);
+  ref::buffer x4(4, 4), out4(4, 4);
+  CHECK_THROWS_WITH_AS(cpu::cross_network(x4.cview(), packed.layers(), out4.view()),
+                       doctest::Contains("layer 0 weight must be 4 x 4"), recpipe::error);
+  CHECK(packed.bytes() == 32 * 8 * sizeof(float));
 }
 
 TEST_CASE("dot_interaction follows PyTorch-DLRM's lower-triangle order, with and without the diagonal") {
