@@ -110,8 +110,14 @@ class thread_pool {
   bool stop_ = false;
 };
 
-//! Splits [0, n) into contiguous ranges, one per pool thread when `work` (a rough count of
-//! operations) is large enough to pay for the wake-up, and calls body(begin, end) for each.
+//! Splits [0, n) into contiguous ranges when `work` (a rough count of operations) is large enough
+//! to pay for waking the pool, and calls body(begin, end) for each.
+//!
+//! Up to 4 ranges per thread, claimed dynamically: the caller starts on its first range at once,
+//! while a worker must first be woken and scheduled, which takes longer than a whole 1 ms kernel
+//! when its CPU is busy (another process, or another library's OpenMP threads spin-waiting after
+//! their own call). With one range per thread the caller would then run the late worker's range
+//! too and the call would be serial; with several, the late worker still takes what is left.
 template <class Body>
 void parallel_for(std::size_t n, std::size_t work, Body&& body) {
   auto& pool = thread_pool::instance();
@@ -121,8 +127,9 @@ void parallel_for(std::size_t n, std::size_t work, Body&& body) {
     if (n) body(std::size_t{0}, n);
     return;
   }
-  const std::size_t step = (n + threads - 1) / threads;
-  pool.run(threads, [&](std::size_t chunk) {
+  const std::size_t chunks = std::min({threads * 4, n, std::max(threads, work / (min_work_per_thread / 4))});
+  const std::size_t step = (n + chunks - 1) / chunks;
+  pool.run((n + step - 1) / step, [&](std::size_t chunk) {
     const std::size_t begin = chunk * step, end = std::min(n, begin + step);
     if (begin < end) body(begin, end);
   });
