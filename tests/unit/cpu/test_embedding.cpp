@@ -4,9 +4,12 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <recpipe/cpu/embedding.hpp>
+#include <recpipe/cpu/isa.hpp>
+#include <recpipe/cpu/threads.hpp>
 
 #include "unit/cpu/reference.hpp"
 
@@ -31,6 +34,20 @@ std::vector<double> bag_reference(const std::vector<std::vector<double>>& rows, 
   }
   return out;
 }
+}  // namespace
+
+namespace {
+// Every isa this CPU can run: the AVX-512 body where detected, and always the portable one.
+std::vector<cpu::isa> isas() {
+  std::vector<cpu::isa> all = {cpu::isa::portable};
+  if (cpu::detected_isa() == cpu::isa::avx512) all.push_back(cpu::isa::avx512);
+  return all;
+}
+// Restores the isa choice when a test ends, also by a failed CHECK_THROWS or an exception.
+struct isa_guard {
+  cpu::isa saved = cpu::active_isa();
+  ~isa_guard() { cpu::set_isa(saved); }
+};
 }  // namespace
 
 TEST_CASE("half conversions used by fp16 tables round to nearest") {
@@ -182,4 +199,122 @@ TEST_CASE("large tables are 2 MiB aligned for huge pages") {
   cpu::embedding_table table(cpu::storage::fp32, 1 << 14, 64);  // 4 MiB
   CHECK(reinterpret_cast<std::uintptr_t>(table.data()) % (2u << 20) == 0);
   CHECK(table.size_bytes() == (std::size_t{1} << 14) * 256);
+}
+
+TEST_CASE_TEMPLATE("embedding_bag: AVX-512 and portable bodies both match the reference on awkward shapes", Storage,
+                   std::integral_constant<cpu::storage, cpu::storage::fp32>,
+                   std::integral_constant<cpu::storage, cpu::storage::fp16>,
+                   std::integral_constant<cpu::storage, cpu::storage::int8_rowwise>) {
+  isa_guard guard;
+  std::mt19937 rng(11);
+  // dim 1..16 fit one masked register, 17 and 100 end in a partial one, 64 is the common case,
+  // 200 takes two column passes (128 + a masked 72).
+  for (std::size_t dim : {1u, 3u, 16u, 17u, 64u, 100u, 200u}) {
+    const std::size_t rows = 257;
+    ref::buffer source(rows, dim, 5);  // a strided source exercises from_fp32 on a strided view
+    ref::fill(source, rng);
+    auto table = cpu::embedding_table::from_fp32(source.cview(), Storage::value);
+    std::vector<std::vector<double>> decoded(rows, std::vector<double>(dim));
+    std::vector<float> tmp(dim);
+    for (std::size_t r = 0; r < rows; ++r) {
+      table.view().dequantize_row(static_cast<id_type>(r), tmp);
+      for (std::size_t c = 0; c < dim; ++c) decoded[r][c] = tmp[c];
+    }
+    // 300 bags, long enough that prefetching runs ahead across many bags; every 7th bag is empty,
+    // and ids 0 and rows - 1 (the table's first and last rows) occur.
+    std::uniform_int_distribution<id_type> pick(0, rows - 1);
+    std::vector<id_type> ids, offsets;
+    const std::size_t batch = 300;
+    for (std::size_t b = 0; b < batch; ++b) {
+      offsets.push_back(static_cast<id_type>(ids.size()));
+      const std::size_t size = b % 7 == 0 ? 0 : 1 + (b * 13) % 29;
+      for (std::size_t i = 0; i < size; ++i) ids.push_back(pick(rng));
+    }
+    ids[1] = 0;
+    ids.back() = static_cast<id_type>(rows - 1);
+    const auto weights = ref::random_vector(ids.size(), rng);
+    for (bool mean : {false, true})
+      for (bool weighted : {false, true}) {
+        const std::span<const float> w = weighted ? std::span<const float>(weights) : std::span<const float>();
+        const auto want = bag_reference(decoded, ids, offsets, w, mean, batch, dim);
+        std::vector<std::vector<float>> results;
+        for (cpu::isa choice : isas()) {
+          CAPTURE(dim); CAPTURE(mean); CAPTURE(weighted); CAPTURE(cpu::to_string(choice));
+          cpu::set_isa(choice);
+          ref::buffer out(batch, dim, 7);  // strided: 7 padding floats per row must stay untouched
+          for (auto& v : out.storage) v = -123.0f;
+          cpu::embedding_bag(table.view(), ids, offsets, w, mean ? cpu::pooling::mean : cpu::pooling::sum, out.view());
+          CHECK(ref::max_rel_error(want, out) < 1e-5);
+          for (std::size_t b = 0; b < batch; b += 7)
+            for (std::size_t c = 0; c < dim; ++c) CHECK(out(b, c) == 0.0f);  // empty bags give zeros
+          bool padding_kept = out.storage[0] == -123.0f;
+          for (std::size_t r = 0; r < batch; ++r)
+            for (std::size_t c = dim; c < out.stride; ++c) padding_kept = padding_kept && out(r, c) == -123.0f;
+          CHECK(padding_kept);
+          results.push_back(ref::flatten(out));
+        }
+        // The two bodies add in the same order, so they agree far inside the tolerance.
+        if (results.size() == 2) {
+          double diff = 0.0, peak = 0.0;
+          for (std::size_t i = 0; i < results[0].size(); ++i) {
+            diff = std::max(diff, static_cast<double>(std::abs(results[0][i] - results[1][i])));
+            peak = std::max(peak, static_cast<double>(std::abs(results[0][i])));
+          }
+          CHECK(diff <= 1e-6 * std::max(peak, 1.0));
+        }
+      }
+  }
+}
+
+TEST_CASE("embedding_bag: both bodies name the position of a bad id, also one far ahead and on 2 threads") {
+  isa_guard guard;
+  std::mt19937 rng(12);
+  ref::buffer source(50, 24);
+  ref::fill(source, rng);
+  auto q = cpu::embedding_table::from_fp32(source.cview(), cpu::storage::int8_rowwise);
+  const std::vector<cpu::embedding_table_view> tables = {cpu::embedding_table_view::fp32(source.cview()), q.view()};
+  std::vector<id_type> offsets;
+  for (std::size_t b = 0; b < 400; ++b) offsets.push_back(static_cast<id_type>(b * 5));
+  ref::buffer out(400, 24);
+  for (int threads : {1, 2}) {
+    cpu::set_num_threads(threads);
+    for (cpu::isa choice : isas()) {
+      cpu::set_isa(choice);
+      for (const auto& table : tables) {
+        CAPTURE(threads); CAPTURE(cpu::to_string(choice)); CAPTURE(static_cast<int>(table.type()));
+        for (id_type bad : {id_type{50}, id_type{-1}, id_type{1} << 40}) {
+          std::vector<id_type> ids(2000, 7);
+          ids[1500] = bad;  // many rows after the start: the prefetcher meets it first and must skip it
+          const std::string message = "ids[1500] = " + std::to_string(bad) + " is outside [0, 50)";
+          CHECK_THROWS_WITH_AS(cpu::embedding_bag(table, ids, offsets, {}, cpu::pooling::sum, out.view()),
+                               doctest::Contains(message.c_str()), recpipe::error);
+        }
+        // The last id of the stream (prefetch distance reaches past the end) is fine.
+        std::vector<id_type> ids(2000, 49);
+        cpu::embedding_bag(table, ids, offsets, {}, cpu::pooling::sum, out.view());
+        std::vector<float> row(24);
+        table.dequantize_row(49, row);
+        for (std::size_t c = 0; c < 24; ++c) CHECK(out(399, c) == doctest::Approx(5.0 * row[c]).epsilon(1e-5));
+      }
+    }
+  }
+  cpu::set_num_threads(1);
+}
+
+TEST_CASE("embedding_bag on 2 threads matches 1 thread bit for bit") {
+  std::mt19937 rng(13);
+  ref::buffer source(1000, 40);
+  ref::fill(source, rng);
+  const auto view = cpu::embedding_table_view::fp32(source.cview());
+  std::uniform_int_distribution<id_type> pick(0, 999);
+  std::vector<id_type> ids(4096 * 8), offsets;
+  for (auto& id : ids) id = pick(rng);
+  for (std::size_t b = 0; b < 4096; ++b) offsets.push_back(static_cast<id_type>(b * 8));
+  ref::buffer one(4096, 40), two(4096, 40);
+  cpu::set_num_threads(1);
+  cpu::embedding_bag(view, ids, offsets, {}, cpu::pooling::sum, one.view());
+  cpu::set_num_threads(2);
+  cpu::embedding_bag(view, ids, offsets, {}, cpu::pooling::sum, two.view());
+  cpu::set_num_threads(1);
+  CHECK(one.storage == two.storage);
 }
