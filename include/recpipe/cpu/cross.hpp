@@ -78,10 +78,16 @@ inline bool cross_is_packed(const cross_params& p) {
 // dst = x0 * (W src + b) + src. Low rank goes through `low` [rows, rank] (the down product must be
 // complete before the up product reads it, so the panel-split caller runs the two halves apart:
 // phase 1 = down only, phase 2 = up only; phase 0 = both).
+// `next` is the layer after this one (or null): its first weights are prefetched during the last panel.
+inline const packed_linear* cross_first_packed(const cross_params* p) {
+  return p == nullptr ? nullptr : p->packed_weight ? p->packed_weight : p->packed_down;
+}
 inline void cross_packed_layer(const float* x0, std::size_t ldx0, const float* src, std::size_t lds,
                                const cross_params& p, float* dst, std::size_t ldd, float* low, std::size_t rows,
-                               std::size_t panel_begin, std::size_t panel_end, int phase) {
+                               std::size_t panel_begin, std::size_t panel_end, int phase,
+                               const cross_params* next = nullptr) {
   packed_gemm_args g;
+  g.next = cross_first_packed(next);
   g.m = rows;
   g.bias = p.bias.empty() ? nullptr : p.bias.data();
   g.c = dst;
@@ -105,6 +111,7 @@ inline void cross_packed_layer(const float* x0, std::size_t ldx0, const float* s
     down.a = src;
     down.lda = lds;
     down.w = p.packed_down;
+    down.next = p.packed_up;
     down.c = low;
     down.ldc = rank;
     packed_gemm(down, phase == 1 ? panel_begin : 0, phase == 1 ? panel_end : p.packed_down->panels());
@@ -145,7 +152,8 @@ inline void cross_network_packed(matrix_view<const float> x0, std::span<const cr
           float* dst = to_out(l) ? outb : tmp;
           const std::size_t ldd = to_out(l) ? out.stride() : d;
           const std::size_t panels = (d + packed_linear::panel_width - 1) / packed_linear::panel_width;
-          cross_packed_layer(x0b, x0.stride(), src, lds, layers[l], dst, ldd, low, rows, 0, panels, 0);
+          cross_packed_layer(x0b, x0.stride(), src, lds, layers[l], dst, ldd, low, rows, 0, panels, 0,
+                             l + 1 < count ? &layers[l + 1] : nullptr);
           src = dst;
           lds = ldd;
         }

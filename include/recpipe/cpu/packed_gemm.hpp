@@ -98,6 +98,7 @@ struct packed_gemm_args {
   std::size_t ldxl = 0;
   std::size_t m = 0;
   bool cross = false;
+  const packed_linear* next = nullptr;  // the weights the caller multiplies next (prefetched), or null
 };
 
 // Largest row tile: 12 rows x 2 zmm = 24 accumulators, plus 2 for the panel row and room for the
@@ -141,6 +142,8 @@ struct packed_tile_args {
   const float* xl;
   std::size_t ldxl;
   unsigned valid;  // columns of this panel inside n (1..32)
+  const char* prefetch;        // lines [0, prefetch_lines) from here go to L2 during the k loop
+  std::size_t prefetch_lines;
 };
 
 // MR rows x NV zmm of the panel. KS independent accumulator sets split k when the tile is too small
@@ -162,6 +165,8 @@ RECPIPE_TARGET_AVX512 inline void packed_tile(const packed_tile_args& t) {
   const float* b = t.b;
   std::size_t kk = 0;
   for (; kk + KS <= t.k; kk += KS) {
+    // One line of the next panel per step: the weights stream from L3 while this one computes.
+    if (kk < t.prefetch_lines) _mm_prefetch(t.prefetch + kk * 64, _MM_HINT_T1);
 #pragma GCC unroll 4
     for (int s = 0; s < KS; ++s) {
       __m512 bv[NV];
@@ -262,9 +267,17 @@ RECPIPE_TARGET_AVX512 inline void packed_gemm_avx512(const packed_gemm_args& g, 
     a.b = g.w->panel(p);
     a.valid = static_cast<unsigned>(valid);
     a.bias = g.bias ? g.bias + col : nullptr;
+    // While this panel computes, pull the next one (or the next product's first) towards L2,
+    // spread over the row tiles: the first tile of a panel then no longer waits on L3.
+    const float* upcoming = p + 1 < panel_end ? g.w->panel(p + 1) : g.next && g.next->panels() ? g.next->panel(0) : nullptr;
+    const std::size_t upcoming_lines = upcoming ? (p + 1 < panel_end ? k : g.next->cols()) * pw * sizeof(float) / 64 : 0;
+    const std::size_t lines_per_tile = (upcoming_lines + tiles - 1) / tiles;
     std::size_t row = 0;
     for (std::size_t t = 0; t < tiles; ++t) {
       const std::size_t rows = g.m / tiles + (t < g.m % tiles ? 1 : 0);
+      const std::size_t first_line = std::min(upcoming_lines, t * lines_per_tile);
+      a.prefetch = upcoming ? reinterpret_cast<const char*>(upcoming) + first_line * 64 : nullptr;
+      a.prefetch_lines = std::min(lines_per_tile, upcoming_lines - first_line);
       a.a = g.a + row * g.lda;
       a.c = g.c + row * g.ldc + col;
       a.x0 = g.cross ? g.x0 + row * g.ldx0 + col : nullptr;
