@@ -15,6 +15,8 @@
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/cpu/dense.hpp>
+#include <recpipe/cpu/isa.hpp>
+#include <recpipe/cpu/packed_gemm.hpp>
 #include <recpipe/io/safetensors.hpp>
 #include <recpipe/models/parameters.hpp>
 
@@ -104,6 +106,13 @@ class mlp {
                                last ? config.final_activation : config.activation});
       in = config.dims[i];
     }
+    // Pack the weights once here: on AVX-512 CPUs every forward then runs the packed GEMM (no
+    // per-call repacking of the weights, as cblas_sgemm does). The packed copy costs as much
+    // memory again as the weights; the views stay for the portable path and layers().
+    auto packed = std::make_shared<std::vector<cpu::packed_linear>>();
+    packed->reserve(model.layers_.size());
+    for (const cpu::linear_layer& layer : model.layers_) packed->emplace_back(layer.weight);
+    model.packed_ = std::move(packed);
     return model;
   }
 
@@ -124,12 +133,26 @@ class mlp {
     if (y.rows() != x.rows() || y.cols() != output_dim())
       detail::fail("mlp: forward: y must be ", x.rows(), " x ", output_dim(), " (got ", y.rows(), " x ", y.cols(), ")");
     const std::size_t floats = cpu::mlp_scratch_size(x.rows(), layers_);
-    cpu::mlp(x, layers_, y, {impl::scratch(impl::slot_mlp, floats), floats});
+    const std::span<float> scratch(impl::scratch(impl::slot_mlp, floats), floats);
+    if (!packed_ || cpu::active_isa() != cpu::isa::avx512) return cpu::mlp(x, layers_, y, scratch);
+    // The packed path: the same ping-pong through scratch as cpu::mlp, bias added in the GEMM's
+    // register tile, the activation as a pass over the (cache-resident) output.
+    const std::size_t half = scratch.size() / 2;
+    matrix_view<const float> input = x;
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      const bool last = i + 1 == layers_.size();
+      const std::size_t width = layers_[i].weight.rows();
+      const matrix_view<float> output = last ? y : matrix_view<float>(scratch.data() + (i % 2) * half, x.rows(), width);
+      cpu::linear(input, (*packed_)[i], layers_[i].bias, output);
+      cpu::impl::bias_activation(output, nullptr, layers_[i].act);
+      input = output;
+    }
   }
 
  private:
   mlp_config config_;
   std::vector<cpu::linear_layer> layers_;
+  std::shared_ptr<const std::vector<cpu::packed_linear>> packed_;  // shared: copies of the model reuse it
   std::shared_ptr<const parameter_storage> storage_;  // null when owned by a composite model
 };
 

@@ -14,6 +14,7 @@
 #include <recpipe/io/safetensors.hpp>
 #include <recpipe/models/dcn_v2.hpp>
 #include <recpipe/models/dlrm.hpp>
+#include <recpipe/cpu/isa.hpp>
 #include <recpipe/models/mlp.hpp>
 #include <recpipe/models/session_transformer.hpp>
 
@@ -79,6 +80,30 @@ TEST_CASE("mlp matches a naive double-precision forward, config in code and from
     model.forward({x.data(), 1, 5}, one.view());
     for (std::size_t o = 0; o < 3; ++o) CHECK(one(0, o) == doctest::Approx(y(0, o)).epsilon(1e-6));
   }
+}
+
+TEST_CASE("mlp: the packed AVX-512 path and the portable path agree, into a column block of a wider matrix") {
+  mlp_fixture f;
+  const auto model = models::mlp::load(as_file(f.writer), f.config);
+  const recpipe::cpu::isa saved = recpipe::cpu::active_isa();
+  std::vector<recpipe::cpu::isa> isas = {recpipe::cpu::isa::portable};
+  if (recpipe::cpu::detected_isa() == recpipe::cpu::isa::avx512) isas.push_back(recpipe::cpu::isa::avx512);
+  for (const std::size_t batch : {1u, 13u, 40u}) {
+    const auto x = random_values(batch * 5, 11, 2.0f);
+    for (const auto choice : isas) {
+      CAPTURE(batch);
+      CAPTURE(recpipe::cpu::to_string(choice));
+      recpipe::cpu::set_isa(choice);
+      matrix<float> wide(batch, 8, -5.0f);  // y is columns [2, 5): the others must stay -5
+      model.forward({x.data(), batch, 5}, {wide.data() + 2, batch, 3, 8});
+      for (std::size_t b = 0; b < batch; ++b) {
+        const auto want = f.reference({x.data() + b * 5, 5});
+        for (std::size_t o = 0; o < 3; ++o) CHECK(wide(b, 2 + o) == doctest::Approx(want[o]).epsilon(1e-6));
+        for (std::size_t c : {0u, 1u, 5u, 6u, 7u}) CHECK(wide(b, c) == -5.0f);
+      }
+    }
+  }
+  recpipe::cpu::set_isa(saved);
 }
 
 TEST_CASE("mlp keeps the mapping alive after the caller drops the file") {
