@@ -9,6 +9,7 @@
 #include <recpipe/cpu/attention.hpp>
 #include <recpipe/cpu/isa.hpp>
 
+#include "common/isa.hpp"
 #include "unit/cpu/reference.hpp"
 
 namespace cpu = recpipe::cpu;
@@ -105,16 +106,8 @@ std::vector<float> valid_rows(const ref::buffer& v, const std::vector<std::size_
   return out;
 }
 
-// Every available kernel body: the portable loops, and the AVX-512 one where the CPU has it.
-std::vector<cpu::isa> available_isas() {
-  std::vector<cpu::isa> isas = {cpu::isa::portable};
-  if (cpu::detected_isa() == cpu::isa::avx512) isas.push_back(cpu::isa::avx512);
-  return isas;
-}
-struct isa_guard {  // restores the choice even when a check throws
-  cpu::isa saved = cpu::active_isa();
-  ~isa_guard() { cpu::set_isa(saved); }
-};
+using recpipe::testing::available_isas;
+using recpipe::testing::isa_guard;
 }  // namespace
 
 TEST_CASE("multi_head_attention matches a double reference with causal and key-padding masks, on every isa") {

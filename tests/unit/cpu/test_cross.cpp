@@ -9,6 +9,7 @@
 #include <recpipe/cpu/cross.hpp>
 #include <recpipe/cpu/threads.hpp>
 
+#include "common/isa.hpp"
 #include "unit/cpu/reference.hpp"
 
 namespace cpu = recpipe::cpu;
@@ -131,9 +132,8 @@ TEST_CASE("cross_network on packed layers matches the double reference and the p
           if (count > 1) want = cross_reference(x0d, want, batch, d, wlow, b1);
           if (count > 2) want = cross_reference(x0d, want, batch, d, wl2, {});
           std::vector<std::vector<float>> results;
-          const cpu::isa before = cpu::active_isa();
-          for (cpu::isa choice : {cpu::isa::portable, cpu::isa::avx512}) {
-            if (static_cast<int>(choice) > static_cast<int>(cpu::detected_isa())) continue;
+          const recpipe::testing::isa_guard guard;
+          for (cpu::isa choice : recpipe::testing::available_isas()) {
             CAPTURE(cpu::to_string(choice));
             cpu::set_isa(choice);
             ref::fill(out, rng);
@@ -143,7 +143,6 @@ TEST_CASE("cross_network on packed layers matches the double reference and the p
             if (batch) CHECK(out(0, d) == pad);
             results.push_back(ref::flatten(out));
           }
-          cpu::set_isa(before);
           if (results.size() == 2)
             CHECK(ref::max_rel_error(std::vector<double>(results[0].begin(), results[0].end()), results[1]) < 1e-5);
         }

@@ -11,6 +11,7 @@
 #include <recpipe/cpu/isa.hpp>
 #include <recpipe/cpu/threads.hpp>
 
+#include "common/isa.hpp"
 #include "unit/cpu/reference.hpp"
 
 namespace cpu = recpipe::cpu;
@@ -37,17 +38,8 @@ std::vector<double> bag_reference(const std::vector<std::vector<double>>& rows, 
 }  // namespace
 
 namespace {
-// Every isa this CPU can run: the AVX-512 body where detected, and always the portable one.
-std::vector<cpu::isa> isas() {
-  std::vector<cpu::isa> all = {cpu::isa::portable};
-  if (cpu::detected_isa() == cpu::isa::avx512) all.push_back(cpu::isa::avx512);
-  return all;
-}
-// Restores the isa choice when a test ends, also by a failed CHECK_THROWS or an exception.
-struct isa_guard {
-  cpu::isa saved = cpu::active_isa();
-  ~isa_guard() { cpu::set_isa(saved); }
-};
+using recpipe::testing::available_isas;
+using recpipe::testing::isa_guard;
 }  // namespace
 
 TEST_CASE("half conversions used by fp16 tables round to nearest") {
@@ -238,7 +230,7 @@ TEST_CASE_TEMPLATE("embedding_bag: AVX-512 and portable bodies both match the re
         const std::span<const float> w = weighted ? std::span<const float>(weights) : std::span<const float>();
         const auto want = bag_reference(decoded, ids, offsets, w, mean, batch, dim);
         std::vector<std::vector<float>> results;
-        for (cpu::isa choice : isas()) {
+        for (cpu::isa choice : available_isas()) {
           CAPTURE(dim); CAPTURE(mean); CAPTURE(weighted); CAPTURE(cpu::to_string(choice));
           cpu::set_isa(choice);
           ref::buffer out(batch, dim, 7);  // strided: 7 padding floats per row must stay untouched
@@ -278,7 +270,7 @@ TEST_CASE("embedding_bag: both bodies name the position of a bad id, also one fa
   ref::buffer out(400, 24);
   for (int threads : {1, 2}) {
     cpu::set_num_threads(threads);
-    for (cpu::isa choice : isas()) {
+    for (cpu::isa choice : available_isas()) {
       cpu::set_isa(choice);
       for (const auto& table : tables) {
         CAPTURE(threads); CAPTURE(cpu::to_string(choice)); CAPTURE(static_cast<int>(table.type()));

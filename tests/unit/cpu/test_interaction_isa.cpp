@@ -10,16 +10,13 @@
 #include <recpipe/cpu/isa.hpp>
 #include <recpipe/cpu/threads.hpp>
 
+#include "common/isa.hpp"
 #include "unit/cpu/reference.hpp"
 
 namespace cpu = recpipe::cpu;
 
 namespace {
-// Restores the isa chosen before the test, even when a check throws.
-struct isa_guard {
-  cpu::isa saved = cpu::active_isa();
-  ~isa_guard() { cpu::set_isa(saved); }
-};
+using recpipe::testing::isa_guard;
 
 std::vector<double> reference(const ref::buffer& feats, std::size_t f, std::size_t d, bool self) {
   std::vector<double> want;
@@ -36,9 +33,8 @@ std::vector<double> reference(const ref::buffer& feats, std::size_t f, std::size
 
 TEST_CASE("dot_interaction: every isa matches the double reference, including tile and tail edges") {
   isa_guard guard;
-  std::vector<cpu::isa> isas = {cpu::isa::portable};
-  if (cpu::detected_isa() == cpu::isa::avx512) isas.push_back(cpu::isa::avx512);
-  else MESSAGE("no AVX-512 on this CPU: only the portable body is tested");
+  const std::vector<cpu::isa> isas = recpipe::testing::available_isas();
+  if (isas.size() == 1) MESSAGE("no AVX-512 on this CPU: only the portable body is tested");
   std::mt19937 rng(31);
   for (std::size_t f : {1u, 2u, 3u, 4u, 5u, 8u, 9u, 27u, 33u})
     for (std::size_t d : {1u, 7u, 15u, 16u, 17u, 32u, 100u, 128u})

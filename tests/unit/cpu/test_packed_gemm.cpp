@@ -9,6 +9,7 @@
 #include <recpipe/cpu/packed_gemm.hpp>
 #include <recpipe/cpu/threads.hpp>
 
+#include "common/isa.hpp"
 #include "unit/cpu/reference.hpp"
 
 namespace cpu = recpipe::cpu;
@@ -29,14 +30,12 @@ std::vector<double> linear_reference(const ref::buffer& x, const ref::buffer& w,
 // Runs body under every isa this CPU has (portable first), restoring the choice afterwards.
 template <class Body>
 void for_each_isa(Body body) {
-  const cpu::isa before = cpu::active_isa();
-  for (cpu::isa choice : {cpu::isa::portable, cpu::isa::avx512}) {
-    if (static_cast<int>(choice) > static_cast<int>(cpu::detected_isa())) continue;
+  const recpipe::testing::isa_guard guard;
+  for (cpu::isa choice : recpipe::testing::available_isas()) {
     cpu::set_isa(choice);
     CAPTURE(cpu::to_string(choice));
     body(choice);
   }
-  cpu::set_isa(before);
 }
 }  // namespace
 

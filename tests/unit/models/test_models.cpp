@@ -18,6 +18,7 @@
 #include <recpipe/models/mlp.hpp>
 #include <recpipe/models/session_transformer.hpp>
 
+#include "common/isa.hpp"
 #include "common/tiny_models.hpp"
 #include <recpipe/models/two_tower.hpp>
 
@@ -85,9 +86,8 @@ TEST_CASE("mlp matches a naive double-precision forward, config in code and from
 TEST_CASE("mlp: the packed AVX-512 path and the portable path agree, into a column block of a wider matrix") {
   mlp_fixture f;
   const auto model = models::mlp::load(as_file(f.writer), f.config);
-  const recpipe::cpu::isa saved = recpipe::cpu::active_isa();
-  std::vector<recpipe::cpu::isa> isas = {recpipe::cpu::isa::portable};
-  if (recpipe::cpu::detected_isa() == recpipe::cpu::isa::avx512) isas.push_back(recpipe::cpu::isa::avx512);
+  const isa_guard guard;
+  const std::vector<recpipe::cpu::isa> isas = available_isas();
   for (const std::size_t batch : {1u, 13u, 40u}) {
     const auto x = random_values(batch * 5, 11, 2.0f);
     for (const auto choice : isas) {
@@ -103,7 +103,6 @@ TEST_CASE("mlp: the packed AVX-512 path and the portable path agree, into a colu
       }
     }
   }
-  recpipe::cpu::set_isa(saved);
 }
 
 TEST_CASE("mlp keeps the mapping alive after the caller drops the file") {
