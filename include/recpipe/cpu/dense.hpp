@@ -81,6 +81,40 @@ inline void gemm_nt(const float* a, std::size_t lda, const float* b, std::size_t
 #endif
 }
 
+// C [m, n] = alpha op(A) op(B) + beta C without checks, op = transpose when the flag is set:
+// op(A) is [m, k] (A stored [k, m] when transposed), op(B) is [k, n] (B stored [n, k] when
+// transposed). The backward passes need all four forms (dX = dY W, dW = dY^T X).
+inline void gemm(bool trans_a, bool trans_b, const float* a, std::size_t lda, const float* b, std::size_t ldb, float* c,
+                 std::size_t ldc, std::size_t m, std::size_t n, std::size_t k, float alpha, float beta) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
+  lda = std::max(lda, trans_a ? m : k);
+  ldb = std::max(ldb, trans_b ? k : n);
+  ldc = std::max(ldc, n);
+#if defined(RECPIPE_HAS_CBLAS)
+  const auto bi = [](std::size_t v) { return static_cast<blasint>(v); };
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, bi(m), bi(n),
+              bi(k), alpha, a, bi(lda), b, bi(ldb), beta, c, bi(ldc));
+#else
+  using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using stride = Eigen::OuterStride<>;
+  const auto ix = [](std::size_t v) { return static_cast<Eigen::Index>(v); };
+  const Eigen::Map<const row_major, 0, stride> A(a, ix(trans_a ? k : m), ix(trans_a ? m : k), stride(ix(lda)));
+  const Eigen::Map<const row_major, 0, stride> B(b, ix(trans_b ? n : k), ix(trans_b ? k : n), stride(ix(ldb)));
+  Eigen::Map<row_major, 0, stride> C(c, ix(m), ix(n), stride(ix(ldc)));
+  if (beta == 0.0f) C.setZero();
+  else C *= beta;
+  if (trans_a && trans_b) C.noalias() += alpha * A.transpose() * B.transpose();
+  else if (trans_a) C.noalias() += alpha * A.transpose() * B;
+  else if (trans_b) C.noalias() += alpha * A * B.transpose();
+  else C.noalias() += alpha * A * B;
+#endif
+}
+
 // y[r][c] = act(y[r][c] + bias[c]); one loop per activation so each vectorises.
 template <class Op>
 void rows_epilogue(matrix_view<float> y, const float* bias, Op op) {
@@ -166,6 +200,28 @@ inline void gemm_nt(matrix_view<const float> a, matrix_view<const float> b, matr
   impl::check_shape("cpu::gemm_nt", "c", c, a.rows(), b.rows());
   impl::gemm_nt(a.data(), a.stride(), b.data(), b.stride(), c.data(), c.stride(), a.rows(), b.rows(), a.cols(), alpha,
                 beta);
+}
+
+//! @brief C = alpha * op(A) * op(B) + beta * C, op(X) = X^T where the flag is set: the general
+//! product the backward passes use (dX = dY W is gemm(false, false), dW += dY^T X is
+//! gemm(true, false, ..., 1, 1)).
+//!
+//! @param a  op(a) is [m, k]: a is [m, k], or [k, m] with trans_a
+//! @param b  op(b) is [k, n]: b is [k, n], or [n, k] with trans_b
+//! @param c  [m, n]; must not overlap a or b. With beta == 0, C is overwritten.
+//! @throws recpipe::error on mismatched shapes.
+//! @code
+//! recpipe::cpu::gemm(true, false, dy.view(), x.view(), dw.view(), 1.0f, 1.0f);  // dW += dY^T X
+//! @endcode
+inline void gemm(bool trans_a, bool trans_b, matrix_view<const float> a, matrix_view<const float> b,
+                 matrix_view<float> c, float alpha = 1.0f, float beta = 0.0f) {
+  impl::check_view("cpu::gemm", "a", a);
+  impl::check_view("cpu::gemm", "b", b);
+  const std::size_t m = trans_a ? a.cols() : a.rows(), k = trans_a ? a.rows() : a.cols();
+  const std::size_t kb = trans_b ? b.cols() : b.rows(), n = trans_b ? b.rows() : b.cols();
+  if (k != kb) detail::fail("cpu::gemm: op(a) is ", m, " x ", k, " but op(b) is ", kb, " x ", n, " (inner sizes differ)");
+  impl::check_shape("cpu::gemm", "c", c, m, n);
+  impl::gemm(trans_a, trans_b, a.data(), a.stride(), b.data(), b.stride(), c.data(), c.stride(), m, n, k, alpha, beta);
 }
 
 //! @brief A PyTorch `nn.Linear` followed by an activation: y = act(x * weight^T + bias).
