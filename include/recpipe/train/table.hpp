@@ -35,19 +35,22 @@ class row_optimizer {
 
 //! @brief A trainable embedding table, fixed (`id` in [0, rows)) or dynamic (any 64-bit id).
 //!
-//! Forward (`pool`) reads rows; backward produces one gradient row per unique id of the batch
-//! (cpu::embedding_bag_backward); `apply` hands each to the row optimizer.
+//! A table owns its row optimizer (given at construction, so that a row created later gets its
+//! optimizer state from `init_state`). Forward (`pool`) reads rows; backward produces one
+//! gradient row per unique id of the batch (cpu::embedding_bag_backward); `apply` hands each to
+//! the optimizer. The trainer calls `optimizer().begin_step()` once per step before `apply`.
 class trainable_table {
  public:
   virtual ~trainable_table() = default;
   virtual std::size_t dim() const = 0;
+  virtual row_optimizer& optimizer() = 0;
   //! Training forward: pools bags (as cpu::embedding_bag) into out [batch, dim]. A dynamic table
   //! counts each id towards admission here; ids it does not hold read as zero rows.
   virtual void pool(std::span<const id_type> ids, std::span<const id_type> offsets, std::span<const float> weights,
                     cpu::pooling mode, matrix_view<float> out) = 0;
-  //! Applies grads[i] (dL/d row of ids[i]; ids unique) through `optimizer`. Ids the table does not
-  //! hold (not admitted, evicted) are skipped.
-  virtual void apply(std::span<const id_type> ids, matrix_view<const float> grads, row_optimizer& optimizer) = 0;
+  //! Applies grads[i] (dL/d row of ids[i]; ids unique) through optimizer(). Ids the table does
+  //! not hold (not admitted, evicted) are skipped.
+  virtual void apply(std::span<const id_type> ids, matrix_view<const float> grads) = 0;
 };
 
 }  // namespace train
