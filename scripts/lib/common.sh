@@ -6,6 +6,8 @@ RECPIPE_BASE_PACKAGES=(g++ make cmake libeigen3-dev libhnswlib-dev nlohmann-json
                        libopenblas0-pthread doctest-dev libbenchmark-dev)
 # Peers for tests and benchmarks: LibTorch for kernel comparisons, PyTorch for model parity.
 RECPIPE_PEER_PACKAGES=(libtorch-dev python3-torch python3-numpy)
+# Examples: gnuplot draws the incremental-training plot.
+RECPIPE_EXAMPLE_PACKAGES=(gnuplot-nox)
 
 # require_packages pkg...: installs what is missing with apt when run as root; otherwise prints
 # the exact apt line and exits.
