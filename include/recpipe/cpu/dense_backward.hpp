@@ -24,7 +24,7 @@ namespace impl {
 // Per-thread gradient scratch for the backward passes, apart from dense.hpp's forward slots so a
 // backward pass never clobbers a forward buffer still in use. Grows to the largest request.
 inline float* backward_scratch(std::size_t slot, std::size_t floats) {
-  thread_local std::vector<float> buffers[4];
+  thread_local std::vector<float> buffers[8];  // 0-1 mlp, 2 layer norm, 3 embedding, 4-6 cross
   auto& buffer = buffers[slot];
   if (buffer.size() < floats) buffer.resize(floats);
   return buffer.data();
