@@ -216,7 +216,7 @@ TEST_CASE("dynamic_table: initial rows depend only on (seed, id), not on admissi
   CHECK(read(tiny, ids[5]) == init_row(tiny, ids[5]));
 }
 
-TEST_CASE("dynamic_table: rows unused for ttl are evicted; the clock never goes back") {
+TEST_CASE("dynamic_table: rows unused for ttl are evicted, the clock never goes back") {
   auto opt = std::make_shared<recpipe::testing::sgd_rows>();
   auto cfg = config(2);
   cfg.ttl = 10;
@@ -284,7 +284,7 @@ TEST_CASE("dynamic_table: a row budget keeps memory bounded, evicting the least 
   CHECK(all_rows(t).size() == 100);
 }
 
-TEST_CASE("dynamic_table: unknown ids read as zero rows and are counted; pooling matches cpu::embedding_bag") {
+TEST_CASE("dynamic_table: unknown ids read as zero rows and are counted, pooling matches cpu::embedding_bag") {
   auto opt = std::make_shared<recpipe::testing::sgd_rows>();
   train::dynamic_table t(config(5, 1), opt);
   const std::vector<id_type> known = {10, -20, 30};
@@ -329,7 +329,7 @@ TEST_CASE("dynamic_table: unknown ids read as zero rows and are counted; pooling
   CHECK(t.stats().unknown_lookups == 0);
 }
 
-TEST_CASE("dynamic_table: apply touches only the batch's rows; non-finite gradients skip and count") {
+TEST_CASE("dynamic_table: apply touches only the batch's rows, non-finite gradients skip and count") {
   auto opt = std::make_shared<recpipe::testing::counting_sgd>(0.5f);
   train::dynamic_table t(config(3), opt);
   std::vector<id_type> ids;
@@ -411,7 +411,7 @@ TEST_CASE("dynamic_table: bad arguments give errors that name the table and the 
   CHECK(t.lookup({}, none.view()) == 0);
 }
 
-TEST_CASE("dynamic_table: load_row restores rows and state; serving copies are dense with a zero row") {
+TEST_CASE("dynamic_table: load_row restores rows and state, serving copies are dense with a zero row") {
   auto opt = std::make_shared<recpipe::testing::counting_sgd>();
   auto cfg = config(4, 5);
   train::dynamic_table t(cfg, opt);
