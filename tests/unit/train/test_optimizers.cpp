@@ -358,7 +358,9 @@ TEST_CASE("row optimizers: rules, and only the rows in the batch change") {
       {&rowwise, {"rowwise", 0.1, 1e-8, 0.05}},
       {&adagrad, {"adagrad", 0.1, 1e-10, 0.1, 0.01}},
       {&adam, {"adam", 0.01, 1e-8}}};
-  for (const auto& [opt, ref] : cases) {
+  for (const auto& entry : cases) {  // not a structured binding: clang 14 cannot capture one (CAPTURE)
+    train::row_optimizer* const opt = entry.first;
+    const row_reference& ref = entry.second;
     CAPTURE(ref.kind);
     const std::size_t n = 10, d = 4, s = opt->state_size(d);
     tiny_table table(n, d, *opt);
