@@ -13,6 +13,7 @@
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/cpu/attention.hpp>
 #include <recpipe/cpu/dense.hpp>
+#include <recpipe/cpu/dense_backward.hpp>
 #include <recpipe/cpu/parallel.hpp>
 #include <recpipe/math/softmax.hpp>
 #include <recpipe/math/vector.hpp>
@@ -283,6 +284,206 @@ inline void multi_head_attention_backward(matrix_view<const float> d_out, const 
   impl::check_shape(where, "d_x", d_x, trace.padded_rows(), e);
   impl::check_mha_gradients(where, e, w, grads);
   impl::mha_backward(d_out, w, trace, d_x, grads);
+}
+
+//! @brief What the training forward of transformer_encoder_layer() saves for its backward, plus
+//! the backward's workspace. All matrices are in the padded layout [batch * max_len, ...]; padded
+//! rows hold the values of a zero input row (finite, never read back into valid rows).
+struct transformer_layer_trace {
+  mha_trace attention;
+  bool norm_first = false;
+  activation act = activation::relu;
+  float eps = 1e-5f;
+  matrix<float> input;           //!< x with padded rows set to 0
+  matrix<float> attention_in;    //!< pre-norm: LN1(x), the attention's input (post-norm: unused)
+  matrix<float> residual1;       //!< post-norm: x + MHA(x), LN1's input; pre-norm: h = x + MHA(LN1(x))
+  matrix<float> ffn_in;          //!< post-norm: h = LN1(residual1); pre-norm: LN2(h)
+  matrix<float> pre_activation;  //!< [rows, F] linear1's output
+  matrix<float> activated;       //!< [rows, F] act(pre_activation)
+  matrix<float> residual2;       //!< post-norm: h + FF(h), LN2's input (pre-norm: unused)
+  matrix<float> d_a, d_b, d_hidden;  //!< backward workspace
+
+  //! Rows of the padded layout.
+  std::size_t padded_rows() const noexcept { return attention.padded_rows(); }
+};
+
+//! Gradients of `transformer_layer_weights`, *accumulated* (+=) by the backward. A span may be
+//! empty to skip that gradient (it must be empty where the weight itself is empty).
+struct transformer_layer_gradients {
+  mha_gradients attention;
+  matrix_view<float> linear1_weight;  //!< [F, E]
+  std::span<float> linear1_bias;      //!< [F] or empty
+  matrix_view<float> linear2_weight;  //!< [E, F]
+  std::span<float> linear2_bias;      //!< [E] or empty
+  std::span<float> norm1_weight, norm1_bias, norm2_weight, norm2_bias;  //!< [E] each, or empty
+};
+
+namespace impl {
+inline std::size_t check_layer(const char* where, std::size_t e, const transformer_layer_weights& w) {
+  const std::size_t ff = w.linear1_weight.rows();
+  check_mha(where, e, w.attention);
+  check_shape(where, "linear1_weight", w.linear1_weight, ff, e);
+  check_bias(where, "linear1_bias", w.linear1_bias, ff);
+  check_shape(where, "linear2_weight", w.linear2_weight, e, ff);
+  check_bias(where, "linear2_bias", w.linear2_bias, e);
+  check_bias(where, "norm1_weight", w.norm1_weight, e);
+  check_bias(where, "norm1_bias", w.norm1_bias, e);
+  check_bias(where, "norm2_weight", w.norm2_weight, e);
+  check_bias(where, "norm2_bias", w.norm2_bias, e);
+  if (w.act != activation::relu && w.act != activation::gelu)
+    detail::fail(where, ": activation must be relu or gelu (as nn.TransformerEncoderLayer)");
+  if (!(w.eps >= 0.0f)) detail::fail(where, ": eps must be >= 0 (got ", w.eps, ")");
+  return ff;
+}
+
+inline void check_gradient_span(const char* where, const char* name, std::span<const float> weight,
+                                std::span<float> grad) {
+  if (grad.empty()) return;
+  if (weight.empty()) detail::fail(where, ": grads.", name, " is given but the weights have no ", name);
+  if (grad.size() != weight.size())
+    detail::fail(where, ": grads.", name, " must hold ", weight.size(), " values (got ", grad.size(), ")");
+}
+
+inline void zero_rows_past(matrix_view<float> m, std::span<const std::size_t> lengths, std::size_t max_len) {
+  for (std::size_t b = 0; b < lengths.size(); ++b)
+    for (std::size_t t = lengths[b]; t < max_len; ++t)
+      std::fill_n(m.data() + (b * max_len + t) * m.stride(), m.cols(), 0.0f);
+}
+
+// y += x for two packed matrices of one shape.
+inline void add_into(matrix_view<float> y, matrix_view<const float> x) {
+  for (std::size_t r = 0; r < y.rows(); ++r) {
+    float* out = y.data() + r * y.stride();
+    const float* in = x.data() + r * x.stride();
+    for (std::size_t c = 0; c < y.cols(); ++c) out[c] += in[c];
+  }
+}
+}  // namespace impl
+
+//! @brief Training forward of transformer_encoder_layer(): the same output (no dropout), plus
+//! the trace transformer_encoder_layer_backward() needs.
+//!
+//! Arguments, masks and padding as in transformer_encoder_layer(); padded output rows are 0 and
+//! the content of padded input rows is ignored (NaN there never reaches an output or a gradient).
+//! @throws recpipe::error naming the weight or argument whose shape disagrees.
+//! @code
+//! recpipe::cpu::transformer_layer_trace trace;
+//! recpipe::cpu::transformer_encoder_layer(x.view(), lengths, max_len, w, true, y.view(), trace);
+//! @endcode
+inline void transformer_encoder_layer(matrix_view<const float> x, std::span<const std::size_t> lengths,
+                                      std::size_t max_len, const transformer_layer_weights& w, bool causal,
+                                      matrix_view<float> out, transformer_layer_trace& tr) {
+  const char* where = "cpu::transformer_encoder_layer (training)";
+  impl::check_sessions(where, x, lengths, max_len);
+  const std::size_t e = x.cols(), rows = x.rows();
+  const std::size_t ff = impl::check_layer(where, e, w);
+  impl::check_shape(where, "out", out, rows, e);
+  tr.norm_first = w.norm_first;
+  tr.act = w.act;
+  tr.eps = w.eps;
+  tr.input.resize(rows, e);
+  for (std::size_t r = 0; r < rows; ++r) std::copy_n(x.data() + r * x.stride(), e, tr.input.data() + r * e);
+  impl::zero_rows_past(tr.input.view(), lengths, max_len);
+  tr.residual1.resize(rows, e);
+  tr.ffn_in.resize(rows, e);
+  tr.pre_activation.resize(rows, ff);
+  tr.activated.resize(rows, ff);
+  const matrix_view<const float> input = tr.input.view();
+  if (!w.norm_first) {
+    // residual1 = x + MHA(x); h = LN1(residual1); residual2 = h + FF(h); y = LN2(residual2)
+    impl::mha_train(input, lengths, max_len, w.attention, causal, tr.residual1.view(), tr.attention);
+    add(tr.residual1.view(), input);
+    layer_norm(tr.residual1.view(), w.norm1_weight, w.norm1_bias, tr.ffn_in.view(), w.eps);
+  } else {
+    // h = x + MHA(LN1(x)); y = h + FF(LN2(h))
+    tr.attention_in.resize(rows, e);
+    layer_norm(input, w.norm1_weight, w.norm1_bias, tr.attention_in.view(), w.eps);
+    impl::mha_train(tr.attention_in.view(), lengths, max_len, w.attention, causal, tr.residual1.view(), tr.attention);
+    add(tr.residual1.view(), input);
+    layer_norm(tr.residual1.view(), w.norm2_weight, w.norm2_bias, tr.ffn_in.view(), w.eps);
+  }
+  linear(tr.ffn_in.view(), w.linear1_weight, w.linear1_bias, tr.pre_activation.view());
+  std::copy(tr.pre_activation.values().begin(), tr.pre_activation.values().end(), tr.activated.values().begin());
+  apply_activation(tr.activated.view(), w.act);
+  if (!w.norm_first) {
+    tr.residual2.resize(rows, e);
+    linear(tr.activated.view(), w.linear2_weight, w.linear2_bias, tr.residual2.view());
+    add(tr.residual2.view(), tr.ffn_in.view());
+    layer_norm(tr.residual2.view(), w.norm2_weight, w.norm2_bias, out, w.eps);
+  } else {
+    linear(tr.activated.view(), w.linear2_weight, w.linear2_bias, out);
+    add(out, tr.residual1.view());
+  }
+  impl::zero_padding(out, lengths, max_len);
+}
+
+//! @brief Backward of one transformer encoder layer from the trace of its training forward.
+//!
+//! @param d_out  [batch * max_len, E] gradient w.r.t. the layer's output; padded rows are ignored
+//! @param w      the same weights as the forward
+//! @param trace  from transformer_encoder_layer(..., trace); its workspace is reused
+//! @param d_x    same shape, *overwritten* with dL/dx (0 on padded rows); may be d_out itself
+//! @param grads  parameter gradients, *accumulated* (+=); empty spans are skipped
+//! Products run in cpu::gemm (through cpu::linear_backward); layer norm and activation use
+//! cpu::layer_norm_backward and cpu::activation_backward.
+//! @throws recpipe::error when a shape disagrees with the trace or the weights.
+//! @code
+//! recpipe::cpu::transformer_encoder_layer_backward(dy.view(), w, trace, dx.view(), grads);
+//! @endcode
+inline void transformer_encoder_layer_backward(matrix_view<const float> d_out, const transformer_layer_weights& w,
+                                               transformer_layer_trace& tr, matrix_view<float> d_x,
+                                               const transformer_layer_gradients& g) {
+  const char* where = "cpu::transformer_encoder_layer_backward";
+  const std::size_t e = tr.attention.embedding_dim, rows = tr.padded_rows();
+  const std::size_t ff = impl::check_layer(where, e, w);
+  if (w.attention.num_heads != tr.attention.num_heads || w.norm_first != tr.norm_first || w.act != tr.act ||
+      ff != tr.pre_activation.cols() || tr.input.rows() != rows)
+    detail::fail(where, ": the weights (heads, norm_first, activation, ffn width) differ from the recorded forward's");
+  impl::check_shape(where, "d_out", d_out, rows, e);
+  impl::check_shape(where, "d_x", d_x, rows, e);
+  impl::check_mha_gradients(where, e, w.attention, g.attention);
+  if (!g.linear1_weight.empty()) impl::check_shape(where, "grads.linear1_weight", g.linear1_weight, ff, e);
+  if (!g.linear2_weight.empty()) impl::check_shape(where, "grads.linear2_weight", g.linear2_weight, e, ff);
+  impl::check_gradient_span(where, "linear1_bias", w.linear1_bias, g.linear1_bias);
+  impl::check_gradient_span(where, "linear2_bias", w.linear2_bias, g.linear2_bias);
+  impl::check_gradient_span(where, "norm1_weight", w.norm1_weight, g.norm1_weight);
+  impl::check_gradient_span(where, "norm1_bias", w.norm1_bias, g.norm1_bias);
+  impl::check_gradient_span(where, "norm2_weight", w.norm2_weight, g.norm2_weight);
+  impl::check_gradient_span(where, "norm2_bias", w.norm2_bias, g.norm2_bias);
+  if (rows == 0 || e == 0) return;
+  const std::span<const std::size_t> lengths(tr.attention.lengths);
+  const std::size_t max_len = tr.attention.max_len;
+  // d_a: the gradient flowing down the residual stream; padded rows start (and stay) at 0.
+  tr.d_a.resize(rows, e);
+  tr.d_b.resize(rows, e);
+  tr.d_hidden.resize(rows, ff);
+  const matrix_view<float> d_a = tr.d_a.view(), d_b = tr.d_b.view(), d_hidden = tr.d_hidden.view();
+  for (std::size_t r = 0; r < rows; ++r) std::copy_n(d_out.data() + r * d_out.stride(), e, d_a.data() + r * e);
+  impl::zero_rows_past(d_a, lengths, max_len);
+  if (!w.norm_first) {
+    // d residual2 = LN2'(d_out); FF; d h = d residual2 + FF'(...); d residual1 = LN1'(d h)
+    layer_norm_backward(tr.residual2.view(), w.norm2_weight, d_a, d_a, g.norm2_weight, g.norm2_bias, w.eps);
+    linear_backward(tr.activated.view(), w.linear2_weight, d_a, d_hidden, g.linear2_weight, g.linear2_bias);
+    activation_backward(w.act, tr.pre_activation.view(), d_hidden, d_hidden);
+    linear_backward(tr.ffn_in.view(), w.linear1_weight, d_hidden, d_b, g.linear1_weight, g.linear1_bias);
+    impl::add_into(d_a, d_b);
+    layer_norm_backward(tr.residual1.view(), w.norm1_weight, d_a, d_a, g.norm1_weight, g.norm1_bias, w.eps);
+    // x feeds both the residual and the attention.
+    impl::mha_backward(d_a, w.attention, tr.attention, d_b, g.attention);
+    impl::add_into(d_b, d_a);
+  } else {
+    // d h = d_out + LN2'(FF'(d_out)); d x = d h + LN1'(MHA'(d h))
+    linear_backward(tr.activated.view(), w.linear2_weight, d_a, d_hidden, g.linear2_weight, g.linear2_bias);
+    activation_backward(w.act, tr.pre_activation.view(), d_hidden, d_hidden);
+    linear_backward(tr.ffn_in.view(), w.linear1_weight, d_hidden, d_b, g.linear1_weight, g.linear1_bias);
+    layer_norm_backward(tr.residual1.view(), w.norm2_weight, d_b, d_b, g.norm2_weight, g.norm2_bias, w.eps);
+    impl::add_into(d_a, d_b);
+    impl::mha_backward(d_a, w.attention, tr.attention, d_b, g.attention);
+    layer_norm_backward(tr.input.view(), w.norm1_weight, d_b, d_b, g.norm1_weight, g.norm1_bias, w.eps);
+    impl::add_into(d_b, d_a);
+  }
+  impl::zero_rows_past(d_b, lengths, max_len);
+  for (std::size_t r = 0; r < rows; ++r) std::copy_n(d_b.data() + r * e, e, d_x.data() + r * d_x.stride());
 }
 
 }  // namespace cpu

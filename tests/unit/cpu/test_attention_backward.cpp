@@ -112,7 +112,7 @@ struct layer_params {
         norm_first(norm_first_) {}
 };
 
-[[maybe_unused]] dvec layer_d(const dvec& x, const std::vector<std::size_t>& lengths, std::size_t max_len, const layer_params& p,
+dvec layer_d(const dvec& x, const std::vector<std::size_t>& lengths, std::size_t max_len, const layer_params& p,
              bool causal) {
   const std::size_t e = p.attn.e, rows = lengths.size() * max_len;
   const auto plus = [](dvec a, const dvec& b) {
@@ -304,5 +304,117 @@ TEST_CASE("multi_head_attention_backward: padding content, empty batches and bad
     CHECK_THROWS_WITH_AS(cpu::multi_head_attention({x.data(), 4, e}, std::vector<std::size_t>{3, 1}, 2, f.weights(), true,
                                                    {y.data(), 4, e}, trace),
                          doctest::Contains("exceeds max_len"), recpipe::error);
+  }
+}
+
+namespace {
+struct layer_float {
+  mha_float attn;
+  std::size_t e, ff;
+  std::vector<float> w1, b1, w2, b2, g1, be1, g2, be2;
+  std::vector<float> d_w1, d_b1, d_w2, d_b2, d_g1, d_be1, d_g2, d_be2;
+  cpu::activation act;
+  bool norm_first;
+  explicit layer_float(const layer_params& p)
+      : attn(p.attn), e(p.attn.e), ff(p.ff), w1(to_float(p.w1)), b1(to_float(p.b1)), w2(to_float(p.w2)),
+        b2(to_float(p.b2)), g1(to_float(p.g1)), be1(to_float(p.be1)), g2(to_float(p.g2)), be2(to_float(p.be2)),
+        d_w1(w1.size()), d_b1(b1.size()), d_w2(w2.size()), d_b2(b2.size()), d_g1(e), d_be1(e), d_g2(e), d_be2(e),
+        act(static_cast<cpu::activation>(p.act)), norm_first(p.norm_first) {}
+  cpu::transformer_layer_weights weights() const {
+    return {attn.weights(), {w1.data(), ff, e}, b1, {w2.data(), e, ff}, b2, g1, be1, g2, be2, 1e-5f, act, norm_first};
+  }
+  cpu::transformer_layer_gradients grads() {
+    return {attn.grads(), {d_w1.data(), ff, e}, d_b1, {d_w2.data(), e, ff}, d_b2, d_g1, d_be1, d_g2, d_be2};
+  }
+};
+}  // namespace
+
+TEST_CASE("transformer_encoder_layer_backward matches finite differences (post-norm, pre-norm, relu, gelu)") {
+  REQUIRE(static_cast<int>(cpu::activation::relu) == 1);
+  REQUIRE(static_cast<int>(cpu::activation::gelu) == 2);
+  std::mt19937 rng(34);
+  const std::vector<std::size_t> lengths = {4, 1, 0, 3};
+  const std::size_t max_len = 4, rows = lengths.size() * max_len, e = 8;
+  for (bool norm_first : {false, true})
+    for (int act : {1, 2})
+      for (bool causal : {true, false}) {
+        CAPTURE(norm_first); CAPTURE(act); CAPTURE(causal);
+        layer_params p(e, 2, 12, act, norm_first, rng);
+        dvec x = random_d(rows * e, rng, 1.0f), dy = random_d(rows * e, rng, 1.0f);
+        layer_float f(p);
+        std::vector<float> xf = to_float(x), dyf = to_float(dy), y(rows * e, 7.0f), dx(rows * e, 7.0f);
+        const matrix_view<const float> xv(xf.data(), rows, e);
+        cpu::transformer_layer_trace trace;
+        cpu::transformer_encoder_layer(xv, lengths, max_len, f.weights(), causal, {y.data(), rows, e}, trace);
+        std::vector<float> y_inference(rows * e);
+        cpu::transformer_encoder_layer(xv, lengths, max_len, f.weights(), causal, {y_inference.data(), rows, e});
+        CHECK(ref::max_rel_error(dvec(y_inference.begin(), y_inference.end()), y) < 1e-6);
+        cpu::transformer_encoder_layer_backward({dyf.data(), rows, e}, f.weights(), trace, {dx.data(), rows, e}, f.grads());
+
+        const auto loss = [&] { return dot_loss(layer_d(x, lengths, max_len, p, causal), dy); };
+        check_gradient("x", numeric_gradient(x, loss), dx);
+        check_gradient("in_proj_weight", numeric_gradient(p.attn.in_w, loss), f.attn.d_in_w);
+        check_gradient("in_proj_bias", numeric_gradient(p.attn.in_b, loss), f.attn.d_in_b);
+        check_gradient("out_proj_weight", numeric_gradient(p.attn.out_w, loss), f.attn.d_out_w);
+        check_gradient("out_proj_bias", numeric_gradient(p.attn.out_b, loss), f.attn.d_out_b);
+        check_gradient("linear1.weight", numeric_gradient(p.w1, loss), f.d_w1);
+        check_gradient("linear1.bias", numeric_gradient(p.b1, loss), f.d_b1);
+        check_gradient("linear2.weight", numeric_gradient(p.w2, loss), f.d_w2);
+        check_gradient("linear2.bias", numeric_gradient(p.b2, loss), f.d_b2);
+        check_gradient("norm1.weight", numeric_gradient(p.g1, loss), f.d_g1);
+        check_gradient("norm1.bias", numeric_gradient(p.be1, loss), f.d_be1);
+        check_gradient("norm2.weight", numeric_gradient(p.g2, loss), f.d_g2);
+        check_gradient("norm2.bias", numeric_gradient(p.be2, loss), f.d_be2);
+        for (std::size_t b = 0; b < lengths.size(); ++b)
+          for (std::size_t t = lengths[b]; t < max_len; ++t)
+            for (std::size_t c = 0; c < e; ++c) CHECK(dx[(b * max_len + t) * e + c] == 0.0f);
+      }
+}
+
+TEST_CASE("transformer_encoder_layer_backward: accumulation, NaN padding, mismatches") {
+  std::mt19937 rng(35);
+  const std::vector<std::size_t> lengths = {3, 1};
+  const std::size_t max_len = 3, rows = 6, e = 8;
+  for (bool norm_first : {false, true}) {
+    CAPTURE(norm_first);
+    layer_params p(e, 2, 12, 1, norm_first, rng);
+    layer_float f(p);
+    std::vector<float> x = to_float(random_d(rows * e, rng, 1.0f)), dy = to_float(random_d(rows * e, rng, 1.0f));
+    for (std::size_t c = 0; c < e; ++c) x[4 * e + c] = std::nanf("");  // padding of session 1
+    for (std::size_t c = 0; c < e; ++c) dy[5 * e + c] = std::nanf("");
+    std::vector<float> y(rows * e), dx(rows * e);
+    cpu::transformer_layer_trace trace;
+    cpu::transformer_encoder_layer({x.data(), rows, e}, lengths, max_len, f.weights(), true, {y.data(), rows, e}, trace);
+    cpu::transformer_encoder_layer_backward({dy.data(), rows, e}, f.weights(), trace, {dx.data(), rows, e}, f.grads());
+    for (float v : y) CHECK(std::isfinite(v));
+    for (float v : dx) CHECK(std::isfinite(v));
+    for (const auto* g : {&f.d_w1, &f.d_w2, &f.d_g1, &f.d_be2, &f.attn.d_in_w})
+      for (float v : *g) CHECK(std::isfinite(v));
+    const auto once = f.d_w2;
+    const auto once_dx = dx;
+    cpu::transformer_encoder_layer_backward({dy.data(), rows, e}, f.weights(), trace, {dy.data(), rows, e}, f.grads());
+    for (std::size_t i = 0; i < once.size(); ++i) CHECK(f.d_w2[i] == doctest::Approx(2 * once[i]).epsilon(1e-6));
+    for (std::size_t i = 0; i < dx.size(); ++i) CHECK(dy[i] == doctest::Approx(once_dx[i]).epsilon(1e-6));  // in place
+
+    auto other = f.weights();
+    other.norm_first = !norm_first;
+    CHECK_THROWS_WITH_AS(cpu::transformer_encoder_layer_backward({dx.data(), rows, e}, other, trace, {dx.data(), rows, e},
+                                                                 f.grads()),
+                         doctest::Contains("differ from the recorded forward"), recpipe::error);
+    auto g = f.grads();
+    g.norm1_weight = g.norm1_weight.first(3);
+    CHECK_THROWS_WITH_AS(cpu::transformer_encoder_layer_backward({dx.data(), rows, e}, f.weights(), trace,
+                                                                 {dx.data(), rows, e}, g),
+                         doctest::Contains("grads.norm1_weight must hold 8 values"), recpipe::error);
+    auto no_norm = f.weights();
+    no_norm.norm2_weight = {};
+    CHECK_THROWS_WITH_AS(cpu::transformer_encoder_layer_backward({dx.data(), rows, e}, no_norm, trace,
+                                                                 {dx.data(), rows, e}, f.grads()),
+                         doctest::Contains("weights have no norm2_weight"), recpipe::error);
+    auto sigmoid = f.weights();
+    sigmoid.act = cpu::activation::sigmoid;
+    CHECK_THROWS_WITH_AS(cpu::transformer_encoder_layer({x.data(), rows, e}, lengths, max_len, sigmoid, true,
+                                                        {y.data(), rows, e}, trace),
+                         doctest::Contains("relu or gelu"), recpipe::error);
   }
 }
