@@ -15,6 +15,12 @@ For each case NAME it writes NAME.safetensors holding
 and metadata: kind (mha | layer), num_heads, causal, norm_first, activation, max_len.
 The forward uses key_padding_mask for the padding and a causal attn_mask where `causal` is 1.
 
+Whole-model cases (train::session_transformer_model): SESSION.safetensors holds the weights of
+tools/reference_models.py's SessionTransformer (metadata recpipe.model / recpipe.config as the
+serving loader reads them), ragged sessions (offsets, items: I64), the mean next-item
+cross-entropy over every position but each session's last (logits = final hidden state x item
+embeddings, full catalog) as `loss`, and its gradients grad.<parameter>.
+
 Exit code 77 means "torch is not installed": ctest reports the parity test as skipped.
 """
 
@@ -43,7 +49,8 @@ except ImportError:  # pragma: no cover - depends on the machine
     print("reference_attention_backward.py: torch is not installed (apt-get install python3-torch)", file=sys.stderr)
     sys.exit(77)
 
-from reference_models import save_safetensors  # noqa: E402  (the hand-written writer; needs torch)
+import json  # noqa: E402
+from reference_models import SessionTransformer, save_safetensors  # noqa: E402  (needs torch)
 
 # name: (kind, E, heads, F, lengths, causal, norm_first, activation)
 CASES = {
@@ -94,6 +101,54 @@ def run_case(name, spec, out, gen):
     save_safetensors(tensors, os.path.join(out, name + ".safetensors"), metadata)
 
 
+# name: config of SessionTransformer (reference_models.py), session lengths
+SESSION_CASES = {
+    "session_pre_relu": ({"model": "session_transformer", "num_items": 40, "embedding_dim": 16, "max_length": 8,
+                          "num_heads": 2, "ffn_dim": 24, "num_layers": 2, "activation": "relu", "norm_first": True,
+                          "embedding_scale": 1.0, "eps": 1e-5}, [8, 3, 1, 6, 2]),
+    "session_post_gelu": ({"model": "session_transformer", "num_items": 30, "embedding_dim": 12, "max_length": 7,
+                           "num_heads": 3, "ffn_dim": 20, "num_layers": 1, "activation": "gelu", "norm_first": False,
+                           "embedding_scale": 12 ** 0.5, "eps": 1e-5}, [7, 4, 2, 5]),
+}
+
+
+def run_session_case(name, cfg, lengths, out, gen):
+    torch.manual_seed(11)
+    module = SessionTransformer(cfg).train()
+    with torch.no_grad():
+        for pname, p in module.named_parameters():
+            if pname.endswith("bias"):
+                p.uniform_(-0.2, 0.2)
+    batch, t = len(lengths), max(lengths)
+    lengths_t = torch.tensor(lengths, dtype=torch.int64)
+    items = torch.zeros(batch, t, dtype=torch.int64)
+    flat = []
+    for b, n in enumerate(lengths):
+        row = torch.randint(0, cfg["num_items"], (n,), generator=gen, dtype=torch.int64)
+        items[b, :n] = row
+        flat.append(row)
+    positions = torch.arange(t).unsqueeze(0).expand(batch, t)
+    h = module.item_embedding(items) * module.scale + module.position_embedding(positions)
+    causal = torch.triu(torch.full((t, t), float("-inf")), diagonal=1)
+    padding = torch.arange(t).unsqueeze(0) >= lengths_t.unsqueeze(1)
+    h = module.final_norm(module.encoder(h, mask=causal, src_key_padding_mask=padding))
+    logits = h @ module.item_embedding.weight.t()  # [B, T, N]
+    targets = torch.full((batch, t), -100, dtype=torch.int64)
+    targets[:, :-1] = items[:, 1:]
+    targets[torch.arange(t).unsqueeze(0) >= (lengths_t - 1).unsqueeze(1)] = -100  # last item: no target
+    loss = nn.functional.cross_entropy(logits.reshape(-1, cfg["num_items"]), targets.reshape(-1), ignore_index=-100)
+    loss.backward()
+    tensors = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    offsets = torch.zeros(batch + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(lengths_t, 0)
+    tensors.update({"offsets": offsets, "items": torch.cat(flat), "loss": loss.detach().reshape(1)})
+    for pname, p in module.named_parameters():
+        tensors["grad." + pname] = p.grad.detach().clone()
+    save_safetensors(tensors, os.path.join(out, name + ".safetensors"),
+                     {"kind": "session_transformer", "recpipe.model": "session_transformer",
+                      "recpipe.config": json.dumps(cfg)})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output folder (created)")
@@ -103,9 +158,11 @@ def main():
     gen = torch.Generator().manual_seed(7)
     for name, spec in CASES.items():
         run_case(name, spec, args.out, gen)
+    for name, (cfg, lengths) in SESSION_CASES.items():
+        run_session_case(name, cfg, lengths, args.out, gen)
     with open(os.path.join(args.out, COMPLETE_MARKER), "w") as marker:
         marker.write(torch.__version__ + "\n")
-    print(f"reference_attention_backward.py: wrote {', '.join(CASES)} to {args.out}")
+    print(f"reference_attention_backward.py: wrote {', '.join(list(CASES) + list(SESSION_CASES))} to {args.out}")
 
 
 if __name__ == "__main__":
