@@ -67,6 +67,8 @@ struct init_rng {
 //! modules: embeddings N(0, embedding_std), in_proj xavier-uniform, Linear weights and linear
 //! biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), attention biases 0, norms 1 and 0.
 //!
+//! Non-finite weights give a non-finite loss and gradients (nothing is written to the weights
+//! here); check them with train::all_finite / dense_optimizer::step_if_finite before a step.
 //! Not thread-safe: one trainer thread owns a model (freeze() gives an independent serving copy).
 //! @code
 //! recpipe::train::session_transformer_model model(config, 42);
