@@ -392,9 +392,10 @@ class adam : public dense_optimizer {
         m = m * b1 + one_b1 * g;
         v = v * b2 + one_b2 * g * g;
         if (o_.amsgrad) {
-          impl::array_map vmax(vmax_[i].data() + at, n);
-          vmax = vmax.max(v);
-          impl::exact_sqrt(vmax, root.head(n));
+          // a plain loop: Eigen's AVX-512 max trips GCC 12's -Wmaybe-uninitialized under -march=native
+          float* vmax = vmax_[i].data() + at;
+          for (Eigen::Index k = 0; k < n; ++k) vmax[k] = std::max(vmax[k], v[k]);
+          impl::exact_sqrt(vmax, root.data(), static_cast<std::size_t>(n));
         } else {
           impl::exact_sqrt(v, root.head(n));
         }
