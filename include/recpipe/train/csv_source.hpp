@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,7 +46,7 @@ class csv_row {
   //! Field i as text; throws recpipe::error when the line has fewer fields.
   std::string_view operator[](std::size_t i) const {
     if (i >= fields_.size()) detail::fail("field ", i, " is missing (the line has ", fields_.size(), " fields)");
-    return fields_[i];
+    return std::string_view(storage_).substr(fields_[i].first, fields_[i].second);
   }
   //! Field i as a signed integer (the whole field; surrounding spaces are allowed).
   std::int64_t as_int(std::size_t i) const {
@@ -79,7 +80,7 @@ class csv_row {
   void split(std::string_view line, char delimiter) {
     storage_.clear();
     storage_.reserve(line.size());
-    std::vector<std::pair<std::size_t, std::size_t>> spans;
+    fields_.clear();
     std::size_t i = 0;
     while (true) {
       const std::size_t begin = storage_.size();
@@ -99,16 +100,14 @@ class csv_row {
         }
       }
       while (i < line.size() && line[i] != delimiter) storage_.push_back(line[i++]);
-      spans.emplace_back(begin, storage_.size() - begin);
+      fields_.emplace_back(begin, storage_.size() - begin);
       if (i >= line.size()) break;
       ++i;  // the delimiter
     }
-    fields_.clear();
-    for (const auto& [begin, length] : spans) fields_.emplace_back(storage_.data() + begin, length);
   }
 
   std::string storage_;
-  std::vector<std::string_view> fields_;
+  std::vector<std::pair<std::size_t, std::size_t>> fields_;  // offsets, so copies stay valid
 };
 
 //! What a csv_source does with a line its parse function rejects.
@@ -128,7 +127,7 @@ struct csv_options {
 
 //! @brief A file replay: reads a CSV/TSV file line by line and turns each line into an Event with
 //! the user's parse function; a callable event source for train::trainer (returns the next event,
-//! or std::nullopt at the end of the file).
+//! or std::nullopt at the end of the file). Copies share the file position (one stream).
 //!
 //! **Order.** Lines are replayed in file order. To replay in timestamp order when the file is not
 //! sorted (MovieLens' ratings.csv is sorted by user), construct it with a `sort_key`: the whole
@@ -156,33 +155,39 @@ class csv_source {
 
   //! Opens `path` (throws recpipe::io_error if it cannot). With `sort_key`, reads it all now.
   csv_source(std::filesystem::path path, parse_fn parse, csv_options options = {}, key_fn sort_key = {})
-      : path_(std::move(path)), parse_(std::move(parse)), options_(options), in_(path_) {
-    if (!parse_) detail::fail("train::csv_source: no parse function given");
-    if (!in_) detail::fail<io_error>("train::csv_source: cannot open ", path_.string());
+      : state_(std::make_shared<state>(std::move(path), std::move(parse), options)) {
+    state& s = *state_;
+    if (!s.parse_) detail::fail("train::csv_source: no parse function given");
+    if (!s.in_) detail::fail<io_error>("train::csv_source: cannot open ", s.path_.string());
     if (sort_key) {
-      while (auto e = read_next()) sorted_.push_back(std::move(*e));
-      std::stable_sort(sorted_.begin(), sorted_.end(),
+      while (auto e = s.read_next()) s.sorted_.push_back(std::move(*e));
+      std::stable_sort(s.sorted_.begin(), s.sorted_.end(),
                        [&](const Event& a, const Event& b) { return sort_key(a) < sort_key(b); });
-      preloaded_ = true;
+      s.preloaded_ = true;
     }
   }
 
   //! The next event, or std::nullopt at the end of the file.
   std::optional<Event> operator()() {
-    if (!preloaded_) return read_next();
-    if (next_ >= sorted_.size()) return std::nullopt;
-    return std::move(sorted_[next_++]);
+    state& s = *state_;
+    if (!s.preloaded_) return s.read_next();
+    if (s.next_ >= s.sorted_.size()) return std::nullopt;
+    return std::move(s.sorted_[s.next_++]);
   }
 
-  const std::filesystem::path& path() const noexcept { return path_; }
+  const std::filesystem::path& path() const noexcept { return state_->path_; }
   //! Lines read so far (header included).
-  std::size_t lines() const noexcept { return line_; }
+  std::size_t lines() const noexcept { return state_->line_; }
   //! Lines the parse function rejected (with skip).
-  std::size_t bad_lines() const noexcept { return bad_lines_; }
+  std::size_t bad_lines() const noexcept { return state_->bad_lines_; }
   //! "<path>:<line>: <message>" of the first csv_options::max_messages bad lines.
-  const std::vector<std::string>& messages() const noexcept { return messages_; }
+  const std::vector<std::string>& messages() const noexcept { return state_->messages_; }
 
  private:
+  // Shared, so the source is copyable (std::function needs that) and copies read one stream.
+  struct state {
+    state(std::filesystem::path path, parse_fn parse, csv_options options)
+        : path_(std::move(path)), parse_(std::move(parse)), options_(options), in_(path_) {}
   std::optional<Event> read_next() {
     std::string text;
     while (std::getline(in_, text)) {
@@ -221,6 +226,8 @@ class csv_source {
   bool preloaded_ = false;
   std::vector<Event> sorted_;
   std::size_t next_ = 0;
+  };
+  std::shared_ptr<state> state_;
 };
 
 }  // namespace train
