@@ -16,6 +16,8 @@
 #include <recpipe/config.hpp>
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
+#include <recpipe/cpu/cross.hpp>
+#include <recpipe/cpu/cross_backward.hpp>
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/io/safetensors.hpp>
 #include <recpipe/io/safetensors_writer.hpp>
@@ -62,14 +64,13 @@ class dcn_v2_model {
   struct workspace {
     model_inputs inputs;
     matrix<float> x0;                 // [batch, d]
-    std::vector<matrix<float>> xs;    // x_1 .. x_L
-    std::vector<matrix<float>> us;    // W_l x_l + b_l
-    std::vector<matrix<float>> vs;    // low rank: down_l x_l
+    cpu::cross_trace cross;
+    matrix<float> crossed;            // x_L [batch, d]
     impl::linear_stack::trace deep;
     matrix<float> head_in;            // parallel: [cross | deep]
     matrix<float> logits;             // [batch, 1]
-    matrix<float> dhead_in, dx0, dxl, du, dv;
-    std::vector<table_gradient> table_grads;
+    matrix<float> dhead_in, dx0, dx0_deep, dcrossed;
+    std::vector<cpu::sparse_gradient> table_grads;  // per table: unique ids and their gradient rows
     std::vector<float> scores, dlogits;  // the trainer's loss buffers
   };
 
@@ -146,28 +147,10 @@ class dcn_v2_model {
     ws.x0.resize(batch, d);
     if (dd > 0) models::impl::copy_columns(in.dense, ws.x0.view());
     sparse_.forward(in.sparse, {ws.x0.data() + dd, batch, d - dd, d}, "train::dcn_v2_model");
-    // Cross stack.
-    ws.xs.resize(cross_.size());
-    ws.us.resize(cross_.size());
-    ws.vs.resize(cross_.size());
-    matrix_view<const float> xl = ws.x0.view();
-    for (std::size_t l = 0; l < cross_.size(); ++l) {
-      const cross_layer& p = cross_[l];
-      matrix<float>& u = ws.us[l];
-      u.resize(batch, d);
-      if (config_.rank == 0) {
-        cpu::linear(xl, p.weight.matrix(), p.bias.value, u.view());
-      } else {
-        ws.vs[l].resize(batch, config_.rank);
-        cpu::linear(xl, p.down.matrix(), {}, ws.vs[l].view());
-        cpu::linear(ws.vs[l].view(), p.up.matrix(), p.bias.value, u.view());
-      }
-      matrix<float>& next = ws.xs[l];
-      next.resize(batch, d);
-      for (std::size_t r = 0; r < batch; ++r)
-        for (std::size_t c = 0; c < d; ++c) next(r, c) = ws.x0(r, c) * u(r, c) + xl(r, c);
-      xl = next.view();
-    }
+    // Cross stack (zero layers: x_L = x0).
+    ws.crossed.resize(batch, d);
+    cpu::cross_network_forward_train(ws.x0.view(), cross_params(), ws.cross, ws.crossed.view());
+    const matrix_view<const float> xl = ws.crossed.view();
     ws.logits.resize(batch, 1);
     if (config_.structure == models::dcn_structure::stacked) {
       const matrix_view<const float> h = deep_.forward(xl, ws.deep);
@@ -191,51 +174,35 @@ class dcn_v2_model {
                    dlogits.cols(), "; call forward first)");
     const bool stacked = config_.structure == models::dcn_structure::stacked;
     const matrix_view<const float> head_in =
-        stacked ? matrix_view<const float>(ws.deep.outputs.back().view()) : matrix_view<const float>(ws.head_in.view());
+        stacked ? matrix_view<const float>(ws.deep.output.view()) : matrix_view<const float>(ws.head_in.view());
     // Head: dW += dlogits^T h, db += sum dlogits, dh = dlogits W.
     cpu::gemm(true, false, dlogits, head_in, head_weight_.grad_matrix(), 1.0f, 1.0f);
     for (std::size_t b = 0; b < batch; ++b) head_bias_.grad[0] += dlogits(b, 0);
     ws.dhead_in.resize(batch, head_in.cols());
     cpu::gemm(false, false, dlogits, head_weight_.matrix(), ws.dhead_in.view());
-    const matrix_view<const float> last_x = cross_.empty() ? ws.x0.view() : ws.xs.back().view();
     ws.dx0.resize(batch, d);
-    ws.dxl.resize(batch, d);
+    // dL/d x_L: through the deep network (stacked), or the head's first d columns (parallel).
+    matrix_view<const float> dcrossed(ws.dhead_in.data(), batch, d, head_in.cols());
     if (stacked) {
-      deep_.backward(last_x, ws.deep, ws.dhead_in.view(), ws.dxl.view());  // dL/d x_L
-      std::fill(ws.dx0.values().begin(), ws.dx0.values().end(), 0.0f);
-    } else {
+      ws.dcrossed.resize(batch, d);
+      deep_.backward(ws.deep, ws.dhead_in.view(), ws.dcrossed.view());
+      dcrossed = ws.dcrossed.view();
+    }
+    // Cross stack: dL/d x0 through every layer and the residual chain.
+    std::vector<cpu::cross_gradient> grads;
+    for (cross_layer& l : cross_) {
+      if (config_.rank == 0)
+        grads.push_back({l.weight.grad_matrix(), {}, {}, l.bias.grad});
+      else
+        grads.push_back({{}, l.down.grad_matrix(), l.up.grad_matrix(), l.bias.grad});
+    }
+    cpu::cross_network_backward(cross_params(), ws.cross, dcrossed, ws.dx0.view(), grads);
+    if (!stacked) {  // the deep network reads x0 too
       const std::size_t deep_out = head_in.cols() - d;
-      deep_.backward(ws.x0.view(), ws.deep, {ws.dhead_in.data() + d, batch, deep_out, head_in.cols()}, ws.dx0.view());
-      for (std::size_t r = 0; r < batch; ++r)
-        for (std::size_t c = 0; c < d; ++c) ws.dxl(r, c) = ws.dhead_in(r, c);
+      ws.dx0_deep.resize(batch, d);
+      deep_.backward(ws.deep, {ws.dhead_in.data() + d, batch, deep_out, head_in.cols()}, ws.dx0_deep.view());
+      cpu::add(ws.dx0.view(), ws.dx0_deep.view());
     }
-    // Cross stack, last layer first: g = dL/d x_{l+1}; du = g * x0; dx0 += g * u; dx_l = g + du W.
-    for (std::size_t l = cross_.size(); l-- > 0;) {
-      cross_layer& p = cross_[l];
-      const matrix_view<const float> xl = l == 0 ? ws.x0.view() : ws.xs[l - 1].view();
-      const matrix<float>& u = ws.us[l];
-      ws.du.resize(batch, d);
-      for (std::size_t r = 0; r < batch; ++r)
-        for (std::size_t c = 0; c < d; ++c) {
-          const float g = ws.dxl(r, c);
-          ws.du(r, c) = g * ws.x0(r, c);
-          ws.dx0(r, c) += g * u(r, c);
-        }
-      for (std::size_t r = 0; r < batch; ++r)
-        for (std::size_t c = 0; c < d; ++c) p.bias.grad[c] += ws.du(r, c);
-      if (config_.rank == 0) {
-        cpu::gemm(true, false, ws.du.view(), xl, p.weight.grad_matrix(), 1.0f, 1.0f);
-        cpu::gemm(false, false, ws.du.view(), p.weight.matrix(), ws.dxl.view(), 1.0f, 1.0f);  // dx_l = g + du W
-      } else {
-        cpu::gemm(true, false, ws.du.view(), ws.vs[l].view(), p.up.grad_matrix(), 1.0f, 1.0f);
-        ws.dv.resize(batch, config_.rank);
-        cpu::gemm(false, false, ws.du.view(), p.up.matrix(), ws.dv.view());
-        cpu::gemm(true, false, ws.dv.view(), xl, p.down.grad_matrix(), 1.0f, 1.0f);
-        cpu::gemm(false, false, ws.dv.view(), p.down.matrix(), ws.dxl.view(), 1.0f, 1.0f);
-      }
-    }
-    // x0 feeds the first layer as x_l too.
-    for (std::size_t k = 0; k < ws.dx0.size(); ++k) ws.dx0.values()[k] += ws.dxl.values()[k];
     const std::size_t dd = config_.dense_dim;
     sparse_.backward(ws.inputs.sparse, {ws.dx0.data() + dd, batch, d - dd, d}, ws.table_grads);
   }
@@ -279,8 +246,23 @@ class dcn_v2_model {
 
  private:
   struct cross_layer {
-    parameter weight, down, up, bias;
+    parameter weight, down, up, bias;  // full rank: weight; low rank: down, up (the others stay empty)
   };
+  std::vector<cpu::cross_params> cross_params() const {
+    std::vector<cpu::cross_params> out;
+    for (const cross_layer& l : cross_) {
+      cpu::cross_params p;
+      if (config_.rank == 0)
+        p.weight = l.weight.matrix();
+      else {
+        p.down = l.down.matrix();
+        p.up = l.up.matrix();
+      }
+      p.bias = l.bias.value;
+      out.push_back(p);
+    }
+    return out;
+  }
   static void add(io::safetensors_writer& w, const parameter& p) { w.add(p.name, std::span<const float>(p.value), p.shape); }
 
   models::dcn_v2_config config_;

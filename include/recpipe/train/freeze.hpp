@@ -2,8 +2,10 @@
 // recpipe train: frozen serving snapshots of trainable models (weights, table rows, id maps).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
+#include <string>
 #include <optional>
 #include <span>
 #include <unordered_map>
@@ -16,6 +18,8 @@
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/embedding.hpp>
 #include <recpipe/io/safetensors.hpp>
+#include <recpipe/train/dynamic_table.hpp>
+#include <recpipe/train/fixed_table.hpp>
 #include <recpipe/train/inputs.hpp>
 #include <recpipe/train/table.hpp>
 
@@ -24,9 +28,10 @@
 RECPIPE_NAMESPACE_BEGIN
 namespace train {
 
-//! @brief The ids of a frozen dynamic table: the serving row of each id the table held. Every
-//! other id reads row `unknown`, an all-zero row the export appends, exactly as the trainable
-//! table reads ids it does not hold (not admitted yet, evicted) as zero rows.
+//! @brief The ids of a frozen dynamic table: the serving row of each id the table held (rows in
+//! ascending id order, as dynamic_table::serving_copy). Every other id reads row `unknown`, the
+//! all-zero last row the export appends, exactly as the trainable table reads ids it does not
+//! hold (not admitted yet, evicted) as zero rows.
 struct id_map {
   std::unordered_map<id_type, id_type> rows;
   id_type unknown = 0;
@@ -52,10 +57,39 @@ class exportable_table {
 };
 
 //! @brief The rows of a trainable table as a serving model loads them, and its id map if it is
-//! dynamic. Copies every row: freeze between steps (trainer::with_model).
+//! dynamic. Copies every row (freeze between steps: trainer::with_model).
+//!
+//! fixed_table: its [rows, dim] weights, no id map (id i is row i). dynamic_table: the rows it
+//! holds in ascending id order plus a zero row, and the id map (a table holding no row exports
+//! the zero row alone). exportable_table: whatever it returns.
 //! @throws recpipe::error for a table type it cannot read.
 inline table_export export_table(const trainable_table& table) {
   if (const auto* e = dynamic_cast<const exportable_table*>(&table)) return e->export_rows();
+  if (const auto* f = dynamic_cast<const fixed_table*>(&table)) {
+    table_export out;
+    const matrix_view<const float> w = f->weights();
+    out.rows = matrix<float>(w.rows(), w.cols());
+    for (std::size_t r = 0; r < w.rows(); ++r) std::copy(w.row(r).begin(), w.row(r).end(), out.rows.row(r).begin());
+    return out;
+  }
+  if (const auto* d = dynamic_cast<const dynamic_table*>(&table)) {
+    std::vector<std::pair<id_type, std::vector<float>>> rows;
+    d->for_each_row([&](id_type id, std::span<const float> row, std::span<const float>) {
+      rows.emplace_back(id, std::vector<float>(row.begin(), row.end()));
+    });
+    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    table_export out;
+    out.rows = matrix<float>(rows.size() + 1, d->dim());  // the last row stays zero
+    id_map ids;
+    ids.rows.reserve(rows.size());
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      std::copy(rows[r].second.begin(), rows[r].second.end(), out.rows.row(r).begin());
+      ids.rows.emplace(rows[r].first, static_cast<id_type>(r));
+    }
+    ids.unknown = static_cast<id_type>(rows.size());
+    out.ids = std::move(ids);
+    return out;
+  }
   detail::fail("train::export_table: the table is neither a train::fixed_table, a train::dynamic_table nor a "
                "train::exportable_table");
 }

@@ -11,7 +11,6 @@
 #include <memory>
 #include <span>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -20,7 +19,9 @@
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/dense.hpp>
+#include <recpipe/cpu/dense_backward.hpp>
 #include <recpipe/cpu/embedding.hpp>
+#include <recpipe/cpu/embedding_backward.hpp>
 #include <recpipe/io/safetensors.hpp>
 #include <recpipe/io/safetensors_writer.hpp>
 #include <recpipe/math/random.hpp>
@@ -32,13 +33,6 @@
 
 RECPIPE_NAMESPACE_BEGIN
 namespace train {
-
-//! @brief The gradient of one table for one batch: one row per unique id the batch used, in
-//! first-seen order (rows [ids.size(), dim]).
-struct table_gradient {
-  std::vector<id_type> ids;
-  matrix<float> rows;
-};
 
 //! @brief A model train_step and train::trainer can train: a ranking model with one logit per
 //! example over model_inputs.
@@ -90,23 +84,13 @@ inline void init_uniform(parameter& p, float bound, std::uint64_t seed) {
   for (std::size_t i = 0; i < p.value.size(); ++i) p.value[i] = (2.0f * math::uniform_open01(stream, i) - 1.0f) * bound;
 }
 
-inline float activation_grad_from_output(cpu::activation act, float y) {
-  switch (act) {
-    case cpu::activation::none: return 1.0f;
-    case cpu::activation::relu: return y > 0.0f ? 1.0f : 0.0f;
-    case cpu::activation::sigmoid: return y * (1.0f - y);
-    default: break;
-  }
-  detail::fail("train: only none, relu and sigmoid activations are trainable here");
-}
-
-//! A stack of nn.Linear layers with activations, as models::mlp (names <prefix>{2i}.weight|bias).
+//! A stack of nn.Linear layers with activations, as models::mlp (names <prefix>{2i}.weight|bias),
+//! trained through cpu::mlp_forward_train / cpu::mlp_backward.
 class linear_stack {
  public:
   struct trace {
-    std::vector<matrix<float>> outputs;  // post-activation output of each layer
-    matrix<float> grad;                  // dL/d output of the current layer (ping)
-    matrix<float> grad_next;             // (pong)
+    cpu::mlp_trace mlp;
+    matrix<float> output;  // the last layer's output
   };
 
   linear_stack() = default;
@@ -124,7 +108,6 @@ class linear_stack {
       acts_.push_back(i + 1 == dims.size() ? final_act : act);
       in = dims[i];
     }
-    for (cpu::activation a : acts_) (void)activation_grad_from_output(a, 0.0f);  // rejects untrainable ones now
   }
 
   std::size_t size() const noexcept { return weights_.size(); }
@@ -141,42 +124,23 @@ class linear_stack {
       w.add(biases_[i].name, std::span<const float>(biases_[i].value), biases_[i].shape);
     }
   }
+  std::vector<cpu::linear_layer> layers() const {
+    std::vector<cpu::linear_layer> out;
+    for (std::size_t i = 0; i < weights_.size(); ++i) out.push_back({weights_[i].matrix(), biases_[i].value, acts_[i]});
+    return out;
+  }
 
-  //! y = stack(x); returns a view of the last output (owned by t).
+  //! y = stack(x); returns a view of the output (owned by t).
   matrix_view<const float> forward(matrix_view<const float> x, trace& t) const {
-    t.outputs.resize(weights_.size());
-    matrix_view<const float> in = x;
-    for (std::size_t i = 0; i < weights_.size(); ++i) {
-      t.outputs[i].resize(x.rows(), weights_[i].shape[0]);
-      cpu::linear(in, weights_[i].matrix(), biases_[i].value, t.outputs[i].view(), acts_[i]);
-      in = t.outputs[i].view();
-    }
-    return in;
+    t.output.resize(x.rows(), output_dim());
+    cpu::mlp_forward_train(x, layers(), t.mlp, t.output.view());
+    return t.output.view();
   }
   //! Accumulates weight/bias grads; writes dL/dx into dx when dx is not empty (overwrites).
-  void backward(matrix_view<const float> x, trace& t, matrix_view<const float> dy, matrix_view<float> dx) {
-    const std::size_t batch = x.rows();
-    t.grad.resize(batch, dy.cols());
-    for (std::size_t r = 0; r < batch; ++r)
-      for (std::size_t c = 0; c < dy.cols(); ++c) t.grad(r, c) = dy(r, c);
-    for (std::size_t i = weights_.size(); i-- > 0;) {
-      matrix<float>& g = t.grad;
-      const matrix<float>& y = t.outputs[i];
-      if (acts_[i] != cpu::activation::none)
-        for (std::size_t k = 0; k < g.size(); ++k) g.values()[k] *= activation_grad_from_output(acts_[i], y.values()[k]);
-      const matrix_view<const float> in = i == 0 ? x : t.outputs[i - 1].view();
-      cpu::gemm(true, false, g.view(), in, weights_[i].grad_matrix(), 1.0f, 1.0f);  // dW += g^T in
-      float* db = biases_[i].grad.data();
-      for (std::size_t r = 0; r < batch; ++r)
-        for (std::size_t c = 0; c < g.cols(); ++c) db[c] += g(r, c);
-      if (i == 0) {
-        if (!dx.empty()) cpu::gemm(false, false, g.view(), weights_[i].matrix(), dx);  // dx = g W
-      } else {
-        t.grad_next.resize(batch, in.cols());
-        cpu::gemm(false, false, g.view(), weights_[i].matrix(), t.grad_next.view());
-        std::swap(t.grad, t.grad_next);
-      }
-    }
+  void backward(const trace& t, matrix_view<const float> dy, matrix_view<float> dx) {
+    std::vector<cpu::linear_gradient> grads;
+    for (std::size_t i = 0; i < weights_.size(); ++i) grads.push_back({weights_[i].grad_matrix(), biases_[i].grad});
+    cpu::mlp_backward(layers(), t.mlp, dy, dx, grads);
   }
 
   std::vector<parameter> weights_, biases_;
@@ -219,44 +183,24 @@ class sparse_features {
 
   //! From dL/d pooled [batch, total_dim], the gradient rows of every table (one per unique id).
   void backward(std::span<const cpu::bag_input> sparse, matrix_view<const float> dpooled,
-                std::vector<table_gradient>& grads) const {
+                std::vector<cpu::sparse_gradient>& grads) const {
     grads.resize(tables_.size());
     std::size_t column = 0;
-    std::unordered_map<id_type, std::size_t> slot;
     for (std::size_t t = 0; t < tables_.size(); ++t) {
       const std::size_t d = tables_[t]->dim();
-      const cpu::bag_input& in = sparse[t];
-      table_gradient& g = grads[t];
-      g.ids.clear();
-      slot.clear();
-      for (id_type id : in.ids)
-        if (slot.emplace(id, g.ids.size()).second) g.ids.push_back(id);
-      g.rows.resize(g.ids.size(), d);
-      std::fill(g.rows.values().begin(), g.rows.values().end(), 0.0f);
-      const std::size_t batch = dpooled.rows();
-      for (std::size_t b = 0; b < batch; ++b) {
-        const auto first = static_cast<std::size_t>(in.offsets[b]);
-        const auto last = b + 1 < in.offsets.size() ? static_cast<std::size_t>(in.offsets[b + 1]) : in.ids.size();
-        if (last <= first) continue;
-        const float scale = mode_ == cpu::pooling::mean ? 1.0f / static_cast<float>(last - first) : 1.0f;
-        const float* dy = dpooled.data() + b * dpooled.stride() + column;
-        for (std::size_t i = first; i < last; ++i) {
-          const float w = scale * (in.weights.empty() ? 1.0f : in.weights[i]);
-          float* row = g.rows.data() + slot[in.ids[i]] * d;
-          for (std::size_t c = 0; c < d; ++c) row[c] += w * dy[c];
-        }
-      }
+      cpu::embedding_bag_backward(sparse[t].ids, sparse[t].offsets, sparse[t].weights, mode_,
+                                  {dpooled.data() + column, dpooled.rows(), d, dpooled.stride()}, grads[t]);
       column += d;
     }
   }
 
-  static bool finite(const std::vector<table_gradient>& grads) {
-    for (const table_gradient& g : grads)
+  static bool finite(const std::vector<cpu::sparse_gradient>& grads) {
+    for (const cpu::sparse_gradient& g : grads)
       for (float v : g.rows.values())
         if (!std::isfinite(v)) return false;
     return true;
   }
-  void apply(std::vector<table_gradient>& grads) const {
+  void apply(std::vector<cpu::sparse_gradient>& grads) const {
     for (std::size_t t = 0; t < tables_.size() && t < grads.size(); ++t) {
       tables_[t]->optimizer().begin_step();
       tables_[t]->apply(grads[t].ids, grads[t].rows.view());

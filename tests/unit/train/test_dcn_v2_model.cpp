@@ -103,7 +103,7 @@ void check_gradients(const models::dcn_v2_config& c, bool weighted) {
   }
   // Table gradients: perturb the rows the batch used.
   for (std::size_t tt = 0; tt < t.tables.size(); ++tt) {
-    const train::table_gradient& g = ws.table_grads[tt];
+    const cpu::sparse_gradient& g = ws.table_grads[tt];
     for (std::size_t k = 0; k < g.ids.size(); ++k)
       for (std::size_t c2 = 0; c2 < 4; c2 += 3) {
         float& v = t.tables[tt]->values()(static_cast<std::size_t>(g.ids[k]), c2);
