@@ -6,6 +6,9 @@
 #include <recpipe/train/dcn_v2_model.hpp>
 #include <recpipe/train/metrics.hpp>
 #include <recpipe/train/mlp_model.hpp>
+#include <recpipe/train/dynamic_table.hpp>
+#include <recpipe/train/fixed_table.hpp>
+#include <recpipe/train/optimizers.hpp>
 #include <recpipe/train/trainer.hpp>
 
 #include "../../common/train_fixtures.hpp"
@@ -280,4 +283,57 @@ TEST_CASE("dcn_v2_model: bad input") {
     train::dcn_v2_model::workspace fresh;
     CHECK_THROWS_AS(m.backward(fresh, {d.data(), 3, 1}), error);
   }
+}
+
+TEST_CASE("mlp_model over dynamic and fixed tables with Adam and row-wise Adagrad: freeze maps ids") {
+  auto rows = std::make_shared<train::rowwise_adagrad>(train::rowwise_adagrad_options{.lr = 0.1});
+  auto users = std::make_shared<train::dynamic_table>(
+      train::dynamic_table_config{.dim = 4, .init = {.scale = 0.1f, .seed = 1}, .name = "user", .admit_after = 2}, rows);
+  auto items = std::make_shared<train::fixed_table>(
+      train::fixed_table::config{.rows = 10, .dim = 4, .init = {.scale = 0.1f, .seed = 2}, .name = "item"},
+      std::make_shared<train::rowwise_adagrad>(train::rowwise_adagrad_options{.lr = 0.1}));
+  train::mlp_model_config c;
+  c.dense_dim = 1;
+  c.tables = {{0, 4}, {10, 4}};
+  c.hidden = {8};
+  c.sigmoid = false;
+  train::mlp_model model(c, {users, items}, 4);
+  train::adam adam({.lr = 0.01});
+  train::dcn_v2_model::workspace ws;
+  // Huge, negative and repeated user ids: a dynamic table takes any 64-bit id.
+  const std::vector<id_type> user_ids = {std::int64_t{1} << 60, -5, 42, 42, 7};
+  auto make = [&] {
+    train::example_batch b(1, 2);
+    for (std::size_t e = 0; e < user_ids.size(); ++e) {
+      b.begin_example(e % 2 ? 1.0f : 0.0f);
+      b.dense_row()[0] = 0.25f * static_cast<float>(e);
+      b.add_id(0, user_ids[e]);
+      b.add_id(1, static_cast<id_type>(e));
+    }
+    return b;
+  };
+  for (int step = 0; step < 3; ++step) {
+    auto b = make();
+    CHECK_FALSE(train::train_step(model, ws, b, train::optimizer_step(adam)).skipped);
+  }
+  CHECK(users->size() == 4);  // admitted at the second sighting
+  auto b = make();
+  b.begin_example(1.0f);
+  b.add_id(0, 999);  // never seen: the zero row in training and in serving
+  b.add_id(1, 9);
+  auto logits = model.forward(b.inputs(), ws);
+  auto frozen = model.freeze();
+  REQUIRE(frozen.id_maps.size() == 2);
+  REQUIRE(frozen.id_maps[0].has_value());
+  CHECK_FALSE(frozen.id_maps[1].has_value());
+  CHECK(frozen.id_maps[0]->unknown == 4);
+  CHECK((*frozen.id_maps[0])(999) == 4);
+  CHECK(frozen.model.config().tables[0].rows == 5);
+  CHECK(frozen.model.config().tables[1].rows == 10);
+  matrix<float> served(b.size(), 1);
+  frozen.forward(b.inputs(), served.view());
+  for (std::size_t i = 0; i < b.size(); ++i) CHECK(served(i, 0) == doctest::Approx(logits(i, 0)).epsilon(1e-5));
+  // A NaN learning rate never reaches a weight: the optimizer refuses it.
+  CHECK_THROWS_WITH_AS(train::adam({.lr = std::numeric_limits<double>::quiet_NaN()}), doctest::Contains("lr"), error);
+  CHECK_THROWS_AS(adam.set_lr(std::numeric_limits<double>::quiet_NaN()), error);
 }
