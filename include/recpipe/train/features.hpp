@@ -99,15 +99,29 @@ struct columns_of<type_list<Fs...>> {
 
 //! @brief The standard feature spec: a list of train::sparse<C> and train::dense<C>. Sparse
 //! features become the model's bags in the order listed (= the order of its tables); dense ones
-//! become the dense row, side by side in the order listed.
+//! become the dense row, side by side in the order listed. `reads` is col::candidates plus every
+//! listed column: the scoring stage reads exactly these, and a training batch holds exactly these
+//! plus the label (training_batch_t).
 //!
+//! Serving and training with one definition (tests/unit/train/test_column_training.cpp runs this
+//! example): log what the score stage sees, attach the outcomes, train, re-freeze.
 //! @code
-//! using ranking_features = recpipe::train::features<
-//!     recpipe::train::sparse<recpipe::col::user_id>, recpipe::train::sparse<recpipe::col::candidates>,
-//!     recpipe::train::dense<recpipe::col::user_features>, recpipe::train::dense<recpipe::col::item_features>>;
-//! // ranking_features::reads == columns<candidates, user_id, user_features, item_features>
-//! // serving:  recpipe::score(recpipe::train::scorer<ranking_features>(model.freeze()))
-//! // training: recpipe::train::train_step(model, ws, ranking_features{}, logged_batch, step)
+//! using namespace recpipe;
+//! using ranking_features = train::features<train::sparse<col::user_id>, train::sparse<col::candidates>,
+//!                                          train::dense<col::user_features>, train::dense<col::item_features>>;
+//! train::dlrm_model model(config, {user_table, item_table}, /*seed=*/1);  // dense_dim: user + item widths
+//! auto snapshot = model.freeze();
+//! std::vector<train::feature_batch_t<ranking_features>> logged;       // a thread-safe queue in a server
+//! auto serve = lookup(user_store) >> lookup(item_store)
+//!            >> train::log_features<ranking_features>([&](auto seen) { logged.push_back(std::move(seen)); })
+//!            >> score(train::scorer<ranking_features>(snapshot)) >> top_k(10);
+//! auto shown = serve.run(requests);                                    // requests: user_id, candidates
+//! // ... once the outcomes of the logged candidates are known (one label per candidate):
+//! auto examples = std::move(logged.back()).with<col::label>(clicks);   // training_batch_t<ranking_features>
+//! train::dlrm_model::workspace ws;
+//! train::adam adam({.lr = 1e-3});
+//! auto step = train::train_step(model, ws, ranking_features{}, examples, train::optimizer_step(adam));
+//! snapshot = model.freeze();  // between runs: the score stage now serves the new weights
 //! @endcode
 template <class... Fs>
 struct features {

@@ -364,3 +364,50 @@ TEST_CASE("train_step on columns: another label column, bad labels and features,
                          doctest::Contains("the features give 1 sparse features but the model has 2"), error);
   }
 }
+
+// The @code example of train::features in train/features.hpp, with its free names defined.
+namespace doc_example {
+void run() {
+  const world w(0);
+  const auto& user_store = w.users;
+  const auto& item_store = w.items;
+  std::mt19937 rng(17);
+  const auto requests = w.requests(4, rng);
+  models::dlrm_config config;
+  config.dense_dim = user_dim + item_dim;
+  config.embedding_dim = emb_dim;
+  config.bottom = {emb_dim};
+  config.table_rows = {num_users * 7919, num_items};
+  config.top = {4, 1};
+  auto user_table = fixed(num_users * 7919, 1), item_table = fixed(num_items, 2);
+  std::size_t shown_candidates = 0;
+  {
+    // ---- begin: the header's example, verbatim (but `clicks`, defined where the outcomes are known)
+    using namespace recpipe;
+    using ranking_features = train::features<train::sparse<col::user_id>, train::sparse<col::candidates>,
+                                             train::dense<col::user_features>, train::dense<col::item_features>>;
+    train::dlrm_model model(config, {user_table, item_table}, /*seed=*/1);  // dense_dim: user + item widths
+    auto snapshot = model.freeze();
+    std::vector<train::feature_batch_t<ranking_features>> logged;       // a thread-safe queue in a server
+    auto serve = lookup(user_store) >> lookup(item_store)
+               >> train::log_features<ranking_features>([&](auto seen) { logged.push_back(std::move(seen)); })
+               >> score(train::scorer<ranking_features>(snapshot)) >> top_k(10);
+    auto shown = serve.run(requests);                                    // requests: user_id, candidates
+    // ... once the outcomes of the logged candidates are known (one label per candidate):
+    const std::vector<float> clicks = labels_of(logged.back());
+    auto examples = std::move(logged.back()).with<col::label>(clicks);   // training_batch_t<ranking_features>
+    train::dlrm_model::workspace ws;
+    train::adam adam({.lr = 1e-3});
+    auto step = train::train_step(model, ws, ranking_features{}, examples, train::optimizer_step(adam));
+    snapshot = model.freeze();  // between runs: the score stage now serves the new weights
+    // ---- end
+    static_assert(std::is_same_v<decltype(examples), train::training_batch_t<ranking_features>>);
+    CHECK(step.examples == requests.candidate_count());
+    CHECK_FALSE(step.skipped);
+    shown_candidates = shown.candidate_count();
+  }
+  CHECK(shown_candidates == requests.candidate_count());  // fewer than 10 per request: top_k keeps all
+}
+}  // namespace doc_example
+
+TEST_CASE("the example of train/features.hpp compiles and runs") { doc_example::run(); }
