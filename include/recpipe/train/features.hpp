@@ -216,21 +216,24 @@ template <class Label>
 inline constexpr bool is_label_column_v =
     Label::shape == column_shape::per_candidate && std::is_same_v<typename Label::value_type, float>;
 
-// 0 when the training batch is complete; otherwise instantiating this names the problem.
+// Whether Batch holds every column Features reads and the Label column (a constant: testing it
+// fires no assertion).
 template <class Features, class Label, class Batch>
-constexpr bool training_batch_ok() {
+inline constexpr bool training_batch_complete_v =
+    std::is_void_v<detail::first_missing_t<typename Features::reads, typename Batch::column_list>> &&
+    Batch::template contains<Label> && is_label_column_v<Label>;
+
+// Checks a training batch at compile time; for an incomplete one, fails with the assertion that
+// names the first missing column (one error, not a cascade).
+template <class Features, class Label, class Batch>
+void check_training_batch() {
   static_assert(is_label_column_v<Label>, "recpipe: LABEL_COLUMN_NOT_PER_CANDIDATE_FLOAT - a label column is "
                                           "RECPIPE_COLUMN(name, per_candidate, float)");
   using missing = detail::first_missing_t<typename Features::reads, typename Batch::column_list>;
-  if constexpr (!std::is_void_v<missing>) {
-    [[maybe_unused]] TRAINING_BATCH_LACKS_FEATURE_COLUMN<Batch, missing> error;
-    return false;
-  } else if constexpr (!Batch::template contains<Label>) {
-    [[maybe_unused]] TRAINING_BATCH_LACKS_LABEL_COLUMN<Batch, Label> error;
-    return false;
-  } else {
-    return true;
-  }
+  if constexpr (!std::is_void_v<missing>)
+    static_cast<void>(sizeof(TRAINING_BATCH_LACKS_FEATURE_COLUMN<Batch, missing>));
+  else if constexpr (!Batch::template contains<Label>)
+    static_cast<void>(sizeof(TRAINING_BATCH_LACKS_LABEL_COLUMN<Batch, Label>));
 }
 
 // THE function that turns columns into model inputs, for serving and training alike: one example
@@ -257,13 +260,6 @@ std::size_t build(const Features& features, const Batch& batch, example_batch& o
   return dropped;
 }
 
-template <class Batch>
-void check_candidates(const Batch& batch, const char* what) {
-  const auto& candidates = batch.template get<col::candidates>();
-  if (candidates.rows() != batch.size())
-    detail::fail(what, ": column 'candidates' has ", candidates.rows(), " rows but the batch has ", batch.size(), " requests");
-}
-
 }  // namespace impl
 
 //! @brief The model inputs of every candidate of `batch` (one example per candidate, in
@@ -272,7 +268,8 @@ void check_candidates(const Batch& batch, const char* what) {
 //! build_examples) the trainable one: the same code, so no skew.
 //!
 //! Non-finite feature values are passed through (the model scores them NaN; ordering stages rank
-//! NaN last). @throws recpipe::error when the candidates column does not match the batch.
+//! NaN last). @throws recpipe::error (batch::validate) when a column does not match the requests or
+//! candidates.
 //! @code
 //! recpipe::train::example_batch scratch;
 //! auto in = recpipe::train::build_inputs(ranking_features{}, scored_batch, scratch);
@@ -286,7 +283,7 @@ model_inputs build_inputs(const Features& features, const Batch& batch, example_
     [[maybe_unused]] impl::BATCH_LACKS_FEATURE_COLUMN<Batch, missing> error;
     return {};
   } else {
-    impl::check_candidates(batch, "train::build_inputs");
+    batch.validate();  // a hand-built batch may be inconsistent: never read past a column
     impl::build(features, batch, scratch, nullptr);
     return scratch.inputs();
   }
@@ -297,7 +294,8 @@ model_inputs build_inputs(const Features& features, const Batch& batch, example_
 //! whose dense features are not finite are left out (never trained on); returns their number.
 //! A batch lacking a feature column or the label column does not compile
 //! (TRAINING_BATCH_LACKS_FEATURE_COLUMN, TRAINING_BATCH_LACKS_LABEL_COLUMN).
-//! @throws recpipe::error when the label or candidates column does not match the batch.
+//! @throws recpipe::error (batch::validate) when a column, the label included, does not match the
+//! requests or candidates.
 //! @code
 //! recpipe::train::example_batch examples;
 //! std::size_t dropped = recpipe::train::build_examples(ranking_features{}, logged, examples);
@@ -305,15 +303,12 @@ model_inputs build_inputs(const Features& features, const Batch& batch, example_
 template <column Label = col::label, feature_spec Features, class Batch>
   requires is_batch_v<Batch>
 std::size_t build_examples(const Features& features, const Batch& batch, example_batch& out) {
-  if constexpr (!impl::training_batch_ok<Features, Label, Batch>()) {
+  impl::check_training_batch<Features, Label, Batch>();
+  if constexpr (!impl::training_batch_complete_v<Features, Label, Batch>) {
     return 0;
   } else {
-    impl::check_candidates(batch, "train::build_examples");
-    const auto& labels = batch.template get<Label>();
-    if (labels.size() != batch.candidate_count())
-      detail::fail("train::build_examples: column '", Label::name, "' has ", labels.size(), " labels but the batch has ",
-                   batch.candidate_count(), " candidates");
-    return impl::build(features, batch, out, &labels);
+    batch.validate();  // every column, the label too, matches the requests and candidates
+    return impl::build(features, batch, out, &batch.template get<Label>());
   }
 }
 
@@ -339,7 +334,8 @@ template <column Label = col::label, trainable_model Model, feature_spec Feature
 column_step_result train_step(Model& model, typename Model::workspace& ws, const Features& features, const Batch& batch,
                               const dense_step_fn& dense_step, std::vector<float>* logits_out = nullptr) {
   column_step_result result;
-  if constexpr (impl::training_batch_ok<Features, Label, Batch>()) {
+  impl::check_training_batch<Features, Label, Batch>();
+  if constexpr (impl::training_batch_complete_v<Features, Label, Batch>) {
     example_batch examples;
     result.dropped = build_examples<Label>(features, batch, examples);
     if (!examples.empty() && examples.dense_dim() != model.dense_dim())

@@ -362,6 +362,13 @@ TEST_CASE("train_step on columns: another label column, bad labels and features,
     using one_bag = train::features<train::sparse<col::candidates>, train::dense<col::user_features>, train::dense<col::item_features>>;
     CHECK_THROWS_WITH_AS(train::train_step(model, ws, one_bag{}, logged, train::optimizer_step(sgd)),
                          doctest::Contains("the features give 1 sparse features but the model has 2"), error);
+    // A hand-built batch whose columns disagree is an error naming the column, in training and serving.
+    logged.get<col::item_features>() = matrix<float>(1, item_dim);
+    CHECK_THROWS_WITH_AS(train::train_step(model, ws, ranking_features{}, logged, train::optimizer_step(sgd)),
+                         doctest::Contains("column 'item_features' has 1 entries"), error);
+    const auto frozen = model.freeze();
+    CHECK_THROWS_WITH_AS(logged >> score(train::scorer<ranking_features>(frozen)),
+                         doctest::Contains("column 'item_features' has 1 entries"), error);
   }
 }
 
