@@ -39,11 +39,6 @@
 RECPIPE_NAMESPACE_BEGIN
 namespace train {
 
-//! The dense half of an optimizer step: updates every parameter from its gradient, e.g.
-//! `[&](auto params) { adam.step(params); }` with an optimizer of train/optimizers.hpp (or
-//! optimizer_step(adam)).
-using dense_step_fn = std::function<void(std::span<parameter* const>)>;
-
 //! A dense_step_fn that runs `optimizer.step` (the optimizer must outlive it). A learning rate of
 //! 0 is a valid step that changes nothing; a NaN or negative one is refused by the optimizer's
 //! constructor and set_lr (recpipe::error), so it never reaches a weight.
@@ -54,13 +49,6 @@ using dense_step_fn = std::function<void(std::span<parameter* const>)>;
 inline dense_step_fn optimizer_step(dense_optimizer& optimizer) {
   return [&optimizer](std::span<parameter* const> params) { optimizer.step(params); };
 }
-
-//! What one training step did.
-struct step_result {
-  float loss = 0.0f;         //!< mean binary cross-entropy of the batch (NaN if the batch was empty)
-  std::size_t examples = 0;  //!< batch size
-  bool skipped = false;      //!< true when a gradient was not finite and no weight was written
-};
 
 //! @brief One training step of a ranking model on a labelled batch: zero grads, forward, mean
 //! binary cross-entropy with logits, backward, then, only if every dense and table gradient is
