@@ -219,7 +219,7 @@ class trainer {
   //! One synchronous step on a batch the caller built (labels in [0, 1]); counts it in stats().
   step_result train_on(example_batch& batch) {
     std::lock_guard lock(model_mutex_);
-    if (!clock_started_) start_clock();
+    start_clock();
     return step(batch);
   }
 
@@ -227,7 +227,7 @@ class trainer {
   //! when the batch is full; returns true when a step ran. For callers that push events.
   bool push(const Event& event) {
     std::lock_guard lock(model_mutex_);
-    if (!clock_started_) start_clock();
+    start_clock();
     add_event(event);
     if (batch_.size() < options_.batch_size) return false;
     step(batch_);
@@ -281,7 +281,7 @@ class trainer {
     } guard{running_};
     {
       std::lock_guard lock(model_mutex_);
-      if (!clock_started_) start_clock();
+      start_clock();
     }
     in_place_ = options_.progress == progress_mode::automatic && options_.progress_stream != nullptr &&
                 ::isatty(::fileno(options_.progress_stream)) == 1;
@@ -365,12 +365,16 @@ class trainer {
     std::fflush(options_.progress_stream);
   }
 
+  // The first start: start_time_ is written before the release store and read only after an
+  // acquire load, so stats() on another thread never races with it.
   void start_clock() {
+    if (clock_started_.load(std::memory_order_acquire)) return;
     start_time_ = clock::now();
-    clock_started_ = true;
+    clock_started_.store(true, std::memory_order_release);
   }
   double seconds() const {
-    return clock_started_ ? std::chrono::duration<double>(clock::now() - start_time_).count() : 0.0;
+    if (!clock_started_.load(std::memory_order_acquire)) return 0.0;
+    return std::chrono::duration<double>(clock::now() - start_time_).count();
   }
   static std::string human(double v) {
     char text[32];
@@ -401,7 +405,7 @@ class trainer {
   trainer_stats stats_;
   bool seen_timestamp_ = false;
   std::int64_t max_timestamp_ = 0;
-  bool clock_started_ = false;
+  std::atomic<bool> clock_started_{false};
   clock::time_point start_time_, last_report_;
   bool in_place_ = false;
 };
