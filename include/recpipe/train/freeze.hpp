@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <optional>
+#include <type_traits>
 #include <span>
 #include <unordered_map>
 #include <utility>
@@ -18,6 +19,7 @@
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/embedding.hpp>
 #include <recpipe/io/safetensors.hpp>
+#include <recpipe/models/two_tower.hpp>
 #include <recpipe/train/dynamic_table.hpp>
 #include <recpipe/train/fixed_table.hpp>
 #include <recpipe/train/inputs.hpp>
@@ -124,7 +126,22 @@ struct frozen {
       mapped[t] = map_ids(t, bags[t].ids);
       bags[t].ids = mapped[t];
     }
-    model.forward(in.dense, bags, out);
+    if constexpr (std::is_same_v<Serving, models::two_tower>) {
+      // Combined inputs: user dense columns, then item; user bags, then item bags.
+      const models::two_tower_config& c = model.config();
+      const std::size_t nu = c.user.tables.size();
+      if (bags.size() != nu + c.item.tables.size())
+        detail::fail("train::frozen<two_tower>: forward: ", bags.size(), " bag inputs for ", nu, " + ",
+                     c.item.tables.size(), " tower features");
+      const std::size_t du = c.user.dense_dim;
+      const matrix_view<const float> user_dense(in.dense.data(), in.batch, du, in.dense.stride());
+      const matrix_view<const float> item_dense(in.dense.data() == nullptr ? nullptr : in.dense.data() + du, in.batch,
+                                                c.item.dense_dim, in.dense.stride());
+      const std::span<const cpu::bag_input> all = bags;
+      model.forward(user_dense, all.first(nu), item_dense, all.subspan(nu), out);
+    } else {
+      model.forward(in.dense, bags, out);
+    }
   }
   //! The serving rows of `ids` for sparse feature t (ids themselves for a fixed table).
   std::vector<id_type> map_ids(std::size_t feature, std::span<const id_type> ids) const {

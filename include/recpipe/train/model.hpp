@@ -8,6 +8,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -33,6 +34,18 @@
 
 RECPIPE_NAMESPACE_BEGIN
 namespace train {
+
+//! The dense half of an optimizer step: updates every parameter from its gradient, e.g.
+//! `[&](auto params) { adam.step(params); }` with an optimizer of train/optimizers.hpp (or
+//! optimizer_step(adam)).
+using dense_step_fn = std::function<void(std::span<parameter* const>)>;
+
+//! What one training step did.
+struct step_result {
+  float loss = 0.0f;         //!< mean binary cross-entropy of the batch (NaN if the batch was empty)
+  std::size_t examples = 0;  //!< batch size
+  bool skipped = false;      //!< true when a gradient was not finite and no weight was written
+};
 
 //! @brief A model train_step and train::trainer can train: a ranking model with one logit per
 //! example over model_inputs.
@@ -200,7 +213,7 @@ class sparse_features {
         if (!std::isfinite(v)) return false;
     return true;
   }
-  void apply(std::vector<cpu::sparse_gradient>& grads) const {
+  void apply(std::span<const cpu::sparse_gradient> grads) const {
     for (std::size_t t = 0; t < tables_.size() && t < grads.size(); ++t) {
       tables_[t]->optimizer().begin_step();
       tables_[t]->apply(grads[t].ids, grads[t].rows.view());

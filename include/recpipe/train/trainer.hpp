@@ -39,11 +39,6 @@
 RECPIPE_NAMESPACE_BEGIN
 namespace train {
 
-//! The dense half of an optimizer step: updates every parameter from its gradient, e.g.
-//! `[&](auto params) { adam.step(params); }` with an optimizer of train/optimizers.hpp (or
-//! optimizer_step(adam)).
-using dense_step_fn = std::function<void(std::span<parameter* const>)>;
-
 //! A dense_step_fn that runs `optimizer.step` (the optimizer must outlive it). A learning rate of
 //! 0 is a valid step that changes nothing; a NaN or negative one is refused by the optimizer's
 //! constructor and set_lr (recpipe::error), so it never reaches a weight.
@@ -54,13 +49,6 @@ using dense_step_fn = std::function<void(std::span<parameter* const>)>;
 inline dense_step_fn optimizer_step(dense_optimizer& optimizer) {
   return [&optimizer](std::span<parameter* const> params) { optimizer.step(params); };
 }
-
-//! What one training step did.
-struct step_result {
-  float loss = 0.0f;         //!< mean binary cross-entropy of the batch (NaN if the batch was empty)
-  std::size_t examples = 0;  //!< batch size
-  bool skipped = false;      //!< true when a gradient was not finite and no weight was written
-};
 
 //! @brief One training step of a ranking model on a labelled batch: zero grads, forward, mean
 //! binary cross-entropy with logits, backward, then, only if every dense and table gradient is
@@ -231,7 +219,7 @@ class trainer {
   //! One synchronous step on a batch the caller built (labels in [0, 1]); counts it in stats().
   step_result train_on(example_batch& batch) {
     std::lock_guard lock(model_mutex_);
-    if (!clock_started_) start_clock();
+    start_clock();
     return step(batch);
   }
 
@@ -239,7 +227,7 @@ class trainer {
   //! when the batch is full; returns true when a step ran. For callers that push events.
   bool push(const Event& event) {
     std::lock_guard lock(model_mutex_);
-    if (!clock_started_) start_clock();
+    start_clock();
     add_event(event);
     if (batch_.size() < options_.batch_size) return false;
     step(batch_);
@@ -293,7 +281,7 @@ class trainer {
     } guard{running_};
     {
       std::lock_guard lock(model_mutex_);
-      if (!clock_started_) start_clock();
+      start_clock();
     }
     in_place_ = options_.progress == progress_mode::automatic && options_.progress_stream != nullptr &&
                 ::isatty(::fileno(options_.progress_stream)) == 1;
@@ -377,12 +365,16 @@ class trainer {
     std::fflush(options_.progress_stream);
   }
 
+  // The first start: start_time_ is written before the release store and read only after an
+  // acquire load, so stats() on another thread never races with it.
   void start_clock() {
+    if (clock_started_.load(std::memory_order_acquire)) return;
     start_time_ = clock::now();
-    clock_started_ = true;
+    clock_started_.store(true, std::memory_order_release);
   }
   double seconds() const {
-    return clock_started_ ? std::chrono::duration<double>(clock::now() - start_time_).count() : 0.0;
+    if (!clock_started_.load(std::memory_order_acquire)) return 0.0;
+    return std::chrono::duration<double>(clock::now() - start_time_).count();
   }
   static std::string human(double v) {
     char text[32];
@@ -413,7 +405,7 @@ class trainer {
   trainer_stats stats_;
   bool seen_timestamp_ = false;
   std::int64_t max_timestamp_ = 0;
-  bool clock_started_ = false;
+  std::atomic<bool> clock_started_{false};
   clock::time_point start_time_, last_report_;
   bool in_place_ = false;
 };
