@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: Apache-2.0
+// Training on a batch of columns without the label column: the features' columns are there, the
+// outcome is not.
+// EXPECT: recpipe: TRAINING_BATCH_LACKS_LABEL_COLUMN
+// EXPECT: TRAINING_BATCH_LACKS_LABEL_COLUMN<recpipe::(v0::)?batch<.*>, recpipe::(v0::)?col::label>
+#include <memory>
+#include <vector>
+
+#include <recpipe/train/features.hpp>
+#include <recpipe/train/fixed_table.hpp>
+#include <recpipe/train/mlp_model.hpp>
+#include <recpipe/train/optimizers.hpp>
+
+int main() {
+  using namespace recpipe;
+  using item_features = train::features<train::sparse<col::candidates>, train::dense<col::item_features>>;
+  train::mlp_model model({.dense_dim = 2, .tables = {{10, 4}}, .hidden = {4}},
+                         {std::make_shared<train::fixed_table>(train::fixed_table::config{.rows = 10, .dim = 4},
+                                                               std::make_shared<train::row_sgd>(0.1))},
+                         1);
+  train::mlp_model::workspace ws;
+  train::sgd sgd;
+  batch<col::candidates, col::item_features> served(1);
+  served.get<col::candidates>().assign({0, 2}, {3, 4});
+  served.get<col::item_features>() = matrix<float>(2, 2);
+#ifdef RECPIPE_SHOULD_FAIL
+  auto r = train::train_step(model, ws, item_features{}, served, train::optimizer_step(sgd));
+#else
+  auto logged = std::move(served).with<col::label>({1.0f, 0.0f});
+  auto r = train::train_step(model, ws, item_features{}, logged, train::optimizer_step(sgd));
+#endif
+  return r.examples == 2 ? 0 : 1;
+}
