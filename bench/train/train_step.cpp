@@ -376,6 +376,32 @@ std::string rate(const stats& s, std::size_t batch) {  // examples/s: median [p2
   return buf;
 }
 
+// The ceiling: the sgemm calls of one training step (forward and backward, same shapes, same
+// cpu::gemm entry point and thread count) timed alone; the rest of a step is what the layers,
+// loss, optimizers and tables add around them.
+struct gemm_shape {
+  bool trans_a, trans_b;
+  std::size_t m, n, k;
+};
+double gemm_ceiling_seconds(const std::vector<gemm_shape>& shapes) {
+  std::size_t most = 0;
+  for (const gemm_shape& g : shapes) most = std::max({most, g.m * g.k, g.k * g.n, g.m * g.n});
+  std::vector<float> a(most), b(most), c(most);
+  std::mt19937 gen(3);
+  std::uniform_real_distribution<float> u(-0.1f, 0.1f);
+  for (float& v : a) v = u(gen);
+  for (float& v : b) v = u(gen);
+  std::vector<double> times;
+  for (int rep = 0; rep < 25; ++rep) {
+    const auto start = clock_type::now();
+    for (const gemm_shape& g : shapes)
+      cpu::impl::gemm(g.trans_a, g.trans_b, a.data(), g.trans_a ? g.m : g.k, b.data(), g.trans_b ? g.k : g.n, c.data(),
+                      g.n, g.m, g.n, g.k, 1.0f, 1.0f);
+    if (rep >= 5) times.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
+  }
+  return summarize(times).median;
+}
+
 // ------------------------------------------------------------------------------------------
 // The models
 
@@ -399,6 +425,25 @@ struct dcn_case {
     return "x0 = 13 dense + 8 x 32 = " + std::to_string(d) + "; 3 full-rank cross layers " + std::to_string(d) + "x" +
            std::to_string(d) + "; deep " + std::to_string(d) + "-256-128 ReLU; head 128-1 (logit)";
   }
+  static std::vector<gemm_shape> gemms(const settings& s) {
+    const std::size_t b = s.batch, d = s.dense_dim + s.tables * s.dim;
+    std::vector<gemm_shape> g;
+    for (int l = 0; l < 3; ++l) g.push_back({false, true, b, d, d});             // u = x W^T
+    g.push_back({false, true, b, 256, d});                                        // deep
+    g.push_back({false, true, b, 128, 256});
+    g.push_back({false, true, b, 1, 128});                                        // head
+    g.push_back({true, false, 1, 128, b});                                        // head dW, dh
+    g.push_back({false, false, b, 128, 1});
+    g.push_back({true, false, 128, 256, b});                                      // deep dW, dx
+    g.push_back({false, false, b, 256, 128});
+    g.push_back({true, false, 256, d, b});
+    g.push_back({false, false, b, d, 256});
+    for (int l = 0; l < 3; ++l) {
+      g.push_back({true, false, d, d, b});                                        // cross dW, dxl
+      g.push_back({false, false, b, d, d});
+    }
+    return g;
+  }
 };
 #ifdef RECPIPE_BENCH_HAS_DLRM
 struct dlrm_case {
@@ -420,6 +465,18 @@ struct dlrm_case {
     const std::size_t f = s.tables + 1, top_in = s.dim + f * (f - 1) / 2;
     return "bottom 13-128-32 ReLU; dot interaction of 9 x 32 (36 pairs, no self); top " + std::to_string(top_in) +
            "-256-128-1 ReLU, last linear (logit)";
+  }
+  static std::vector<gemm_shape> gemms(const settings& s) {
+    const std::size_t b = s.batch, f = s.tables + 1, top_in = s.dim + f * (f - 1) / 2;
+    std::vector<gemm_shape> g = {
+        {false, true, b, 128, s.dense_dim}, {false, true, b, s.dim, 128},                       // bottom
+        {false, true, b, 256, top_in},      {false, true, b, 128, 256},   {false, true, b, 1, 128},  // top
+        {true, false, 1, 128, b},           {false, false, b, 128, 1},                              // top backward
+        {true, false, 128, 256, b},         {false, false, b, 256, 128},
+        {true, false, 256, top_in, b},      {false, false, b, top_in, 256},
+        {true, false, s.dim, 128, b},       {false, false, b, 128, s.dim},                          // bottom backward
+        {true, false, 128, s.dense_dim, b}};
+    return g;
   }
 };
 #endif
@@ -509,7 +566,7 @@ struct ours {
   }
 };
 
-void pause_between_sides() { std::this_thread::sleep_for(std::chrono::milliseconds(150)); }
+void pause_between_sides() { std::this_thread::sleep_for(std::chrono::milliseconds(cpu::num_threads() > 1 ? 300 : 150)); }
 
 struct result_row {
   std::string model, tables, peer;
@@ -653,6 +710,12 @@ void run_model(const settings& s, dataset& data, const std::filesystem::path& da
                   Case::name, kind_name.c_str(), threads, 1e3 * summarize(ph[0]).median, 1e3 * summarize(ph[1]).median,
                   1e3 * summarize(ph[2]).median, 1e3 * summarize(ph[3]).median, 1e3 * summarize(ph[4]).median,
                   1e3 * mine.median);
+      const double ceiling = gemm_ceiling_seconds(Case::gemms(s));
+      double phase_sum = 0;
+      for (const auto& v : ph) phase_sum += summarize(v).median;
+      std::printf("# %s ceiling, %d thread(s): the step's sgemm calls alone (OpenBLAS, same shapes) %.2f ms = %.0f%% of "
+                  "the profiled step (%.2f ms)\n",
+                  Case::name, threads, 1e3 * ceiling, 100.0 * ceiling / phase_sum, 1e3 * phase_sum);
       std::fflush(stdout);
     }
   }
