@@ -9,7 +9,8 @@
 
 --serve (what bench/train/train_step.cpp uses) loads once, prints one JSON line {"ready": ...,
 "torch": version} on stdout, then answers each stdin line `run FIRST STEPS THREADS` with one JSON
-line (losses, step_seconds, and per-phase seconds: forward+loss, backward, dense optimizer, table
+line (losses, step_seconds, step_cpu_seconds (process CPU time: what the step costs with
+preemption on a shared machine left out), and per-phase seconds: forward+loss, backward, dense optimizer, table
 optimizer) and exits on `quit` or end of input. Module and optimizer state stay in the process
 between blocks, so blocks interleaved with another side's train exactly as one run would, without
 saving 2 GB of tables and accumulators between them.
@@ -108,10 +109,11 @@ def main():
     num_batches = dense.shape[0] // a.batch
 
     def run(first, steps):
-        losses, times, phases = [], [], []
+        losses, times, cpu_times, phases = [], [], [], []
         for s in range(first, first + steps):
             lo = (s % num_batches) * a.batch
             batch_ids = [t[lo:lo + a.batch] for t in ids]
+            cpu_start = time.process_time()
             start = time.perf_counter()
             dense_opt.zero_grad(set_to_none=True)
             table_opt.zero_grad(set_to_none=True)
@@ -124,10 +126,12 @@ def main():
             t3 = time.perf_counter()
             table_opt.step()
             end = time.perf_counter()
+            cpu_times.append(time.process_time() - cpu_start)
             times.append(end - start)
             phases.append([t1 - start, t2 - t1, t3 - t2, end - t3])
             losses.append(loss.item())
-        return {"torch": torch.__version__, "losses": losses, "step_seconds": times, "phase_seconds": phases}
+        return {"torch": torch.__version__, "losses": losses, "step_seconds": times, "step_cpu_seconds": cpu_times,
+                "phase_seconds": phases}
 
     if a.serve:
         print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),

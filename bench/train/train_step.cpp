@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -69,6 +70,14 @@ namespace {
 using namespace recpipe;
 using json = nlohmann::json;
 using clock_type = std::chrono::steady_clock;
+
+// CPU time of the whole process (all threads), as Python's time.process_time(): on a shared,
+// oversubscribed machine it leaves out the time a step spent preempted.
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
 
 // ------------------------------------------------------------------------------------------
 // Settings
@@ -518,13 +527,15 @@ struct ours {
   train::example_batch& batch(int step) { return data->batches[static_cast<std::size_t>(step) % data->batches.size()]; }
 
   // One block: per-step seconds and losses.
-  void run(int steps, std::vector<double>* seconds, std::vector<double>* losses) {
+  void run(int steps, std::vector<double>* seconds, std::vector<double>* losses, std::vector<double>* cpu = nullptr) {
     const train::dense_step_fn dense = [this](std::span<train::parameter* const> p) { adam.step(p); };
     for (int k = 0; k < steps; ++k) {
       train::example_batch& b = batch(next++);
+      const double cpu_start = process_cpu_seconds();
       const auto start = clock_type::now();
       const train::step_result r = train::train_step(*model, ws, b, dense);
       const double sec = std::chrono::duration<double>(clock_type::now() - start).count();
+      if (cpu) cpu->push_back(process_cpu_seconds() - cpu_start);
       if (r.skipped) detail::fail("bench_train_step: step ", next - 1, " was skipped (non-finite gradient)");
       if (seconds) seconds->push_back(sec);
       if (losses) losses->push_back(r.loss);
@@ -571,7 +582,7 @@ void pause_between_sides() { std::this_thread::sleep_for(std::chrono::millisecon
 struct result_row {
   std::string model, tables, peer;
   int threads = 1;
-  stats ours, theirs;
+  stats ours, theirs, ours_cpu, theirs_cpu;
   std::string skipped;
 };
 
@@ -655,8 +666,8 @@ void run_model(const settings& s, dataset& data, const std::filesystem::path& da
     std::vector<int> peer_next(peers.size(), s.agree_steps);
     for (int threads : s.threads) {
       cpu::set_num_threads(threads);
-      std::vector<double> our_sec;
-      std::vector<std::vector<double>> peer_sec(peers.size());
+      std::vector<double> our_sec, our_cpu;
+      std::vector<std::vector<double>> peer_sec(peers.size()), peer_cpu(peers.size());
       std::vector<std::vector<std::array<double, 4>>> peer_phase(peers.size());
       const int sides = static_cast<int>(peers.size()) + 1;
       for (int round = -1; round < s.rounds; ++round) {  // round -1: warm-up, not recorded
@@ -664,7 +675,7 @@ void run_model(const settings& s, dataset& data, const std::filesystem::path& da
           const int side = (k + std::max(round, 0)) % sides;
           pause_between_sides();
           if (side == 0) {
-            us.run(s.block, round >= 0 ? &our_sec : nullptr, nullptr);
+            us.run(s.block, round >= 0 ? &our_sec : nullptr, nullptr, round >= 0 ? &our_cpu : nullptr);
             continue;
           }
           peer& p = *peers[static_cast<std::size_t>(side - 1)];
@@ -674,6 +685,7 @@ void run_model(const settings& s, dataset& data, const std::filesystem::path& da
           if (!r) continue;
           if (round < 0) continue;
           for (double v : r->at("step_seconds").get<std::vector<double>>()) peer_sec[side - 1].push_back(v);
+          for (double v : r->at("step_cpu_seconds").get<std::vector<double>>()) peer_cpu[side - 1].push_back(v);
           for (const auto& ph : r->at("phase_seconds"))
             peer_phase[side - 1].push_back({ph[0].get<double>(), ph[1].get<double>(), ph[2].get<double>(),
                                             ph[3].get<double>()});
@@ -681,10 +693,11 @@ void run_model(const settings& s, dataset& data, const std::filesystem::path& da
       }
       const stats mine = summarize(our_sec);
       for (std::size_t i = 0; i < peers.size(); ++i) {
-        result_row row{Case::name, kind_name, peers[i]->label(), threads, mine, {}, {}};
+        result_row row{Case::name, kind_name, peers[i]->label(), threads, mine, {}, summarize(our_cpu), {}, {}};
         if (peers[i]->ok() && !peer_sec[i].empty()) {
           row.peer = peers[i]->label() + " (" + peers[i]->version() + ")";
           row.theirs = summarize(peer_sec[i]);
+          row.theirs_cpu = summarize(peer_cpu[i]);
           if (kind == table_opt::adagrad_rows) {  // the peers' phases (they run (a) in both rows)
             std::array<std::vector<double>, 4> ph;
             for (const auto& a : peer_phase[i])
@@ -758,20 +771,22 @@ int main(int argc, char** argv) {
   }
   if (!s.keep_files) std::filesystem::remove(data_path);
 
-  std::printf("\n| case | threads | ours ex/s median [p25-p75] | peer | peer ex/s median [p25-p75] | ratio |\n");
-  std::printf("|---|---|---|---|---|---|\n");
+  std::printf("\n| case | threads | ours ex/s median [p25-p75] | peer | peer ex/s median [p25-p75] | ratio | CPU ms/step ours / peer | CPU-time ratio |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
   for (const result_row& r : rows) {
     if (!r.skipped.empty()) {
-      std::printf("| %s, tables %s | %d | %s | %s | skipped: %s | - |\n", r.model.c_str(), r.tables.c_str(), r.threads,
+      std::printf("| %s, tables %s | %d | %s | %s | skipped: %s | - | - | - |\n", r.model.c_str(), r.tables.c_str(), r.threads,
                   rate(r.ours, s.batch).c_str(), r.peer.c_str(), r.skipped.c_str());
       continue;
     }
-    std::printf("| %s, tables %s | %d | %s | %s | %s | %.2f |\n", r.model.c_str(), r.tables.c_str(), r.threads,
-                rate(r.ours, s.batch).c_str(), r.peer.c_str(), rate(r.theirs, s.batch).c_str(),
-                r.theirs.median / r.ours.median);
+    std::printf("| %s, tables %s | %d | %s | %s | %s | %.2f | %.2f / %.2f | %.2f |\n", r.model.c_str(), r.tables.c_str(),
+                r.threads, rate(r.ours, s.batch).c_str(), r.peer.c_str(), rate(r.theirs, s.batch).c_str(),
+                r.theirs.median / r.ours.median, 1e3 * r.ours_cpu.median, 1e3 * r.theirs_cpu.median,
+                r.theirs_cpu.median / r.ours_cpu.median);
   }
   std::printf("(examples/s = %zu / median step time over %d rounds x %d steps; ratio = peer step time / ours, above 1 "
-              "means we are faster)\n",
+              "means we are faster; CPU ms/step: median process CPU time per step, both sides, which leaves out preemption on a "
+              "shared machine but counts spinning worker threads)\n",
               s.batch, s.rounds, s.block);
   return agreement_failed ? 1 : 0;
 }
