@@ -11,7 +11,9 @@
 //     losses must agree (max |difference| < 1e-3) or nothing is timed;
 //  3. timing at each thread count: blocks of 20 steps, the sides interleaved (the order rotates each
 //     round), a 150 ms pause before each block so that the other side's spinning OpenMP/BLAS
-//     threads have gone to sleep; medians of the per-step times with p25/p75, in examples/s.
+//     threads have gone to sleep (300 ms at 2 threads); medians of the per-step times with p25/p75, in
+//     examples/s, and of the per-step process CPU times (preemption on a shared machine left out);
+//  4. a profile: our step with a timer around each phase, and the step's sgemm calls alone (ceiling).
 // Row-wise Adagrad (FBGEMM's, the configuration) has no torch.optim equivalent: in those rows
 // PyTorch still runs element-wise sparse Adagrad, which is what a PyTorch user without FBGEMM runs.
 //
