@@ -24,33 +24,19 @@ embeddings, full catalog) as `loss`, and its gradients grad.<parameter>.
 Exit code 77 means "torch is not installed": ctest reports the parity test as skipped.
 """
 
-import argparse
+import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-COMPLETE_MARKER = "COMPLETE"  # written last; the C++ parity test skips when it is absent
+import fixture_common  # noqa: E402
 
+fixture_common.start("reference_attention_backward.py")  # clears a stale COMPLETE marker; exit 77 without torch
 
-def _clear_marker(argv):
-    # A stale fixture from an earlier run must never let the parity test pass without torch.
-    if "--out" in argv and argv.index("--out") + 1 < len(argv):
-        marker = os.path.join(argv[argv.index("--out") + 1], COMPLETE_MARKER)
-        if os.path.exists(marker):
-            os.remove(marker)
-
-
-_clear_marker(sys.argv)
-
-try:
-    import torch
-    import torch.nn as nn
-except ImportError:  # pragma: no cover - depends on the machine
-    print("reference_attention_backward.py: torch is not installed (apt-get install python3-torch)", file=sys.stderr)
-    sys.exit(77)
-
-import json  # noqa: E402
-from reference_models import SessionTransformer, save_safetensors  # noqa: E402  (needs torch)
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from fixture_common import save_safetensors  # noqa: E402
+from reference_models import SessionTransformer  # noqa: E402
 
 # name: (kind, E, heads, F, lengths, causal, norm_first, activation)
 CASES = {
@@ -150,18 +136,14 @@ def run_session_case(name, cfg, lengths, out, gen):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output folder (created)")
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    torch.set_num_threads(1)
+    args = fixture_common.argument_parser(__doc__).parse_args()
+    fixture_common.begin_output(args.out)
     gen = torch.Generator().manual_seed(7)
     for name, spec in CASES.items():
         run_case(name, spec, args.out, gen)
     for name, (cfg, lengths) in SESSION_CASES.items():
         run_session_case(name, cfg, lengths, args.out, gen)
-    with open(os.path.join(args.out, COMPLETE_MARKER), "w") as marker:
-        marker.write(torch.__version__ + "\n")
+    fixture_common.write_marker(args.out)
     print(f"reference_attention_backward.py: wrote {', '.join(list(CASES) + list(SESSION_CASES))} to {args.out}")
 
 

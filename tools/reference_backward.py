@@ -9,32 +9,17 @@ The C++ program tests/unit/cpu/parity_backward.cpp compares recpipe's backward p
 A COMPLETE marker is written last; exit code 77 means "torch is not installed" (ctest: skipped).
 """
 
-import argparse
 import os
 import sys
 
-COMPLETE_MARKER = "COMPLETE"
-
-
-def _clear_marker(argv):
-    # A stale fixture from an earlier run must never let the parity tests pass without torch.
-    if "--out" in argv and argv.index("--out") + 1 < len(argv):
-        marker = os.path.join(argv[argv.index("--out") + 1], COMPLETE_MARKER)
-        if os.path.exists(marker):
-            os.remove(marker)
-
-
-_clear_marker(sys.argv)
-
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError:  # pragma: no cover - depends on the machine
-    print("reference_backward.py: torch is not installed (apt-get install python3-torch)", file=sys.stderr)
-    sys.exit(77)
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_models import save_safetensors  # noqa: E402  (the hand-written safetensors writer)
+import fixture_common  # noqa: E402
+
+fixture_common.start("reference_backward.py")  # clears a stale COMPLETE marker; exit 77 without torch
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from fixture_common import save_safetensors  # noqa: E402
 
 ACTIVATIONS = {"none": lambda v: v, "relu": torch.relu, "gelu": F.gelu,
                "gelu_tanh": lambda v: F.gelu(v, approximate="tanh"), "sigmoid": torch.sigmoid}
@@ -176,16 +161,12 @@ def cases():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output folder (created)")
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    torch.set_num_threads(1)
+    args = fixture_common.argument_parser(__doc__).parse_args()
+    fixture_common.begin_output(args.out)
     for i, (name, make) in enumerate(cases().items()):
         torch.manual_seed(1000 + i)
         save_safetensors(make(), os.path.join(args.out, name + ".safetensors"))
-    with open(os.path.join(args.out, COMPLETE_MARKER), "w") as marker:
-        marker.write(torch.__version__ + "\n")
+    fixture_common.write_marker(args.out)
     print(f"reference_backward.py: wrote {len(cases())} cases to {args.out}")
 
 

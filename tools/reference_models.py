@@ -20,71 +20,24 @@ dcn_example.safetensors with a few inputs, and prints the scores PyTorch compute
 Exit code 77 means "torch is not installed": ctest reports the parity tests as skipped.
 """
 
-import argparse
 import json
 import math
 import os
-import struct
 import sys
+from typing import List
 
-COMPLETE_MARKER = "COMPLETE"  # written last; the C++ parity tests skip when it is absent
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_common  # noqa: E402  (marker, torch-or-exit-77, the safetensors writer)
 
+# Also when imported by another script: clears that script's stale marker, exits 77 without torch.
+fixture_common.start("reference_models.py")
 
-def _clear_marker(argv):
-    # A stale fixture from an earlier run must never let parity tests pass without torch.
-    if "--out" in argv and argv.index("--out") + 1 < len(argv):
-        marker = os.path.join(argv[argv.index("--out") + 1], COMPLETE_MARKER)
-        if os.path.exists(marker):
-            os.remove(marker)
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
-
-_clear_marker(sys.argv)
-
-try:
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-    from typing import List
-except ImportError:  # pragma: no cover - depends on the machine
-    print("reference_models.py: torch is not installed (apt-get install python3-torch)", file=sys.stderr)
-    sys.exit(77)
-
-# --------------------------------------------------------------------------------------------
-# safetensors, written by hand (the `safetensors` module is not packaged in Debian 12)
-
-_DTYPES = {torch.float32: ("F32", 4), torch.float16: ("F16", 2), torch.bfloat16: ("BF16", 2),
-           torch.int8: ("I8", 1), torch.int32: ("I32", 4), torch.int64: ("I64", 8)}
-
-
-def save_safetensors(tensors, path, metadata=None):
-    """Writes {name: tensor} like the reference writer: largest dtypes first, then by name, header
-    padded with spaces to 8 bytes."""
-    items = sorted(tensors.items(), key=lambda kv: (-_DTYPES[kv[1].dtype][1], kv[0]))
-    header = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    offset = 0
-    blobs = []
-    for name, tensor in items:
-        tensor = tensor.detach().contiguous().cpu()
-        # bytes through numpy where possible; bf16 has no numpy dtype, so view it as int16
-        if tensor.dtype == torch.bfloat16:
-            data = tensor.view(torch.int16).numpy().tobytes()
-        else:
-            data = tensor.numpy().tobytes()
-        header[name] = {"dtype": _DTYPES[tensor.dtype][0], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-        blobs.append(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as out:
-        out.write(struct.pack("<Q", len(text)))
-        out.write(text)
-        for blob in blobs:
-            out.write(blob)
-    os.replace(tmp, path)
+# Re-exported for scripts that import the writer from here.
+from fixture_common import save_safetensors  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,20 +459,17 @@ def train_example(out):
         scores = model(item_features[candidates], [candidates, user.repeat(len(candidates))], [one_per_bag, one_per_bag])
     save_safetensors({"item_features": item_features, "candidates": candidates, "user_id": user, "expected": scores},
                      os.path.join(out, "dcn_example.inputs.safetensors"))
-    with open(os.path.join(out, COMPLETE_MARKER), "w") as marker:
-        marker.write(torch.__version__ + "\n")
+    fixture_common.write_marker(out)
     print("pytorch scores:", " ".join(f"{v:.6f}" for v in scores.flatten().tolist()))
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output folder (created)")
+    parser = fixture_common.argument_parser(__doc__)
     parser.add_argument("--models", default=",".join(CONFIGS), help="comma-separated subset of: " + ",".join(CONFIGS))
     parser.add_argument("--torchscript", action="store_true", help="also save TorchScript modules and bench inputs")
     parser.add_argument("--train-example", action="store_true", help="train and save the DCN-v2 example instead")
     args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    torch.set_num_threads(1)
+    fixture_common.begin_output(args.out)
     if args.train_example:
         train_example(args.out)
         return
@@ -548,8 +498,7 @@ def main():
                 for k, v in make_case(cfg, module, batch, gen, lengths).items():
                     bench[f"b{batch}.{k}"] = v
             save_safetensors(bench, os.path.join(args.out, f"{name}.bench.safetensors"))
-    with open(os.path.join(args.out, COMPLETE_MARKER), "w") as marker:
-        marker.write(torch.__version__ + "\n")
+    fixture_common.write_marker(args.out)
     print(f"reference_models.py: wrote {args.models} to {args.out}")
 
 

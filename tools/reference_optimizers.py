@@ -20,33 +20,17 @@ tests/unit/train/optim_parity.cpp.
 Exit code 77 means "torch is not installed": ctest reports the parity tests as skipped.
 """
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_common  # noqa: E402
 
-COMPLETE_MARKER = "COMPLETE"  # written last; the C++ parity test skips when it is absent
+fixture_common.start("reference_optimizers.py")  # clears a stale COMPLETE marker; exit 77 without torch
 
-
-def _clear_marker(argv):
-    # A stale fixture from an earlier run must never let parity tests pass without torch.
-    if "--out" in argv and argv.index("--out") + 1 < len(argv):
-        marker = os.path.join(argv[argv.index("--out") + 1], COMPLETE_MARKER)
-        if os.path.exists(marker):
-            os.remove(marker)
-
-
-_clear_marker(sys.argv)
-
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError:  # pragma: no cover - depends on the machine
-    print("reference_optimizers.py: torch is not installed (apt-get install python3-torch)", file=sys.stderr)
-    sys.exit(77)
-
-from reference_models import save_safetensors  # noqa: E402  (the hand-written writer)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from fixture_common import save_safetensors  # noqa: E402
 
 STEPS = 20
 
@@ -185,19 +169,15 @@ def losses(gen):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    torch.set_num_threads(1)
+    args = fixture_common.argument_parser(__doc__).parse_args()
+    fixture_common.begin_output(args.out)
     gen = torch.Generator().manual_seed(2026)
     for name, (kind, options) in DENSE_CASES.items():
         save_safetensors(dense_case(kind, options, gen), os.path.join(args.out, name + ".safetensors"))
     for name, options in ROW_CASES.items():
         save_safetensors(row_case(name, options, gen), os.path.join(args.out, name + ".safetensors"))
     save_safetensors(losses(gen), os.path.join(args.out, "losses.safetensors"))
-    with open(os.path.join(args.out, COMPLETE_MARKER), "w") as marker:
-        marker.write("torch %s\n" % torch.__version__)
+    fixture_common.write_marker(args.out)
     print("reference_optimizers.py: wrote %d cases to %s" % (len(DENSE_CASES) + len(ROW_CASES) + 1, args.out))
 
 

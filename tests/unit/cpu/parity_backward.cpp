@@ -5,14 +5,11 @@
 // Usage: cpu_backward_parity <case> <reference folder>. Exit 0 pass, 1 fail, 77 skipped (no
 // complete fixture: python3-torch missing), so a missing torch never reads as passed.
 //
-// Error measure, per gradient tensor: max|recpipe - torch| / max|torch| (relative to the
-// tensor's magnitude: an element-wise ratio is meaningless where a float sum cancels to ~0),
-// required <= 1e-5, with max|torch| > 0 (an all-zero reference would prove nothing).
+// Error measure (tests/common/parity.hpp), per gradient tensor: max|recpipe - torch| / max|torch|
+// (relative to the tensor's magnitude: an element-wise ratio is meaningless where a float sum
+// cancels to ~0), required <= 1e-5, with max|torch| > 0 (an all-zero reference would prove nothing).
 #include <algorithm>
-#include <cmath>
-#include <cstdio>
-#include <exception>
-#include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -24,39 +21,27 @@
 #include <recpipe/cpu/embedding_backward.hpp>
 #include <recpipe/io/safetensors.hpp>
 
+#include "common/parity.hpp"
+
 namespace cpu = recpipe::cpu;
 namespace io = recpipe::io;
+namespace parity = recpipe::testing::parity;
 using recpipe::id_type;
 using recpipe::matrix;
 using recpipe::matrix_view;
 
 namespace {
 
-constexpr double tolerance = 1e-5;
-
+// The case's tensors, and its comparisons: check("x", dx) compares dx with torch's `grad.x`.
 struct checker {
   const io::safetensors_file& file;
-  bool ok = true;
+  parity::report& report;
 
   matrix_view<const float> mat(const std::string& name) const { return file.at(name).as_matrix(); }
   std::span<const float> vec(const std::string& name) const { return file.at(name).data<float>(); }
   std::span<const id_type> ids(const std::string& name) const { return file.at(name).data<id_type>(); }
 
-  void check(const std::string& what, std::span<const float> got) {
-    const std::string key = "grad." + what;
-    const std::span<const float> want = vec(key);
-    double peak = 0.0, err = got.size() == want.size() ? 0.0 : INFINITY;
-    for (std::size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
-      peak = std::max(peak, std::fabs(static_cast<double>(want[i])));
-      const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
-      err = std::isnan(d) ? INFINITY : std::max(err, d);
-    }
-    const double rel = err / std::max(peak, 1e-30);
-    const bool pass = rel <= tolerance && peak > 0.0;
-    std::printf("  %-28s %6zu values  max|torch| %-9.4g max rel error %.3g  %s\n", key.c_str(), want.size(), peak, rel,
-                pass ? "ok" : "FAIL");
-    ok = ok && pass;
-  }
+  void check(const std::string& what, std::span<const float> got) { report.check("grad." + what, got, vec("grad." + what)); }
   void check(const std::string& what, const matrix<float>& got) { check(what, std::span<const float>(got.values())); }
 };
 
@@ -212,34 +197,17 @@ void run(const std::string& name, checker& c) {
     c.check("query", dq);
     c.check("item", di);
   } else {
-    std::printf("FAIL: unknown case '%s'\n", name.c_str());
-    c.ok = false;
+    c.report.fail("unknown case '" + name + "'");
   }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s <case> <reference folder>\n", argv[0]);
-    return 2;
-  }
-  const std::string name = argv[1];
-  const std::filesystem::path folder = argv[2];
-  if (!std::filesystem::exists(folder / "COMPLETE")) {
-    std::printf("SKIPPED: %s has no complete reference fixture (tools/reference_backward.py needs python3-torch)\n",
-                folder.string().c_str());
-    return 77;
-  }
-  try {
-    const auto file = io::safetensors_file::open(folder / (name + ".safetensors"));
-    checker c{file};
-    std::printf("%s, tolerance %g (max abs error / max |torch| per tensor)\n", name.c_str(), tolerance);
-    run(name, c);
-    std::printf("%s\n", c.ok ? "PASSED" : "FAILED");
-    return c.ok ? 0 : 1;
-  } catch (const std::exception& e) {
-    std::printf("FAIL: %s\n", e.what());
-    return 1;
-  }
+  return parity::main(argc, argv, "tools/reference_backward.py", parity::error_measure::relative(1e-5),
+                      [](const std::string& name, const parity::fixture& f, parity::report& r) {
+                        const io::safetensors_file file = f.open(name);
+                        checker c{file, r};
+                        run(name, c);
+                      });
 }
