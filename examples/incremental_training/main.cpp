@@ -10,6 +10,7 @@
 //   example_incremental_training --smoke                                         a tiny synthetic stream (ctest)
 //   options: --models mf,mlp,dlrm,dcn  --features ids,rich  --intervals 1d,12h,6h,1h,30m,5m,event
 //            --threads N  --out DIR  --heavy N  --warm-fraction F  --events N (synthetic)  --tune
+#include "library_models.hpp"
 #include "models.hpp"
 #include "stream.hpp"
 
@@ -139,6 +140,22 @@ std::vector<model_spec> available_models() {
                      c.lr *= lr_scale;
                      return std::make_unique<logistic_mf>(s, c);
                    }});
+  // The library's trainable models (recpipe/train/): what the experiment is about.
+  specs.push_back({"mlp", 3, [](const stream& s, feature_set f, float lr_scale) -> std::unique_ptr<model> {
+                     library_config c;
+                     c.cross_layers = 0;
+                     c.lr *= lr_scale;
+                     c.dense_lr *= lr_scale;
+                     return std::make_unique<library_model<recpipe::train::mlp_model>>(s, f, c);
+                   }});
+  specs.push_back({"dcn", 3, [](const stream& s, feature_set f, float lr_scale) -> std::unique_ptr<model> {
+                     library_config c;
+                     c.lr *= lr_scale;
+                     c.dense_lr *= lr_scale;
+                     return std::make_unique<library_model<recpipe::train::dcn_v2_model>>(s, f, c);
+                   }});
+  // The example's own hand-written networks (a cross-check of the library, and DLRM until
+  // train::dlrm_model lands).
   for (auto [name, kind] : {std::pair{"mlp", net_kind::mlp}, std::pair{"dlrm", net_kind::dlrm}, std::pair{"dcn", net_kind::dcn}})
     specs.push_back({std::string("local-") + name, 3, [kind](const stream& s, feature_set f, float lr_scale) -> std::unique_ptr<model> {
                        net_config c;
@@ -199,6 +216,7 @@ struct group {
 
 int run(const options& o) {
   const auto start = clock_type::now();
+  recpipe::cpu::set_num_threads(1);  // parallelism is across runs (--threads), not inside a batch of one
   stream s = o.data ? load_movielens(*o.data, o.warm_fraction) : synthetic_stream(o.synthetic, o.warm_fraction);
   const std::size_t n = s.events.size();
   if (n < 4 || s.warm_end == 0 || s.warm_end >= n) {

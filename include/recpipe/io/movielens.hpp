@@ -83,7 +83,7 @@ struct movielens_movies {
   }
 };
 
-namespace detail {
+namespace movielens_impl {
 
 inline std::string_view ml_trim(std::string_view s) {
   while (!s.empty() && (s.back() == '\r' || s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -132,8 +132,8 @@ bool ml_parse(std::string_view text, T& out) {
 // Records one malformed line, or throws when the options say so.
 inline void ml_malformed(malformed_report& report, const movielens_options& options, std::string_view reader,
                          std::string_view name, std::size_t line, const std::string& problem) {
-  std::string message = recpipe::detail::concat(name, ":", line, ": ", problem);
-  if (options.malformed == on_malformed::fail) recpipe::detail::fail<io_error>(reader, ": ", message);
+  std::string message = detail::concat(name, ":", line, ": ", problem);
+  if (options.malformed == on_malformed::fail) detail::fail<io_error>(reader, ": ", message);
   ++report.count;
   if (report.messages.size() < options.max_messages) report.messages.push_back(std::move(message));
 }
@@ -152,10 +152,10 @@ void ml_for_each_line(std::string_view text, Fn&& fn) {
 
 inline std::string ml_read_file(const std::filesystem::path& path, std::string_view reader) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) recpipe::detail::fail<io_error>(reader, ": cannot open ", path.string());
+  if (!in) detail::fail<io_error>(reader, ": cannot open ", path.string());
   std::ostringstream buffer;
   buffer << in.rdbuf();
-  if (in.bad()) recpipe::detail::fail<io_error>(reader, ": error reading ", path.string());
+  if (in.bad()) detail::fail<io_error>(reader, ": error reading ", path.string());
   return std::move(buffer).str();
 }
 
@@ -168,7 +168,7 @@ inline const char* ml_format_name(ratings_format f) {
   }
 }
 
-}  // namespace detail
+}  // namespace movielens_impl
 
 //! @brief Parses MovieLens ratings from text; `name` is the file name used in messages.
 //!
@@ -192,7 +192,7 @@ inline movielens_ratings parse_movielens_ratings(std::string_view text, std::str
     while (start < text.size()) {
       std::size_t end = text.find('\n', start);
       if (end == std::string_view::npos) end = text.size();
-      const std::string_view line = detail::ml_trim(text.substr(start, end - start));
+      const std::string_view line = movielens_impl::ml_trim(text.substr(start, end - start));
       if (!line.empty()) {
         if (line.find("::") != std::string_view::npos) out.format = ratings_format::double_colon;
         else if (line.find(',') != std::string_view::npos) out.format = ratings_format::csv;
@@ -205,40 +205,40 @@ inline movielens_ratings parse_movielens_ratings(std::string_view text, std::str
   }
   out.events.reserve(text.size() / 24);
   bool first_content = true;
-  detail::ml_for_each_line(text, [&](std::size_t number, std::string_view raw) {
+  movielens_impl::ml_for_each_line(text, [&](std::size_t number, std::string_view raw) {
     out.lines = number;
-    const std::string_view line = detail::ml_trim(raw);
+    const std::string_view line = movielens_impl::ml_trim(raw);
     if (line.empty()) return;
-    const auto fields = detail::ml_split(line, out.format);
+    const auto fields = movielens_impl::ml_split(line, out.format);
     const bool was_first = first_content;
     first_content = false;
     if (was_first && !fields.empty()) {
       id_type probe = 0;
-      if (!detail::ml_parse(fields[0], probe) && fields[0].find_first_of("0123456789") == std::string_view::npos)
+      if (!movielens_impl::ml_parse(fields[0], probe) && fields[0].find_first_of("0123456789") == std::string_view::npos)
         return;  // header (userId,movieId,rating,timestamp)
     }
     if (fields.size() != 4) {
-      detail::ml_malformed(out.malformed, options, reader, name, number,
-                           recpipe::detail::concat("expected 4 fields (user, item, rating, timestamp), got ",
+      movielens_impl::ml_malformed(out.malformed, options, reader, name, number,
+                           detail::concat("expected 4 fields (user, item, rating, timestamp), got ",
                                                    fields.size()));
       return;
     }
     rating_event e;
     double rating = 0.0;
-    if (!detail::ml_parse(fields[0], e.user) || !detail::ml_parse(fields[1], e.item)) {
-      detail::ml_malformed(out.malformed, options, reader, name, number,
-                           recpipe::detail::concat("user and item must be integers (got '", fields[0], "', '",
+    if (!movielens_impl::ml_parse(fields[0], e.user) || !movielens_impl::ml_parse(fields[1], e.item)) {
+      movielens_impl::ml_malformed(out.malformed, options, reader, name, number,
+                           detail::concat("user and item must be integers (got '", fields[0], "', '",
                                                    fields[1], "')"));
       return;
     }
-    if (!detail::ml_parse(fields[2], rating) || !std::isfinite(rating) || rating < 0.0) {
-      detail::ml_malformed(out.malformed, options, reader, name, number,
-                           recpipe::detail::concat("rating must be a finite number >= 0 (got '", fields[2], "')"));
+    if (!movielens_impl::ml_parse(fields[2], rating) || !std::isfinite(rating) || rating < 0.0) {
+      movielens_impl::ml_malformed(out.malformed, options, reader, name, number,
+                           detail::concat("rating must be a finite number >= 0 (got '", fields[2], "')"));
       return;
     }
-    if (!detail::ml_parse(fields[3], e.timestamp)) {
-      detail::ml_malformed(out.malformed, options, reader, name, number,
-                           recpipe::detail::concat("timestamp must be an integer (got '", fields[3], "')"));
+    if (!movielens_impl::ml_parse(fields[3], e.timestamp)) {
+      movielens_impl::ml_malformed(out.malformed, options, reader, name, number,
+                           detail::concat("timestamp must be an integer (got '", fields[3], "')"));
       return;
     }
     e.rating = static_cast<float>(rating);
@@ -255,7 +255,7 @@ inline movielens_ratings parse_movielens_ratings(std::string_view text, std::str
 //! @endcode
 inline movielens_ratings read_movielens_ratings(const std::filesystem::path& path,
                                                 const movielens_options& options = {}) {
-  const std::string text = detail::ml_read_file(path, "movielens ratings");
+  const std::string text = movielens_impl::ml_read_file(path, "movielens ratings");
   return parse_movielens_ratings(text, path.string(), options);
 }
 
@@ -274,9 +274,9 @@ inline movielens_movies parse_movielens_movies(std::string_view text, std::strin
   movielens_movies out;
   std::map<std::string, std::uint32_t, std::less<>> genre_index;
   bool first_content = true;
-  detail::ml_for_each_line(text, [&](std::size_t number, std::string_view raw) {
+  movielens_impl::ml_for_each_line(text, [&](std::size_t number, std::string_view raw) {
     out.lines = number;
-    const std::string_view line = detail::ml_trim(raw);
+    const std::string_view line = movielens_impl::ml_trim(raw);
     if (line.empty()) return;
     // RFC 4180 fields: a quoted field may hold commas and "" for a quote.
     std::vector<std::string> fields(1);
@@ -306,27 +306,27 @@ inline movielens_movies parse_movielens_movies(std::string_view text, std::strin
     const bool was_first = first_content;
     first_content = false;
     id_type movie = 0;
-    if (was_first && !detail::ml_parse(std::string_view(fields[0]), movie)) return;  // header
+    if (was_first && !movielens_impl::ml_parse(std::string_view(fields[0]), movie)) return;  // header
     if (unterminated) {
-      detail::ml_malformed(out.malformed, options, reader, name, number, "quoted title is never closed");
+      movielens_impl::ml_malformed(out.malformed, options, reader, name, number, "quoted title is never closed");
       return;
     }
     if (fields.size() != 3) {
-      detail::ml_malformed(out.malformed, options, reader, name, number,
-                           recpipe::detail::concat("expected 3 fields (movieId, title, genres), got ", fields.size()));
+      movielens_impl::ml_malformed(out.malformed, options, reader, name, number,
+                           detail::concat("expected 3 fields (movieId, title, genres), got ", fields.size()));
       return;
     }
-    if (!detail::ml_parse(std::string_view(detail::ml_trim(fields[0])), movie)) {
-      detail::ml_malformed(out.malformed, options, reader, name, number,
-                           recpipe::detail::concat("movieId must be an integer (got '", fields[0], "')"));
+    if (!movielens_impl::ml_parse(std::string_view(movielens_impl::ml_trim(fields[0])), movie)) {
+      movielens_impl::ml_malformed(out.malformed, options, reader, name, number,
+                           detail::concat("movieId must be an integer (got '", fields[0], "')"));
       return;
     }
     std::vector<std::uint32_t> genres;
-    std::string_view rest = detail::ml_trim(fields[2]);
+    std::string_view rest = movielens_impl::ml_trim(fields[2]);
     if (rest != "(no genres listed)") {
       while (!rest.empty()) {
         const std::size_t bar = rest.find('|');
-        const std::string_view genre = detail::ml_trim(rest.substr(0, bar));
+        const std::string_view genre = movielens_impl::ml_trim(rest.substr(0, bar));
         if (!genre.empty()) {
           auto it = genre_index.find(genre);
           if (it == genre_index.end()) {
@@ -350,7 +350,7 @@ inline movielens_movies parse_movielens_movies(std::string_view text, std::strin
 //! auto m = recpipe::io::read_movielens_movies("ml-latest-small/movies.csv");
 //! @endcode
 inline movielens_movies read_movielens_movies(const std::filesystem::path& path, const movielens_options& options = {}) {
-  const std::string text = detail::ml_read_file(path, "movielens movies");
+  const std::string text = movielens_impl::ml_read_file(path, "movielens movies");
   return parse_movielens_movies(text, path.string(), options);
 }
 

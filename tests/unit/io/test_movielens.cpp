@@ -8,6 +8,8 @@
 #include <string>
 
 #include <recpipe/io/movielens.hpp>
+// After movielens.hpp on purpose: its helpers must not hide recpipe::detail from other io headers.
+#include <recpipe/io/safetensors_writer.hpp>
 
 namespace io = recpipe::io;
 namespace fs = std::filesystem;
