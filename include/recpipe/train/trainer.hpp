@@ -31,6 +31,7 @@
 #include <recpipe/train/losses.hpp>
 #include <recpipe/train/metrics.hpp>
 #include <recpipe/train/model.hpp>
+#include <recpipe/train/optimizers.hpp>
 #include <recpipe/train/parameter.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -39,8 +40,20 @@ RECPIPE_NAMESPACE_BEGIN
 namespace train {
 
 //! The dense half of an optimizer step: updates every parameter from its gradient, e.g.
-//! `[&](auto params) { adam.step(params); }` with an optimizer of train/optimizers.hpp.
+//! `[&](auto params) { adam.step(params); }` with an optimizer of train/optimizers.hpp (or
+//! optimizer_step(adam)).
 using dense_step_fn = std::function<void(std::span<parameter* const>)>;
+
+//! A dense_step_fn that runs `optimizer.step` (the optimizer must outlive it). A learning rate of
+//! 0 is a valid step that changes nothing; a NaN or negative one is refused by the optimizer's
+//! constructor and set_lr (recpipe::error), so it never reaches a weight.
+//! @code
+//! recpipe::train::adam adam({.lr = 1e-3});
+//! auto step = recpipe::train::optimizer_step(adam);
+//! @endcode
+inline dense_step_fn optimizer_step(dense_optimizer& optimizer) {
+  return [&optimizer](std::span<parameter* const> params) { optimizer.step(params); };
+}
 
 //! What one training step did.
 struct step_result {

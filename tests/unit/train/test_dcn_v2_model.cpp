@@ -6,6 +6,9 @@
 #include <recpipe/train/dcn_v2_model.hpp>
 #include <recpipe/train/metrics.hpp>
 #include <recpipe/train/mlp_model.hpp>
+#include <recpipe/train/dynamic_table.hpp>
+#include <recpipe/train/fixed_table.hpp>
+#include <recpipe/train/optimizers.hpp>
 #include <recpipe/train/trainer.hpp>
 
 #include "../../common/train_fixtures.hpp"
@@ -17,27 +20,10 @@
 #include <vector>
 
 using namespace recpipe;
+using recpipe::testing::random_batch;
 using recpipe::testing::simple_table;
 
 namespace {
-
-// A batch of `n` examples: dense features, and bags of 1..3 ids per feature.
-train::example_batch random_batch(std::size_t n, std::size_t dense_dim, const std::vector<std::size_t>& rows,
-                                  std::uint32_t seed, bool weighted = false) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  train::example_batch b(dense_dim, rows.size());
-  for (std::size_t e = 0; e < n; ++e) {
-    b.begin_example(gen() % 2 ? 1.0f : 0.0f);
-    for (float& x : b.dense_row()) x = u(gen);
-    for (std::size_t t = 0; t < rows.size(); ++t) {
-      const std::size_t count = 1 + gen() % 3;
-      for (std::size_t k = 0; k < count; ++k)
-        b.add_id(t, static_cast<id_type>(gen() % rows[t]), weighted ? 0.5f + 0.5f * u(gen) : 1.0f);
-    }
-  }
-  return b;
-}
 
 struct tiny {
   std::vector<std::shared_ptr<simple_table>> tables;
@@ -65,65 +51,11 @@ models::dcn_v2_config tiny_config(std::size_t cross, std::size_t rank, models::d
   return c;
 }
 
-// loss = sum_b r_b * logit_b, so dL/dlogits = r.
-double weighted_sum(train::dcn_v2_model& m, train::example_batch& b, const std::vector<float>& r) {
-  train::dcn_v2_model::workspace ws;
-  auto logits = m.forward(b.inputs(), ws);
-  double s = 0;
-  for (std::size_t i = 0; i < b.size(); ++i) s += static_cast<double>(r[i]) * logits(i, 0);
-  return s;
-}
-
 void check_gradients(const models::dcn_v2_config& c, bool weighted) {
   tiny t = make_tables({7, 5}, 4);
   train::dcn_v2_model m(c, t.as_trainable(), 3);
   train::example_batch b = random_batch(5, 3, {7, 5}, 11, weighted);
-  std::vector<float> r = {0.3f, -0.7f, 1.1f, 0.5f, -0.2f};
-  train::dcn_v2_model::workspace ws;
-  for (auto* p : m.parameters()) p->zero_grad();
-  m.forward(b.inputs(), ws);
-  m.backward(ws, {r.data(), 5, 1});
-  const float eps = 1e-3f;
-  std::size_t checked = 0, bad = 0;
-  for (train::parameter* p : m.parameters()) {
-    for (std::size_t i = 0; i < p->size(); i += 1 + p->size() / 12) {
-      const float keep = p->value[i];
-      p->value[i] = keep + eps;
-      const double up = weighted_sum(m, b, r);
-      p->value[i] = keep - eps;
-      const double down = weighted_sum(m, b, r);
-      p->value[i] = keep;
-      const double fd = (up - down) / (2 * eps);
-      ++checked;
-      if (std::fabs(fd - p->grad[i]) > 5e-3 * std::max(1.0, std::fabs(fd))) {
-        ++bad;
-        MESSAGE(p->name, "[", i, "]: backward ", p->grad[i], " vs finite difference ", fd);
-      }
-    }
-  }
-  // Table gradients: perturb the rows the batch used.
-  for (std::size_t tt = 0; tt < t.tables.size(); ++tt) {
-    const cpu::sparse_gradient& g = ws.table_grads[tt];
-    for (std::size_t k = 0; k < g.ids.size(); ++k)
-      for (std::size_t c2 = 0; c2 < 4; c2 += 3) {
-        float& v = t.tables[tt]->values()(static_cast<std::size_t>(g.ids[k]), c2);
-        const float keep = v;
-        v = keep + eps;
-        const double up = weighted_sum(m, b, r);
-        v = keep - eps;
-        const double down = weighted_sum(m, b, r);
-        v = keep;
-        const double fd = (up - down) / (2 * eps);
-        ++checked;
-        if (std::fabs(fd - g.rows(k, c2)) > 5e-3 * std::max(1.0, std::fabs(fd))) {
-          ++bad;
-          MESSAGE("table ", tt, " id ", g.ids[k], " col ", c2, ": backward ", g.rows(k, c2), " vs finite difference ", fd);
-        }
-      }
-  }
-  CHECK(checked > 40);
-  // A ReLU kink inside +-eps can spoil a finite difference; allow one such element.
-  CHECK(bad <= 1);
+  recpipe::testing::check_model_gradients(m, t.tables, b);
 }
 
 }  // namespace
@@ -280,4 +212,57 @@ TEST_CASE("dcn_v2_model: bad input") {
     train::dcn_v2_model::workspace fresh;
     CHECK_THROWS_AS(m.backward(fresh, {d.data(), 3, 1}), error);
   }
+}
+
+TEST_CASE("mlp_model over dynamic and fixed tables with Adam and row-wise Adagrad: freeze maps ids") {
+  auto rows = std::make_shared<train::rowwise_adagrad>(train::rowwise_adagrad_options{.lr = 0.1});
+  auto users = std::make_shared<train::dynamic_table>(
+      train::dynamic_table_config{.dim = 4, .init = {.scale = 0.1f, .seed = 1}, .name = "user", .admit_after = 2}, rows);
+  auto items = std::make_shared<train::fixed_table>(
+      train::fixed_table::config{.rows = 10, .dim = 4, .init = {.scale = 0.1f, .seed = 2}, .name = "item"},
+      std::make_shared<train::rowwise_adagrad>(train::rowwise_adagrad_options{.lr = 0.1}));
+  train::mlp_model_config c;
+  c.dense_dim = 1;
+  c.tables = {{0, 4}, {10, 4}};
+  c.hidden = {8};
+  c.sigmoid = false;
+  train::mlp_model model(c, {users, items}, 4);
+  train::adam adam({.lr = 0.01});
+  train::dcn_v2_model::workspace ws;
+  // Huge, negative and repeated user ids: a dynamic table takes any 64-bit id.
+  const std::vector<id_type> user_ids = {std::int64_t{1} << 60, -5, 42, 42, 7};
+  auto make = [&] {
+    train::example_batch b(1, 2);
+    for (std::size_t e = 0; e < user_ids.size(); ++e) {
+      b.begin_example(e % 2 ? 1.0f : 0.0f);
+      b.dense_row()[0] = 0.25f * static_cast<float>(e);
+      b.add_id(0, user_ids[e]);
+      b.add_id(1, static_cast<id_type>(e));
+    }
+    return b;
+  };
+  for (int step = 0; step < 3; ++step) {
+    auto b = make();
+    CHECK_FALSE(train::train_step(model, ws, b, train::optimizer_step(adam)).skipped);
+  }
+  CHECK(users->size() == 4);  // admitted at the second sighting
+  auto b = make();
+  b.begin_example(1.0f);
+  b.add_id(0, 999);  // never seen: the zero row in training and in serving
+  b.add_id(1, 9);
+  auto logits = model.forward(b.inputs(), ws);
+  auto frozen = model.freeze();
+  REQUIRE(frozen.id_maps.size() == 2);
+  REQUIRE(frozen.id_maps[0].has_value());
+  CHECK_FALSE(frozen.id_maps[1].has_value());
+  CHECK(frozen.id_maps[0]->unknown == 4);
+  CHECK((*frozen.id_maps[0])(999) == 4);
+  CHECK(frozen.model.config().tables[0].rows == 5);
+  CHECK(frozen.model.config().tables[1].rows == 10);
+  matrix<float> served(b.size(), 1);
+  frozen.forward(b.inputs(), served.view());
+  for (std::size_t i = 0; i < b.size(); ++i) CHECK(served(i, 0) == doctest::Approx(logits(i, 0)).epsilon(1e-5));
+  // A NaN learning rate never reaches a weight: the optimizer refuses it.
+  CHECK_THROWS_WITH_AS(train::adam({.lr = std::numeric_limits<double>::quiet_NaN()}), doctest::Contains("lr"), error);
+  CHECK_THROWS_AS(adam.set_lr(std::numeric_limits<double>::quiet_NaN()), error);
 }
