@@ -7,6 +7,7 @@
 #include "models.hpp"
 
 #include <recpipe/train/dcn_v2_model.hpp>
+#include <recpipe/train/dlrm_model.hpp>
 #include <recpipe/train/fixed_table.hpp>
 #include <recpipe/train/inputs.hpp>
 #include <recpipe/train/mlp_model.hpp>
@@ -14,6 +15,7 @@
 #include <recpipe/train/trainer.hpp>
 
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 namespace experiment {
@@ -23,16 +25,20 @@ struct library_config {
   std::size_t dim = 16;                   // embedding width of every table
   std::vector<std::size_t> deep{64, 32};  // ReLU layers before the linear head
   std::size_t cross_layers = 2;           // DCN-v2 only (full rank, stacked)
+  std::size_t bottom = 32;                // DLRM only: bottom MLP bottom -> dim
   float lr = 0.05f;                       // row SGD of the tables
   float dense_lr = 0.01f;                 // SGD of the dense weights
   float init = 0.1f;                      // rows ~ N(0, init), deterministic per (table seed, id)
   std::uint64_t seed = 1;
 };
 
-//! @brief A train::mlp_model or train::dcn_v2_model (Net) on the stream: sparse features user id,
-//! item id (and the genre bag, mean-pooled, for the rich set), dense features the logged online
-//! features (rich set only). Trained by train::train_step on batches of one event, so every
-//! interval makes the same number of updates and only their timing differs.
+//! @brief A train::mlp_model, train::dcn_v2_model or train::dlrm_model (Net) on the stream:
+//! sparse features user id, item id (and the genre bag for the rich set: mean-pooled, DLRM
+//! summed), dense features the logged online features (rich set only; DLRM, which needs a dense
+//! input for its bottom MLP, gets a constant 1 with ids only, so that the dots of the bottom
+//! output with the embeddings can play the part of user and item biases). Trained by
+//! train::train_step on batches of one event, so every interval makes the same number of updates
+//! and only their timing differs.
 template <class Net>
 class library_model final : public model {
  public:
@@ -84,7 +90,8 @@ class library_model final : public model {
   }
 
  private:
-  std::size_t dense_width() const { return rich_ ? dense_dim : 0; }
+  static constexpr bool is_dlrm = std::is_same_v<Net, recpipe::train::dlrm_model>;
+  std::size_t dense_width() const { return rich_ ? dense_dim : (is_dlrm ? 1 : 0); }
 
   std::unique_ptr<Net> make_net() const {
     std::vector<recpipe::models::table_config> tc;
@@ -100,6 +107,15 @@ class library_model final : public model {
       mc.pooling = recpipe::cpu::pooling::mean;
       mc.hidden = c_.deep;
       return std::make_unique<Net>(mc, std::move(tables), c_.seed);
+    } else if constexpr (is_dlrm) {
+      recpipe::models::dlrm_config dc;
+      dc.dense_dim = dense_width();
+      dc.embedding_dim = c_.dim;
+      dc.bottom = {c_.bottom, c_.dim};
+      for (const auto& t : tables_) dc.table_rows.push_back(t->rows());
+      dc.top = c_.deep;
+      dc.top.push_back(1);
+      return std::make_unique<Net>(dc, std::move(tables), c_.seed);
     } else {
       recpipe::models::dcn_v2_config dc;
       dc.dense_dim = dense_width();
@@ -121,6 +137,8 @@ class library_model final : public model {
       for (id_type g : s.bag(e)) batch_.add_id(2, g);
       const auto row = batch_.dense_row();
       std::copy(s.dense[e].begin(), s.dense[e].end(), row.begin());
+    } else if constexpr (is_dlrm) {
+      batch_.dense_row()[0] = 1.0f;
     }
   }
 

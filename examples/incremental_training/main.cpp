@@ -148,14 +148,19 @@ std::vector<model_spec> available_models() {
                      c.dense_lr *= lr_scale;
                      return std::make_unique<library_model<recpipe::train::mlp_model>>(s, f, c);
                    }});
+  specs.push_back({"dlrm", 3, [](const stream& s, feature_set f, float lr_scale) -> std::unique_ptr<model> {
+                     library_config c;
+                     c.lr *= lr_scale;
+                     c.dense_lr *= lr_scale;
+                     return std::make_unique<library_model<recpipe::train::dlrm_model>>(s, f, c);
+                   }});
   specs.push_back({"dcn", 3, [](const stream& s, feature_set f, float lr_scale) -> std::unique_ptr<model> {
                      library_config c;
                      c.lr *= lr_scale;
                      c.dense_lr *= lr_scale;
                      return std::make_unique<library_model<recpipe::train::dcn_v2_model>>(s, f, c);
                    }});
-  // The example's own hand-written networks (a cross-check of the library, and DLRM until
-  // train::dlrm_model lands).
+  // The example's own hand-written networks: a cross-check of the library's models.
   for (auto [name, kind] : {std::pair{"mlp", net_kind::mlp}, std::pair{"dlrm", net_kind::dlrm}, std::pair{"dcn", net_kind::dcn}})
     specs.push_back({std::string("local-") + name, 3, [kind](const stream& s, feature_set f, float lr_scale) -> std::unique_ptr<model> {
                        net_config c;
@@ -425,13 +430,25 @@ int run(const options& o) {
         dat << k << ' ' << auc_of[c][k][0] << " \"" << o.intervals[k].label << "\"\n";
       dat << "\n\n";
     }
+    // One colour per model, dashed for ids only, solid for the rich feature set.
     std::ofstream gp(o.out / "auc.gp");
-    gp << "set terminal pngcairo size 900,560 font 'sans,11'\nset output 'auc.png'\n"
+    gp << "set terminal pngcairo size 1000,600 font 'sans,11'\nset output 'auc.png'\n"
        << "set title 'AUC vs training interval (" << (o.data ? "MovieLens" : "synthetic stream") << ")'\n"
        << "set xlabel 'training interval'\nset ylabel 'AUC (like = rating >= 4)'\nset grid\n"
-       << "set key outside right top\nset offsets 0.2, 0.2, 0, 0\n"
-       << "plot for [i=0:" << cells.size() - 1 << "] 'auc.dat' index i using 1:2:xtic(3) with linespoints lw 2 "
-       << "title columnheader(1)\n";
+       << "set key outside right center\nset offsets 0.3, 0.3, 0, 0\n";
+    const std::map<std::string, std::string> colours{{"mf", "#000000"},        {"mlp", "#1f77b4"},
+                                                     {"dcn", "#d62728"},       {"dlrm", "#2ca02c"},
+                                                     {"local-mlp", "#17becf"}, {"local-dlrm", "#98df8a"},
+                                                     {"local-dcn", "#ff7f0e"}};
+    gp << "plot ";
+    for (std::size_t c = 0; c < cells.size(); ++c) {
+      auto colour = colours.find(results[c].model);
+      gp << (c ? ", \\\n     " : "") << "'auc.dat' index " << c << " using 1:2:xtic(3) with linespoints lw "
+         << (results[c].model == "mf" ? 3 : 2) << " pt " << 5 + 2 * (c % 4) << " dt "
+         << (results[c].features == feature_set::ids ? 2 : 1) << " lc rgb '"
+         << (colour == colours.end() ? "#7f7f7f" : colour->second) << "' title columnheader(1)";
+    }
+    gp << "\n";
   }
   if (o.plot) {
     const std::string command = "cd '" + o.out.string() + "' && gnuplot auc.gp 2>&1";
@@ -466,6 +483,7 @@ int usage(const char* argv0) {
 
 int main(int argc, char** argv) {
   using namespace experiment;
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines show up when redirected to a log
   options o;
   std::string intervals = "1d,12h,6h,1h,30m,5m,event";
   bool intervals_given = false;
