@@ -517,7 +517,7 @@ int main(int argc, char** argv) {
       else o.data = a;
     }
     if (o.smoke) {
-      o.synthetic.events = 4'000;
+      o.synthetic.events = 2'000;
       o.synthetic.users = 150;
       o.synthetic.initial_items = 300;
       o.synthetic.new_items_per_day = 10;
@@ -525,7 +525,7 @@ int main(int argc, char** argv) {
       o.heavy = 20;
       o.phases = 1;
       o.plot = false;
-      if (!intervals_given) intervals = "1d,1h,5m,event";
+      if (!intervals_given) intervals = "1d,1h,event";
     }
     for (const auto& key : split(intervals, ',')) {
       auto iv = parse_interval(key);
