@@ -9,7 +9,8 @@
 //   example_incremental_training                                                 the synthetic drifting stream
 //   example_incremental_training --smoke                                         a tiny synthetic stream (ctest)
 //   options: --models mf,mlp,dlrm,dcn  --features ids,rich  --intervals 1d,12h,6h,1h,30m,5m,event
-//            --threads N  --out DIR  --heavy N  --warm-fraction F  --events N (synthetic)  --tune
+//            --threads N  --out DIR  --heavy N  --phases N  --warm-fraction F  --events N --seed N (synthetic)
+//            --tune (pick lr scale and warm-up epochs on the warm-up part)  --no-plot
 #include "library_models.hpp"
 #include "models.hpp"
 #include "stream.hpp"
@@ -162,11 +163,11 @@ std::vector<model_spec> available_models() {
                    }});
   // The example's own hand-written networks: a cross-check of the library's models.
   for (auto [name, kind] : {std::pair{"mlp", net_kind::mlp}, std::pair{"dlrm", net_kind::dlrm}, std::pair{"dcn", net_kind::dcn}})
-    specs.push_back({std::string("local-") + name, 3, [kind](const stream& s, feature_set f, float lr_scale) -> std::unique_ptr<model> {
+    specs.push_back({std::string("local-") + name, 3, [k = kind](const stream& s, feature_set f, float lr_scale) -> std::unique_ptr<model> {
                        net_config c;
                        c.lr *= lr_scale;
                        c.dense_lr *= lr_scale;
-                       return std::make_unique<local_net>(s, kind, f, c);
+                       return std::make_unique<local_net>(s, k, f, c);
                      }});
   return specs;
 }
