@@ -21,6 +21,10 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 using namespace recpipe;
 using recpipe::testing::simple_table;
 
@@ -277,6 +281,34 @@ TEST_CASE("trainer: progress lines when the stream is not a terminal") {
   CHECK(text.find('\r') == std::string::npos);
   CHECK(text.find("synthetic: 64 events") != std::string::npos);
   CHECK(text.find("4 steps (0 skipped), 0 bad") != std::string::npos);
+}
+
+TEST_CASE("trainer: progress updates one line in place on a terminal") {
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  const int slave = ::open(::ptsname(master), O_RDWR | O_NOCTTY);
+  REQUIRE(slave >= 0);
+  std::FILE* terminal = ::fdopen(slave, "w");
+  REQUIRE(terminal != nullptr);
+  fixture f;
+  train::trainer_options o = f.quiet(16);
+  o.progress = train::progress_mode::automatic;
+  o.progress_stream = terminal;
+  train::trainer<train::mlp_model, event> t(f.model, f.sgd(), fixture::featurize, o);
+  synthetic_stream s(64);
+  t.run(std::function<std::optional<event>()>(std::ref(s)));
+  std::fclose(terminal);
+  std::string text;
+  char buffer[1024];
+  for (ssize_t n; (n = ::read(master, buffer, sizeof buffer)) > 0;) {
+    text.append(buffer, static_cast<std::size_t>(n));
+    if (text.find('\n') != std::string::npos) break;
+  }
+  ::close(master);
+  CHECK(text.rfind("\rtrain: 64 events", 0) == 0);  // in place: carriage return, then the line
+  CHECK(text.find("4 steps (0 skipped)") != std::string::npos);
 }
 
 TEST_CASE("csv_source: replay, malformed lines skipped or fatal, timestamp order") {
