@@ -114,19 +114,24 @@ inline float softmax_cross_entropy(const char* where, matrix_view<const float> l
       if (want_grad) std::fill(dlogits.row(r).begin(), dlogits.row(r).end(), 0.0f);
       continue;
     }
+    // One fp32 exp per logit (a catalog can be 1e5 wide; double exp would double the cost),
+    // summed in double; the exponentials are kept in dlogits and scaled once the sum is known.
     const std::span<const float> x = logits.row(r);
-    double peak = -std::numeric_limits<double>::infinity();
-    for (float v : x) peak = std::max(peak, static_cast<double>(v));
+    const std::size_t target = static_cast<std::size_t>(t);
+    float peak = -std::numeric_limits<float>::infinity();
+    for (float v : x) peak = std::max(peak, v);
     double sum = 0.0;
-    for (float v : x) sum += std::exp(static_cast<double>(v) - peak);
-    const double log_z = peak + std::log(sum);
-    total += log_z - static_cast<double>(x[static_cast<std::size_t>(t)]);
     if (want_grad) {
       const std::span<float> d = dlogits.row(r);
-      for (std::size_t c = 0; c < classes; ++c)
-        d[c] = static_cast<float>(std::exp(static_cast<double>(x[c]) - log_z) * inv);
-      d[static_cast<std::size_t>(t)] = static_cast<float>((std::exp(static_cast<double>(x[static_cast<std::size_t>(t)]) - log_z) - 1.0) * inv);
+      for (std::size_t c = 0; c < classes; ++c) sum += d[c] = std::exp(x[c] - peak);
+      const double target_p = d[target] / sum;
+      const float scale = static_cast<float>(inv / sum);
+      for (std::size_t c = 0; c < classes; ++c) d[c] *= scale;
+      d[target] = static_cast<float>((target_p - 1.0) * inv);  // in double: p_t may be ~1
+    } else {
+      for (float v : x) sum += std::exp(v - peak);
     }
+    total += static_cast<double>(peak) + std::log(sum) - static_cast<double>(x[target]);
   }
   return static_cast<float>(total * inv);
 }

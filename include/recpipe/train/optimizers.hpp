@@ -11,6 +11,11 @@
 #include <string>
 #include <vector>
 
+#include <Eigen/Core>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #include <recpipe/config.hpp>
 #include <recpipe/core/errors.hpp>
 #include <recpipe/train/parameter.hpp>
@@ -29,9 +34,13 @@ namespace train {
 // step count) advances exactly as torch's does. A NaN, infinite or negative option is a
 // recpipe::error naming the option.
 //
-// Non-finite gradients: an optimizer called with finite gradients never writes a non-finite
-// weight. The trainer checks all_finite() before each step and skips (and counts) a step whose
-// gradients are not finite; step_if_finite() does both in one call.
+// Non-finite gradients: the trainer checks all_finite() before each step and skips (and counts)
+// a step whose gradients are not finite; step_if_finite() does both in one call. Called with
+// finite gradients, no optimizer writes a NaN: the adaptive ones (Adagrad, Adam, AdamW and the
+// row optimizers but row_sgd) divide by sqrt(accumulator) + eps with eps > 0 required (a
+// gradient so large that g^2 overflows gives an infinite accumulator and a zero step). SGD's
+// step is lr * g unbounded, so only an absurd gradient (|lr g| near 3e38) could overflow a
+// weight to +-inf; the next step's gradients are then non-finite and skipped.
 
 //! True when every gradient of every parameter is finite.
 //! @code
@@ -44,10 +53,48 @@ inline bool all_finite(std::span<parameter* const> params) noexcept {
 }
 
 namespace impl {
+// The element-wise updates run through Eigen arrays (vectorised; +, *, / and max are exactly
+// rounded, so the operation order alone decides the bits, and it is torch's). Square roots are
+// NOT Eigen's: with EIGEN_FAST_MATH (on by default) its packet sqrt is rsqrt + one Newton step,
+// 1-2 ulp off and wrong for inf; exact_sqrt uses the exactly rounded sqrt instructions instead
+// (a plain std::sqrt loop would not vectorise: errno). Chunks of 512 keep the several passes of
+// one update (moments, then weights) inside L1.
+inline void exact_sqrt(const float* x, float* out, std::size_t n) noexcept {
+  std::size_t k = 0;
+#if defined(__AVX__)
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(out + k, _mm256_sqrt_ps(_mm256_loadu_ps(x + k)));
+#endif
+#if defined(__SSE2__)
+  for (; k + 4 <= n; k += 4) _mm_storeu_ps(out + k, _mm_sqrt_ps(_mm_loadu_ps(x + k)));
+#endif
+  for (; k < n; ++k) out[k] = std::sqrt(x[k]);
+}
+template <class Derived>
+void exact_sqrt(const Eigen::ArrayBase<Derived>& x, Eigen::Ref<Eigen::ArrayXf> out) noexcept {
+  exact_sqrt(x.derived().data(), out.data(), static_cast<std::size_t>(x.size()));
+}
+using array_map = Eigen::Map<Eigen::ArrayXf>;
+using const_array_map = Eigen::Map<const Eigen::ArrayXf>;
+inline constexpr std::size_t update_chunk = 512;
+inline constexpr std::size_t row_chunk = 64;  // a stack buffer's worth of one embedding row
+template <class F>
+void for_each_chunk(std::size_t n, F&& f) {
+  for (std::size_t first = 0; first < n; first += update_chunk) {
+    const std::size_t count = std::min(update_chunk, n - first);
+    f(first, static_cast<Eigen::Index>(count));
+  }
+}
+
 inline void check_option(const char* where, const char* name, double value, bool below_one = false) {
   if (!std::isfinite(value) || value < 0.0 || (below_one && value >= 1.0))
     detail::fail(where, ": option ", name, " must be a finite number in [0, ", below_one ? "1)" : "inf)", " (got ",
                  value, ")");
+}
+// eps must be > 0 (torch accepts 0): with eps 0, a zero gradient on a zero accumulator is 0 / 0,
+// and an optimizer must never write NaN into a table.
+inline void check_eps(const char* where, double value) {
+  if (!std::isfinite(value) || !(value > 0.0))
+    detail::fail(where, ": option eps must be a finite number > 0 (got ", value, ")");
 }
 }  // namespace impl
 
@@ -184,19 +231,23 @@ class sgd final : public dense_optimizer {
   void update(std::span<parameter* const> params) override {
     const float wd = static_cast<float>(o_.weight_decay), mom = static_cast<float>(o_.momentum);
     const float keep = static_cast<float>(1.0 - o_.dampening), neg_lr = static_cast<float>(-lr_);
+    Eigen::ArrayXf d(static_cast<Eigen::Index>(impl::update_chunk));
     for (std::size_t i = 0; i < params.size(); ++i) {
-      float* w = params[i]->value.data();
-      const float* g = params[i]->grad.data();
-      const std::size_t n = params[i]->value.size();
-      for (std::size_t k = 0; k < n; ++k) {
-        float d = o_.weight_decay != 0.0 ? g[k] + wd * w[k] : g[k];
+      impl::for_each_chunk(params[i]->value.size(), [&](std::size_t at, Eigen::Index n) {
+        impl::array_map w(params[i]->value.data() + at, n);
+        const impl::const_array_map g(params[i]->grad.data() + at, n);
+        auto dk = d.head(n);
+        if (o_.weight_decay != 0.0) dk = g + wd * w;
+        else dk = g;
         if (o_.momentum != 0.0) {
-          float& buf = buffers_[i][k];
-          buf = steps_ == 1 ? d : buf * mom + keep * d;
-          d = o_.nesterov ? d + mom * buf : buf;
+          impl::array_map buf(buffers_[i].data() + at, n);
+          if (steps_ == 1) buf = dk;
+          else buf = buf * mom + keep * dk;
+          if (o_.nesterov) dk = dk + mom * buf;
+          else dk = buf;
         }
-        w[k] = w[k] + neg_lr * d;
-      }
+        w = w + neg_lr * dk;
+      });
     }
   }
   void visit_state(std::size_t i, const std::string& param, const state_visitor& visit) override {
@@ -228,7 +279,7 @@ class adagrad final : public dense_optimizer {
     impl::check_option("train::adagrad", "lr_decay", o_.lr_decay);
     impl::check_option("train::adagrad", "weight_decay", o_.weight_decay);
     impl::check_option("train::adagrad", "initial_accumulator_value", o_.initial_accumulator_value);
-    impl::check_option("train::adagrad", "eps", o_.eps);
+    impl::check_eps("train::adagrad", o_.eps);
   }
   const adagrad_options& options() const noexcept { return o_; }
   const char* name() const noexcept override { return "train::adagrad"; }
@@ -242,17 +293,18 @@ class adagrad final : public dense_optimizer {
     const double clr = lr_ / (1.0 + static_cast<double>(steps_ - 1) * o_.lr_decay);
     const float wd = static_cast<float>(o_.weight_decay), eps = static_cast<float>(o_.eps);
     const float neg_clr = static_cast<float>(-clr);
+    Eigen::ArrayXf d(static_cast<Eigen::Index>(impl::update_chunk)), root(d.size());
     for (std::size_t i = 0; i < params.size(); ++i) {
-      float* w = params[i]->value.data();
-      const float* g = params[i]->grad.data();
-      float* sum = sums_[i].data();
-      const std::size_t n = params[i]->value.size();
-      for (std::size_t k = 0; k < n; ++k) {
-        const float d = o_.weight_decay != 0.0 ? g[k] + wd * w[k] : g[k];
-        sum[k] = sum[k] + d * d;
-        const float std_ = std::sqrt(sum[k]) + eps;
-        w[k] = w[k] + neg_clr * (d / std_);
-      }
+      impl::for_each_chunk(params[i]->value.size(), [&](std::size_t at, Eigen::Index n) {
+        impl::array_map w(params[i]->value.data() + at, n), sum(sums_[i].data() + at, n);
+        const impl::const_array_map g(params[i]->grad.data() + at, n);
+        auto dk = d.head(n);
+        if (o_.weight_decay != 0.0) dk = g + wd * w;
+        else dk = g;
+        sum = sum + dk * dk;
+        impl::exact_sqrt(sum, root.head(n));
+        w = w + neg_clr * (dk / (root.head(n) + eps));
+      });
     }
   }
   void visit_state(std::size_t i, const std::string& param, const state_visitor& visit) override {
@@ -305,7 +357,7 @@ class adam : public dense_optimizer {
     impl::check_option(name_, "lr", o_.lr);
     impl::check_option(name_, "beta1", o_.beta1, true);
     impl::check_option(name_, "beta2", o_.beta2, true);
-    impl::check_option(name_, "eps", o_.eps);
+    impl::check_eps(name_, o_.eps);
     impl::check_option(name_, "weight_decay", o_.weight_decay);
   }
 
@@ -326,24 +378,29 @@ class adam : public dense_optimizer {
     const float one_b1 = static_cast<float>(1.0 - o_.beta1), one_b2 = static_cast<float>(1.0 - o_.beta2);
     const float eps = static_cast<float>(o_.eps), wd = static_cast<float>(o_.weight_decay);
     const float decay = static_cast<float>(1.0 - lr_ * o_.weight_decay);
+    Eigen::ArrayXf scratch(static_cast<Eigen::Index>(impl::update_chunk)), root(scratch.size());
     for (std::size_t i = 0; i < params.size(); ++i) {
-      float* w = params[i]->value.data();
-      const float* grad = params[i]->grad.data();
-      float *m = m_[i].data(), *v = v_[i].data(), *vmax = o_.amsgrad ? vmax_[i].data() : nullptr;
-      const std::size_t n = params[i]->value.size();
-      for (std::size_t k = 0; k < n; ++k) {
-        float g = grad[k];
+      impl::for_each_chunk(params[i]->value.size(), [&](std::size_t at, Eigen::Index n) {
+        impl::array_map w(params[i]->value.data() + at, n), m(m_[i].data() + at, n), v(v_[i].data() + at, n);
+        const impl::const_array_map grad(params[i]->grad.data() + at, n);
+        auto g = scratch.head(n);
+        g = grad;
         if (o_.weight_decay != 0.0) {
-          if (decoupled_) w[k] = w[k] * decay;
-          else g = g + wd * w[k];
+          if (decoupled_) w = w * decay;
+          else g = g + wd * w;
         }
-        m[k] = m[k] * b1 + one_b1 * g;
-        v[k] = v[k] * b2 + one_b2 * g * g;
-        float second = v[k];
-        if (vmax != nullptr) second = vmax[k] = std::max(vmax[k], v[k]);
-        const float denom = std::sqrt(second) / bias2_sqrt + eps;
-        w[k] = w[k] + neg_step * (m[k] / denom);
-      }
+        m = m * b1 + one_b1 * g;
+        v = v * b2 + one_b2 * g * g;
+        if (o_.amsgrad) {
+          // a plain loop: Eigen's AVX-512 max trips GCC 12's -Wmaybe-uninitialized under -march=native
+          float* vmax = vmax_[i].data() + at;
+          for (Eigen::Index k = 0; k < n; ++k) vmax[k] = std::max(vmax[k], v[k]);
+          impl::exact_sqrt(vmax, root.data(), static_cast<std::size_t>(n));
+        } else {
+          impl::exact_sqrt(v, root.head(n));
+        }
+        w = w + neg_step * (m / (root.head(n) / bias2_sqrt + eps));
+      });
     }
   }
   void visit_state(std::size_t i, const std::string& param, const state_visitor& visit) override {
@@ -383,21 +440,29 @@ inline void check_row(const char* where, std::span<float> row, std::span<float> 
 //! count that begin_step() advances (saved in snapshots beside the tables' per-row state).
 class basic_row_optimizer : public row_optimizer {
  public:
-  void begin_step() override { ++steps_; }
+  void begin_step() override {
+    ++steps_;
+    refresh();
+  }
   std::int64_t steps() const noexcept { return steps_; }
   void set_steps(std::int64_t steps) {
     if (steps < 0) detail::fail(name_, ": step count must be >= 0 (got ", steps, ")");
     steps_ = steps;
+    refresh();
   }
   double lr() const noexcept { return lr_; }
   void set_lr(double lr) {
     impl::check_option(name_, "lr", lr);
     lr_ = lr;
+    refresh();
   }
   const char* name() const noexcept { return name_; }
 
  protected:
   basic_row_optimizer(const char* name, double lr) : lr_(lr), name_(name) { impl::check_option(name_, "lr", lr); }
+  //! Recomputes the per-step coefficients (powers of beta, decayed lr) once per step rather than
+  //! once per row: update_row runs for every row of the batch.
+  virtual void refresh() {}
   void require_step() const {
     if (steps_ == 0) detail::fail(name_, ": update_row before the first begin_step()");
   }
@@ -440,7 +505,7 @@ struct rowwise_adagrad_options {
 class rowwise_adagrad final : public basic_row_optimizer {
  public:
   explicit rowwise_adagrad(rowwise_adagrad_options o = {}) : basic_row_optimizer("train::rowwise_adagrad", o.lr), o_(o) {
-    impl::check_option(name_, "eps", o_.eps);
+    impl::check_eps(name_, o_.eps);
     impl::check_option(name_, "initial_accumulator_value", o_.initial_accumulator_value);
   }
   std::size_t state_size(std::size_t) const override { return 1; }
@@ -450,11 +515,13 @@ class rowwise_adagrad final : public basic_row_optimizer {
   void update_row(std::span<float> row, std::span<float> state, std::span<const float> grad) const override {
     impl::check_row(name_, row, state, grad, 1);
     if (row.empty()) return;
-    float square = 0.0f;
-    for (float g : grad) square += g * g;
+    const auto n = static_cast<Eigen::Index>(row.size());
+    const impl::const_array_map g(grad.data(), n);
+    const float square = g.square().sum();  // Eigen sums in packets: no serial dependency chain
     state[0] = state[0] + square / static_cast<float>(row.size());
     const float multiplier = static_cast<float>(lr_) / (std::sqrt(state[0]) + static_cast<float>(o_.eps));
-    for (std::size_t k = 0; k < row.size(); ++k) row[k] = row[k] - multiplier * grad[k];
+    impl::array_map w(row.data(), n);
+    w = w - multiplier * g;
   }
   const rowwise_adagrad_options& options() const noexcept { return o_; }
 
@@ -481,7 +548,7 @@ class adagrad_rows final : public basic_row_optimizer {
  public:
   explicit adagrad_rows(adagrad_rows_options o = {}) : basic_row_optimizer("train::adagrad_rows", o.lr), o_(o) {
     impl::check_option(name_, "lr_decay", o_.lr_decay);
-    impl::check_option(name_, "eps", o_.eps);
+    impl::check_eps(name_, o_.eps);
     impl::check_option(name_, "initial_accumulator_value", o_.initial_accumulator_value);
   }
   std::size_t state_size(std::size_t dim) const override { return dim; }
@@ -491,17 +558,25 @@ class adagrad_rows final : public basic_row_optimizer {
   void update_row(std::span<float> row, std::span<float> state, std::span<const float> grad) const override {
     impl::check_row(name_, row, state, grad, row.size());
     require_step();
-    const float neg_clr = static_cast<float>(-(lr_ / (1.0 + static_cast<double>(steps_ - 1) * o_.lr_decay)));
-    const float eps = static_cast<float>(o_.eps);
-    for (std::size_t k = 0; k < row.size(); ++k) {
-      state[k] = state[k] + grad[k] * grad[k];
-      row[k] = row[k] + neg_clr * (grad[k] / (std::sqrt(state[k]) + eps));
+    const float neg_clr = neg_clr_, eps = static_cast<float>(o_.eps);
+    float buffer[impl::row_chunk];
+    for (std::size_t at = 0; at < row.size(); at += impl::row_chunk) {
+      const auto n = static_cast<Eigen::Index>(std::min(impl::row_chunk, row.size() - at));
+      const impl::const_array_map g(grad.data() + at, n);
+      impl::array_map w(row.data() + at, n), acc(state.data() + at, n), root(buffer, n);
+      acc = acc + g * g;
+      impl::exact_sqrt(acc.data(), buffer, static_cast<std::size_t>(n));
+      w = w + neg_clr * (g / (root + eps));
     }
   }
   const adagrad_rows_options& options() const noexcept { return o_; }
 
  private:
+  void refresh() override {
+    neg_clr_ = steps_ == 0 ? 0.0f : static_cast<float>(-(lr_ / (1.0 + static_cast<double>(steps_ - 1) * o_.lr_decay)));
+  }
   adagrad_rows_options o_;
+  float neg_clr_ = 0.0f;
 };
 
 //! Options of train::lazy_adam (torch.optim.SparseAdam's defaults).
@@ -526,7 +601,7 @@ class lazy_adam final : public basic_row_optimizer {
   explicit lazy_adam(lazy_adam_options o = {}) : basic_row_optimizer("train::lazy_adam", o.lr), o_(o) {
     impl::check_option(name_, "beta1", o_.beta1, true);
     impl::check_option(name_, "beta2", o_.beta2, true);
-    impl::check_option(name_, "eps", o_.eps);
+    impl::check_eps(name_, o_.eps);
   }
   std::size_t state_size(std::size_t dim) const override { return 2 * dim; }
   void init_state(std::span<float> state) const override { std::fill(state.begin(), state.end(), 0.0f); }
@@ -534,23 +609,35 @@ class lazy_adam final : public basic_row_optimizer {
     const std::size_t dim = row.size();
     impl::check_row(name_, row, state, grad, 2 * dim);
     require_step();
-    const double t = static_cast<double>(steps_);
-    const double bias1 = 1.0 - std::pow(o_.beta1, t), bias2 = 1.0 - std::pow(o_.beta2, t);
-    const float neg_step = static_cast<float>(-(lr_ * std::sqrt(bias2) / bias1));
+    const float neg_step = neg_step_;
     const float one_b1 = static_cast<float>(1.0 - o_.beta1), one_b2 = static_cast<float>(1.0 - o_.beta2);
     const float eps = static_cast<float>(o_.eps);
-    float *m = state.data(), *v = state.data() + dim;
-    for (std::size_t k = 0; k < dim; ++k) {
+    float buffer[impl::row_chunk];
+    for (std::size_t at = 0; at < dim; at += impl::row_chunk) {
+      const auto n = static_cast<Eigen::Index>(std::min(impl::row_chunk, dim - at));
+      const impl::const_array_map g(grad.data() + at, n);
+      impl::array_map w(row.data() + at, n), m(state.data() + at, n), v(state.data() + dim + at, n), root(buffer, n);
       // old += (1 - b) (new - old), in SparseAdam's order
-      m[k] = m[k] + (grad[k] - m[k]) * one_b1;
-      v[k] = v[k] + (grad[k] * grad[k] - v[k]) * one_b2;
-      row[k] = row[k] + neg_step * (m[k] / (std::sqrt(v[k]) + eps));
+      m = m + (g - m) * one_b1;
+      v = v + (g * g - v) * one_b2;
+      impl::exact_sqrt(v.data(), buffer, static_cast<std::size_t>(n));
+      w = w + neg_step * (m / (root + eps));
     }
   }
   const lazy_adam_options& options() const noexcept { return o_; }
 
  private:
+  void refresh() override {
+    if (steps_ == 0) {
+      neg_step_ = 0.0f;
+      return;
+    }
+    const double t = static_cast<double>(steps_);
+    const double bias1 = 1.0 - std::pow(o_.beta1, t), bias2 = 1.0 - std::pow(o_.beta2, t);
+    neg_step_ = static_cast<float>(-(lr_ * std::sqrt(bias2) / bias1));
+  }
   lazy_adam_options o_;
+  float neg_step_ = 0.0f;
 };
 
 }  // namespace train
