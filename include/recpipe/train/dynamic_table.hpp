@@ -168,6 +168,7 @@ class dynamic_table final : public trainable_table {
   const std::string& name() const { return cfg_.name; }
   const dynamic_table_config& settings() const { return cfg_; }
   row_optimizer& optimizer() override { return *optimizer_; }
+  const std::shared_ptr<row_optimizer>& optimizer_ptr() const { return optimizer_; }
   //! Rows held now (any thread).
   std::size_t size() const { return static_cast<std::size_t>(rows_.load(std::memory_order_relaxed)); }
   //! The clock that stamps rows (writer thread).

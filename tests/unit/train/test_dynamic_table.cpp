@@ -14,6 +14,7 @@
 
 #include <recpipe/cpu/embedding.hpp>
 #include <recpipe/train/dynamic_table.hpp>
+#include <recpipe/train/optimizers.hpp>
 
 #include "common/row_optimizers.hpp"
 
@@ -486,4 +487,40 @@ TEST_CASE("dynamic_table: counters add up over a mixed workload") {
   CHECK(s.evicted_ttl == 3);
   CHECK(s.pending == 0);
   CHECK(s.admitted - s.evicted == s.rows);
+}
+
+TEST_CASE("dynamic_table: with train/optimizers.hpp's row optimizers, state lives and dies with its row") {
+  auto opt = std::make_shared<train::lazy_adam>(train::lazy_adam_options{.lr = 0.05});
+  auto cfg = config(4);
+  cfg.max_rows = 2;
+  train::dynamic_table t(cfg, opt);
+  CHECK(t.state_size() == 8);
+  const std::vector<id_type> a = {min_id}, b = {-1};
+  pool_each(t, a);
+  std::vector<float> row = init_row(t, min_id), state(8, 0.0f);
+  matrix<float> g(1, 4);
+  for (int step = 1; step <= 3; ++step) {
+    for (std::size_t c = 0; c < 4; ++c) g(0, c) = 0.3f * float(step) - 0.2f * float(c);
+    t.optimizer().begin_step();
+    t.apply(a, g.view());
+    opt->update_row(row, state, g.row(0));
+    const auto rows = all_rows(t);
+    CHECK(std::vector<float>(rows.at(min_id).begin(), rows.at(min_id).begin() + 4) == row);
+    CHECK(std::vector<float>(rows.at(min_id).begin() + 4, rows.at(min_id).end()) == state);
+  }
+  // Evicted by the budget, re-admitted: fresh row and fresh (zero) moments.
+  pool_each(t, b);
+  const std::vector<id_type> c = {42};
+  pool_each(t, c);
+  CHECK(!t.contains(min_id));
+  pool_each(t, a);
+  const auto rows = all_rows(t);
+  CHECK(std::vector<float>(rows.at(min_id).begin(), rows.at(min_id).begin() + 4) == init_row(t, min_id));
+  for (std::size_t k = 4; k < 12; ++k) CHECK(rows.at(min_id)[k] == 0.0f);
+  // An optimizer error (SparseAdam before its first begin_step) propagates; no row is half-written.
+  auto fresh = std::make_shared<train::lazy_adam>();
+  train::dynamic_table u(config(4), fresh);
+  pool_each(u, a);
+  CHECK_THROWS_AS(u.apply(a, g.view()), recpipe::error);
+  CHECK(read(u, min_id) == init_row(u, min_id));
 }

@@ -103,6 +103,31 @@ TEST_CASE("dynamic_table: 2 serving threads read consistent rows while 1 trainer
   std::atomic<std::uint64_t> torn{0}, steps{0};
   std::vector<wait_histogram> waits(2);
 
+  {
+    // Baseline: the same reads with no writer, so the printed maximum under writing can be told
+    // apart from what the OS scheduler alone costs on this machine (preemption between the two
+    // clock reads).
+    std::vector<float> value(dim, 1.0f);
+    for (std::size_t i = 0; i < universe.size(); i += 2) table.load_row(universe[i], value);
+    std::vector<wait_histogram> idle(2);
+    std::vector<std::thread> readers;
+    for (std::size_t t = 0; t < 2; ++t)
+      readers.emplace_back([&, t] {
+        rng r{200 + t};
+        std::vector<float> row(dim);
+        const auto end = clock_type::now() + run_time / 5;
+        while (clock_type::now() < end) {
+          const auto start = clock_type::now();
+          table.read_row(universe[r.below(universe.size())], row);
+          idle[t].add(static_cast<std::uint64_t>(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - start).count()));
+        }
+      });
+    for (auto& reader : readers) reader.join();
+    idle[0].merge(idle[1]);
+    report("baseline: readers only, no writer", idle[0], 0, table);
+  }
+
   std::thread writer([&] {
     rng r{1};
     std::vector<id_type> ids(256), offsets(64);

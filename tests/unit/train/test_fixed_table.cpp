@@ -13,6 +13,7 @@
 
 #include <recpipe/cpu/embedding.hpp>
 #include <recpipe/train/fixed_table.hpp>
+#include <recpipe/train/optimizers.hpp>
 #include <recpipe/train/row_init.hpp>
 
 #include "common/row_optimizers.hpp"
@@ -251,4 +252,34 @@ TEST_CASE("fixed_table: serving copies in fp32, fp16 and int8 row-wise come from
   copy.view().dequantize_row(0, row);
   CHECK(row[0] != t.weights()(0, 0));
   CHECK(row[0] == doctest::Approx(t.weights()(0, 0) + 0.1f));
+}
+
+TEST_CASE("fixed_table: with train/optimizers.hpp's row-wise Adagrad and lazy Adam, state lives beside each row") {
+  for (int which = 0; which < 2; ++which) {
+    std::shared_ptr<train::basic_row_optimizer> opt;
+    if (which == 0)
+      opt = std::make_shared<train::rowwise_adagrad>(train::rowwise_adagrad_options{.lr = 0.1, .initial_accumulator_value = 0.5});
+    else
+      opt = std::make_shared<train::lazy_adam>(train::lazy_adam_options{.lr = 0.01});
+    INFO(opt->name());
+    train::fixed_table t({.rows = 12, .dim = 4, .init = {train::row_init::distribution::normal, 0.2f, 3}}, opt);
+    CHECK(t.state_size() == opt->state_size(4));
+    // Reference: the same optimizer on copies of the rows it is given, nothing else changes.
+    matrix<float> w(12, 4), s(12, t.state_size());
+    std::copy(t.weights().data(), t.weights().data() + 48, w.data());
+    std::copy(t.state().data(), t.state().data() + s.size(), s.data());
+    if (which == 0)
+      for (float v : s.values()) CHECK(v == 0.5f);
+    for (int step = 0; step < 5; ++step) {
+      const std::vector<id_type> ids = {static_cast<id_type>(step), 11, static_cast<id_type>(2 * step + 1)};
+      matrix<float> g(3, 4);
+      for (std::size_t i = 0; i < 3; ++i)
+        for (std::size_t c = 0; c < 4; ++c) g(i, c) = 0.1f * float(step + 1) - 0.07f * float(i * 4 + c);
+      t.optimizer().begin_step();
+      t.apply(ids, g.view());
+      for (std::size_t i = 0; i < 3; ++i) opt->update_row(w.row(std::size_t(ids[i])), s.row(std::size_t(ids[i])), g.row(i));
+      CHECK(std::vector<float>(t.weights().data(), t.weights().data() + 48) == w.values());
+      CHECK(std::vector<float>(t.state().data(), t.state().data() + s.size()) == s.values());
+    }
+  }
 }
