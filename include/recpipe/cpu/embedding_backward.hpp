@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <vector>
@@ -125,6 +126,41 @@ inline void embedding_bag_backward(std::span<const id_type> ids, std::span<const
       float* row = out.rows.data() + out.position_slots[i] * dim;
       for (std::size_t c = 0; c < dim; ++c) row[c] += w * g[c];
     }
+  }
+}
+
+//! @brief Backward of cpu::embedding_bags (several tables pooled into one [batch, sum of dims]
+//! output): out[t] receives table t's sparse gradient from columns [dim_0 + ... + dim_{t-1},
+//! + dim_t) of dout, with each input's own per-id weights.
+//! @param inputs  one per table (ids, offsets, weights), as given to embedding_bags
+//! @param dims    each table's dim, in the same order
+//! @param out     one per table; each is overwritten (reuse them across calls)
+//! @throws recpipe::error if the counts differ, the dims do not add up to dout.cols(), or an
+//! input is invalid (the message names its index).
+//! @code
+//! std::vector<recpipe::cpu::sparse_gradient> grads(inputs.size());
+//! recpipe::cpu::embedding_bags_backward(inputs, dims, recpipe::cpu::pooling::sum, dout.view(), grads);
+//! @endcode
+inline void embedding_bags_backward(std::span<const bag_input> inputs, std::span<const std::size_t> dims,
+                                    pooling mode, matrix_view<const float> dout, std::span<sparse_gradient> out) {
+  constexpr const char* where = "cpu::embedding_bags_backward";
+  if (inputs.size() != dims.size() || inputs.size() != out.size())
+    detail::fail(where, ": ", inputs.size(), " inputs, ", dims.size(), " dims and ", out.size(),
+                 " gradients (need one of each per table)");
+  impl::check_view(where, "dout", dout);
+  std::size_t total = 0;
+  for (std::size_t dim : dims) total += dim;
+  if (total != dout.cols())
+    detail::fail(where, ": the tables' dims add up to ", total, " but dout has ", dout.cols(), " columns");
+  std::size_t column = 0;
+  for (std::size_t t = 0; t < inputs.size(); ++t) {
+    try {
+      embedding_bag_backward(inputs[t].ids, inputs[t].offsets, inputs[t].weights, mode,
+                             {dout.data() + column, dout.rows(), dims[t], dout.stride()}, out[t]);
+    } catch (const error& e) {
+      detail::fail(where, ": inputs[", t, "]: ", e.what() + std::strlen("recpipe: "));
+    }
+    column += dims[t];
   }
 }
 

@@ -177,3 +177,31 @@ TEST_CASE("embedding_bag_weights_backward reads fp16 and int8 tables through the
     }
   }
 }
+
+TEST_CASE("embedding_bags_backward splits dout by table like embedding_bags") {
+  std::mt19937 rng(24);
+  const std::vector<id_type> ids0 = {1, 2, 1}, offsets0 = {0, 2}, ids1 = {0, 3}, offsets1 = {0, 0};
+  const std::vector<float> w1 = {2.0f, 0.5f};
+  const std::vector<cpu::bag_input> inputs = {{ids0, offsets0}, {ids1, offsets1, w1}};
+  const std::vector<std::size_t> dims = {3, 2};
+  ref::buffer dout(2, 5, 1);
+  ref::fill(dout, rng);
+  std::vector<cpu::sparse_gradient> grads(2);
+  cpu::embedding_bags_backward(inputs, dims, cpu::pooling::sum, dout.cview(), grads);
+  // each table on its own, on its columns
+  cpu::sparse_gradient g0, g1;
+  cpu::embedding_bag_backward(ids0, offsets0, {}, cpu::pooling::sum, {dout.data(), 2, 3, dout.stride}, g0);
+  cpu::embedding_bag_backward(ids1, offsets1, w1, cpu::pooling::sum, {dout.data() + 3, 2, 2, dout.stride}, g1);
+  CHECK(grads[0].ids == g0.ids);
+  CHECK(grads[0].rows.values() == g0.rows.values());
+  CHECK(grads[1].ids == g1.ids);
+  CHECK(grads[1].rows.values() == g1.rows.values());
+  CHECK(grads[1].rows(0, 0) == doctest::Approx(2.0f * dout(1, 3)));  // bag 0 of table 1 is empty
+  const std::vector<std::size_t> bad_dims = {3, 3};
+  CHECK_THROWS_WITH_AS(cpu::embedding_bags_backward(inputs, bad_dims, cpu::pooling::sum, dout.cview(), grads),
+                       doctest::Contains("add up to 6"), recpipe::error);
+  const std::vector<id_type> bad_offsets = {0, 9};
+  const std::vector<cpu::bag_input> bad_inputs = {{ids0, offsets0}, {ids1, bad_offsets}};
+  CHECK_THROWS_WITH_AS(cpu::embedding_bags_backward(bad_inputs, dims, cpu::pooling::sum, dout.cview(), grads),
+                       doctest::Contains("inputs[1]: cpu::embedding_bag_backward: offsets[1] = 9"), recpipe::error);
+}
