@@ -19,6 +19,7 @@
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/embedding.hpp>
 #include <recpipe/io/safetensors.hpp>
+#include <recpipe/models/mlp.hpp>
 #include <recpipe/models/two_tower.hpp>
 #include <recpipe/train/dynamic_table.hpp>
 #include <recpipe/train/fixed_table.hpp>
@@ -126,7 +127,9 @@ struct frozen {
       mapped[t] = map_ids(t, bags[t].ids);
       bags[t].ids = mapped[t];
     }
-    if constexpr (std::is_same_v<Serving, models::two_tower>) {
+    if constexpr (std::is_same_v<Serving, models::mlp>) {
+      model.forward(in.dense, out);  // dense only (no sparse features: checked above)
+    } else if constexpr (std::is_same_v<Serving, models::two_tower>) {
       // Combined inputs: user dense columns, then item; user bags, then item bags.
       const models::two_tower_config& c = model.config();
       const std::size_t nu = c.user.tables.size();

@@ -3,6 +3,7 @@
 // learning on a synthetic task, bad input.
 #include <doctest/doctest.h>
 
+#include <recpipe/train/dense_mlp_model.hpp>
 #include <recpipe/train/dlrm_model.hpp>
 #include <recpipe/train/dynamic_table.hpp>
 #include <recpipe/train/metrics.hpp>
@@ -158,4 +159,47 @@ TEST_CASE("dlrm_model: bad input") {
     b.add_id(0, -1);
     CHECK_THROWS_WITH_AS(m.forward(b.inputs(), ws), doctest::Contains("sparse feature 0"), error);
   }
+}
+
+TEST_CASE("dense_mlp_model: models::mlp's names, frozen parity, gradients, bad input") {
+  models::mlp_config c;
+  c.input_dim = 3;
+  c.dims = {5, 4, 1};
+  c.final_activation = cpu::activation::sigmoid;
+  train::dense_mlp_model m(c, 2);
+  std::vector<std::string> names;
+  for (auto* p : m.parameters()) names.push_back(p->name);
+  CHECK(names == std::vector<std::string>{"layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias",
+                                          "layers.4.weight", "layers.4.bias"});
+  train::example_batch b = random_batch(6, 3, {}, 5);
+  train::dense_mlp_model::workspace ws;
+  auto logits = m.forward(b.inputs(), ws);
+  auto frozen = m.freeze();
+  matrix<float> served(6, 1);
+  frozen.forward(b.inputs(), served.view());
+  for (std::size_t i = 0; i < 6; ++i) CHECK(served(i, 0) == doctest::Approx(1.0 / (1.0 + std::exp(-logits(i, 0)))).epsilon(1e-5));
+  recpipe::testing::check_model_gradients(m, {}, b);
+  c.dims = {5, 2};
+  CHECK_THROWS_WITH_AS(train::dense_mlp_model(c, 1), doctest::Contains("one logit"), error);
+  train::example_batch wrong = random_batch(2, 4, {}, 5);
+  CHECK_THROWS_WITH_AS(m.forward(wrong.inputs(), ws), doctest::Contains("dense must be 2 x 3"), error);
+  // A trainer learns y = [x0 > 0] with it.
+  train::adam adam({.lr = 0.01});
+  std::mt19937 gen(1);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  float first = 0, last = 0;
+  for (int step = 0; step < 200; ++step) {
+    train::example_batch batch(3, 0);
+    for (int e = 0; e < 32; ++e) {
+      const float x0 = u(gen);
+      batch.begin_example(x0 > 0 ? 1.0f : 0.0f);
+      batch.dense_row()[0] = x0;
+      batch.dense_row()[1] = u(gen);
+      batch.dense_row()[2] = u(gen);
+    }
+    const float loss = train::train_step(m, ws, batch, train::optimizer_step(adam)).loss;
+    if (step < 10) first += loss / 10;
+    if (step >= 190) last += loss / 10;
+  }
+  CHECK(last < 0.5f * first);
 }

@@ -7,6 +7,7 @@
 #include <recpipe/train/trainer.hpp>
 
 #include "../../common/train_fixtures.hpp"
+#include "../../common/trainer_fixtures.hpp"
 
 #include <chrono>
 #include <cmath>
@@ -21,76 +22,17 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 using namespace recpipe;
-using recpipe::testing::simple_table;
 
 namespace {
 
-struct event {
-  std::int64_t user = 0, item = 0;
-  float label = 0, feature = 0;
-  std::int64_t time = 0;
-};
-
-constexpr std::size_t num_users = 60, num_items = 40;
-
-struct fixture {
-  std::shared_ptr<simple_table> users = std::make_shared<simple_table>(num_users, 8, 5.0f, 1);
-  std::shared_ptr<simple_table> items = std::make_shared<simple_table>(num_items, 8, 5.0f, 2);
-  train::mlp_model model{[] {
-                           train::mlp_model_config c;
-                           c.dense_dim = 1;
-                           c.tables = {{num_users, 8}, {num_items, 8}};
-                           c.hidden = {16, 8};
-                           return c;
-                         }(),
-                         {users, items}, 3};
-  float lr = 0.5f;
-  train::dense_step_fn sgd() {
-    return [this](std::span<train::parameter* const> ps) {
-      for (auto* p : ps)
-        for (std::size_t i = 0; i < p->size(); ++i) p->value[i] -= lr * p->grad[i];
-    };
-  }
-  static void featurize(const event& e, train::example_batch& b) {
-    b.begin_example(e.label);
-    b.dense_row()[0] = e.feature;
-    b.add_id(0, e.user);
-    b.add_id(1, e.item);
-  }
-  train::trainer_options quiet(std::size_t batch = 32) {
-    train::trainer_options o;
-    o.batch_size = batch;
-    o.progress = train::progress_mode::off;
-    return o;
-  }
-};
-
-// A learnable stream: like when the user's and the item's hidden signs agree.
-struct synthetic_stream {
-  std::mt19937 gen{17};
-  std::vector<int> user_sign = signs(num_users, 1), item_sign = signs(num_items, 2);
-  std::size_t left;
-  std::int64_t time = 0;
-  explicit synthetic_stream(std::size_t n) : left(n) {}
-  static std::vector<int> signs(std::size_t n, unsigned seed) {
-    std::mt19937 g(seed);
-    std::vector<int> s(n);
-    for (int& x : s) x = g() % 2 ? 1 : -1;
-    return s;
-  }
-  std::optional<event> operator()() {
-    if (left == 0) return std::nullopt;
-    --left;
-    event e;
-    e.user = static_cast<std::int64_t>(gen() % num_users);
-    e.item = static_cast<std::int64_t>(gen() % num_items);
-    e.label = user_sign[static_cast<std::size_t>(e.user)] == item_sign[static_cast<std::size_t>(e.item)] ? 1.0f : 0.0f;
-    e.feature = 0.1f;
-    e.time = ++time;
-    return e;
-  }
-};
+using recpipe::testing::event;
+using recpipe::testing::fixture;
+using recpipe::testing::synthetic_stream;
 
 std::filesystem::path write_file(const std::string& name, const std::string& text) {
   const auto path = std::filesystem::temp_directory_path() / ("recpipe_test_trainer_" + name);
@@ -131,34 +73,6 @@ TEST_CASE("trainer: a callable source on a learnable stream: loss falls, AUC > 0
   CHECK(s.running_loss < 0.7 * early.running_loss);
   CHECK(s.running_auc > 0.7);
   CHECK(s.events_per_second > 0);
-}
-
-TEST_CASE("trainer: start/stop/join on its own thread, with_model between steps") {
-  fixture f;
-  train::trainer<train::mlp_model, event> t(f.model, f.sgd(), fixture::featurize, f.quiet(8));
-  synthetic_stream endless(std::numeric_limits<std::size_t>::max());
-  t.start(std::function<std::optional<event>()>(std::ref(endless)));
-  CHECK_THROWS_AS(t.start([]() -> std::optional<event> { return std::nullopt; }), error);
-  while (t.stats().steps < 5) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  auto frozen = t.with_model([](train::mlp_model& m) { return m.freeze(); });
-  CHECK(frozen.id_maps.size() == 2);
-  t.stop();
-  t.join();
-  CHECK_FALSE(t.running());
-  const auto s = t.stats();
-  CHECK(s.steps >= 5);
-  CHECK(s.examples == s.events);  // the partial batch was trained at stop
-}
-
-TEST_CASE("trainer: an error in the source ends the thread and join rethrows it") {
-  fixture f;
-  train::trainer<train::mlp_model, event> t(f.model, f.sgd(), fixture::featurize, f.quiet());
-  int calls = 0;
-  t.start([&]() -> std::optional<event> {
-    if (++calls > 3) throw error("recpipe: source broke");
-    return event{1, 2, 1.0f, 0.0f, 0};
-  });
-  CHECK_THROWS_WITH_AS(t.join(), doctest::Contains("source broke"), error);
 }
 
 TEST_CASE("trainer: empty stream") {
@@ -277,6 +191,34 @@ TEST_CASE("trainer: progress lines when the stream is not a terminal") {
   CHECK(text.find('\r') == std::string::npos);
   CHECK(text.find("synthetic: 64 events") != std::string::npos);
   CHECK(text.find("4 steps (0 skipped), 0 bad") != std::string::npos);
+}
+
+TEST_CASE("trainer: progress updates one line in place on a terminal") {
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  const int slave = ::open(::ptsname(master), O_RDWR | O_NOCTTY);
+  REQUIRE(slave >= 0);
+  std::FILE* terminal = ::fdopen(slave, "w");
+  REQUIRE(terminal != nullptr);
+  fixture f;
+  train::trainer_options o = f.quiet(16);
+  o.progress = train::progress_mode::automatic;
+  o.progress_stream = terminal;
+  train::trainer<train::mlp_model, event> t(f.model, f.sgd(), fixture::featurize, o);
+  synthetic_stream s(64);
+  t.run(std::function<std::optional<event>()>(std::ref(s)));
+  std::fclose(terminal);
+  std::string text;
+  char buffer[1024];
+  for (ssize_t n; (n = ::read(master, buffer, sizeof buffer)) > 0;) {
+    text.append(buffer, static_cast<std::size_t>(n));
+    if (text.find('\n') != std::string::npos) break;
+  }
+  ::close(master);
+  CHECK(text.rfind("\rtrain: 64 events", 0) == 0);  // in place: carriage return, then the line
+  CHECK(text.find("4 steps (0 skipped)") != std::string::npos);
 }
 
 TEST_CASE("csv_source: replay, malformed lines skipped or fatal, timestamp order") {
