@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // ODR check, first translation unit: builds an index and runs a pipeline; main() is here.
 #include <recpipe/recpipe.hpp>
+#include <recpipe/train.hpp>  // the training umbrella too: its inline functions and statics must link twice
 
 #include <cstdio>
 #include <vector>

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // ODR check, second translation unit: the same headers, the same templates instantiated again.
 #include <recpipe/recpipe.hpp>
+#include <recpipe/train.hpp>  // the training umbrella too: its inline functions and statics must link twice
 
 #include <vector>
 
