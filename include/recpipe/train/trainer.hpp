@@ -13,6 +13,7 @@
 #include <exception>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -113,6 +114,13 @@ struct trainer_options {
   std::string label = "train";        //!< prefix of the progress line
 };
 
+//! The shape of a trainer's example_batch when its step is the caller's (see trainer's second
+//! constructor): dense columns and sparse features per example.
+struct batch_shape {
+  std::size_t dense_dim = 0;
+  std::size_t num_sparse = 0;
+};
+
 //! Counters and running metrics of a trainer (a consistent copy).
 struct trainer_stats {
   std::uint64_t events = 0;          //!< events read from the source (valid and bad)
@@ -127,10 +135,20 @@ struct trainer_stats {
   double seconds = 0.0;
 };
 
-//! @brief A streaming trainer for a ranking model with one logit per example: pulls events from a
-//! source, turns each into a labelled example with the user's featurizer, and every `batch_size`
-//! examples runs train_step (zero grads, forward, BCE-with-logits loss, backward, finite check,
-//! dense and table optimizer steps).
+//! @brief A streaming trainer: pulls events from a source, turns each into a labelled example
+//! with the user's featurizer, and every `batch_size` examples runs one training step. By default
+//! (a trainable_model and a dense_step_fn) the step is train_step (zero grads, forward,
+//! BCE-with-logits loss, backward, finite check, dense and table optimizer steps).
+//!
+//! **Pluggable step.** The second constructor takes any `step_fn` (`step_result(example_batch&,
+//! std::vector<float>& scores)`) and the batch_shape it needs, for models and losses train_step
+//! does not cover: the two-tower's train_step_sampled_softmax, or the session transformer's
+//! next_item_loss with a session as one bag of item ids. The step reports the batch loss,
+//! `examples` (the batch size) and `skipped`; it may fill `scores` with one score per example
+//! for the running AUC against the batch's labels (left empty: no AUC). The step must write no
+//! weight when a gradient is not finite (dense_optimizer::step_if_finite). An error it throws ends
+//! the thread (join() rethrows it), so event-level checks (ids in range, empty sessions) belong
+//! in the featurizer, where a recpipe::error only drops the event as bad.
 //!
 //! **Sources.** Any callable returning std::optional<Event> (std::nullopt = end of stream), e.g. a
 //! generator, a queue pop, or train::csv_source (a file replay). A source that blocks waiting for
@@ -156,23 +174,40 @@ struct trainer_stats {
 //!       b.begin_example(r.stars >= 4 ? 1.0f : 0.0f); b.add_id(0, r.user); b.add_id(1, r.item); });
 //! t.start(recpipe::train::csv_source<rating>("ratings.csv", parse));
 //! t.join();
+//! // A custom step: the session transformer, one session (a bag of item ids) per example.
+//! recpipe::train::trainer<recpipe::train::session_transformer_model, session> s(model, {0, 1},
+//!     [&](recpipe::train::example_batch& b, std::vector<float>&) { return my_next_item_step(b); },
+//!     [](const session& e, recpipe::train::example_batch& b) {
+//!       b.begin_example(0.0f); for (auto i : e.items) b.add_id(0, i); });
 //! @endcode
-template <trainable_model Model, class Event>
+template <class Model, class Event>
 class trainer {
  public:
   using source_fn = std::function<std::optional<Event>()>;
   using featurize_fn = std::function<void(const Event&, example_batch&)>;
   using timestamp_fn = std::function<std::int64_t(const Event&)>;
+  //! One training step on a full (or, at the end, partial) non-empty batch; see the class doc.
+  using step_fn = std::function<step_result(example_batch& batch, std::vector<float>& scores)>;
 
+  //! The default step: train_step(model, ws, batch, dense_step) with BCE on one logit per example.
   trainer(Model& model, dense_step_fn dense_step, featurize_fn featurize, trainer_options options = {},
           timestamp_fn timestamp = {})
+    requires trainable_model<Model>
+      : trainer(model, batch_shape{model.dense_dim(), model.num_sparse_features()},
+                default_step(model, std::move(dense_step)), std::move(featurize), std::move(options),
+                std::move(timestamp)) {}
+
+  //! A custom step on batches of `shape` (any model; e.g. a sampled-softmax or next-item step).
+  trainer(Model& model, batch_shape shape, step_fn step, featurize_fn featurize, trainer_options options = {},
+          timestamp_fn timestamp = {})
       : model_(model),
-        dense_step_(std::move(dense_step)),
+        step_(std::move(step)),
         featurize_(std::move(featurize)),
         timestamp_(std::move(timestamp)),
         options_(std::move(options)),
-        batch_(model.dense_dim(), model.num_sparse_features()),
+        batch_(shape.dense_dim, shape.num_sparse),
         auc_(options_.auc_window == 0 ? 1 : options_.auc_window) {
+    if (!step_) detail::fail("train::trainer: no step given");
     if (!featurize_) detail::fail("train::trainer: no featurizer given");
     if (options_.batch_size == 0) detail::fail("train::trainer: batch_size must be at least 1");
     if (!(options_.loss_decay >= 0.0 && options_.loss_decay < 1.0))
@@ -273,6 +308,14 @@ class trainer {
  private:
   using clock = std::chrono::steady_clock;
 
+  // The workspace lives in the step (shared_ptr: std::function needs a copyable callable).
+  static step_fn default_step(Model& model, dense_step_fn dense_step) {
+    return [&model, dense_step = std::move(dense_step), ws = std::make_shared<typename Model::workspace>()](
+               example_batch& batch, std::vector<float>& scores) {
+      return train_step(model, *ws, batch, dense_step, &scores);
+    };
+  }
+
   void loop(source_fn& source) {
     running_.store(true);
     struct reset {
@@ -334,7 +377,8 @@ class trainer {
   }
 
   step_result step(example_batch& batch) {
-    const step_result r = train_step(model_, ws_, batch, dense_step_, &logits_);
+    logits_.clear();
+    const step_result r = step_(batch, logits_);
     std::lock_guard lock(stats_mutex_);
     stats_.examples += r.examples;
     if (r.examples == 0) return r;
@@ -346,8 +390,7 @@ class trainer {
     stats_.running_loss = std::isnan(stats_.running_loss)
                               ? r.loss
                               : options_.loss_decay * stats_.running_loss + (1.0 - options_.loss_decay) * r.loss;
-    const std::span<const float> labels = batch.labels();
-    auc_.add(logits_, labels.first(logits_.size()));
+    if (!logits_.empty() && logits_.size() == batch.size()) auc_.add(logits_, batch.labels());
     return r;
   }
 
@@ -388,12 +431,11 @@ class trainer {
   }
 
   Model& model_;
-  dense_step_fn dense_step_;
+  step_fn step_;
   featurize_fn featurize_;
   timestamp_fn timestamp_;
   trainer_options options_;
   example_batch batch_;
-  typename Model::workspace ws_;
   std::vector<float> logits_;
   running_auc auc_;  // guarded by stats_mutex_
 
