@@ -71,6 +71,21 @@ concept trainable_model = requires(M& m, const M& cm, typename M::workspace& ws,
 };
 
 namespace impl {
+// The second half of every training step (train_step, train_step_sampled_softmax): only when the
+// loss and every dense and table gradient are finite, the dense optimizer step and then the
+// tables' row updates; otherwise nothing is written and the step is marked skipped.
+template <class Model, class Workspace>
+void apply_if_finite(Model& model, Workspace& ws, std::span<parameter* const> params, const dense_step_fn& dense_step,
+                     step_result& result) {
+  bool finite = std::isfinite(result.loss) && model.table_gradients_finite(ws);
+  for (const parameter* p : params) finite = finite && p->grad_is_finite();
+  if (!finite) {
+    result.skipped = true;
+    return;
+  }
+  if (dense_step) dense_step(params);
+  model.apply_table_gradients(ws);
+}
 
 // Checks the dense part of model inputs against the model (the sparse count is checked by the
 // features' forward, which names the feature).

@@ -85,14 +85,7 @@ step_result train_step(Model& model, typename Model::workspace& ws, example_batc
   dlogits.resize(batch.size());
   result.loss = bce_with_logits(scores, batch.labels(), dlogits);
   model.backward(ws, matrix_view<const float>(dlogits.data(), batch.size(), 1));
-  bool finite = std::isfinite(result.loss) && model.table_gradients_finite(ws);
-  for (const parameter* p : params) finite = finite && p->grad_is_finite();
-  if (!finite) {
-    result.skipped = true;
-    return result;
-  }
-  if (dense_step) dense_step(params);
-  model.apply_table_gradients(ws);
+  impl::apply_if_finite(model, ws, params, dense_step, result);
   return result;
 }
 

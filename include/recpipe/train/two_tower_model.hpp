@@ -286,14 +286,7 @@ inline step_result train_step_sampled_softmax(two_tower_model& model, two_tower_
   for (parameter* p : params) p->zero_grad();
   model.forward(batch.inputs(), ws);
   result.loss = model.backward_sampled_softmax(ws, item_ids, log_q);
-  bool finite = std::isfinite(result.loss) && model.table_gradients_finite(ws);
-  for (const parameter* p : params) finite = finite && p->grad_is_finite();
-  if (!finite) {
-    result.skipped = true;
-    return result;
-  }
-  if (dense_step) dense_step(params);
-  model.apply_table_gradients(ws);
+  impl::apply_if_finite(model, ws, params, dense_step, result);
   return result;
 }
 
