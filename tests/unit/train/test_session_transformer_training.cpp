@@ -13,6 +13,7 @@
 #include <recpipe/models/session_transformer.hpp>
 #include <recpipe/train/optimizers.hpp>
 #include <recpipe/train/session_transformer_model.hpp>
+#include "../../common/learning_fixtures.hpp"
 
 namespace train = recpipe::train;
 namespace models = recpipe::models;
@@ -170,13 +171,7 @@ TEST_CASE("session_transformer_model gradients match finite differences of the n
 }
 
 TEST_CASE("session_transformer_model learns a synthetic next-item task (i is followed by i + 1 mod N)") {
-  models::session_transformer_config c;
-  c.num_items = 20;
-  c.embedding_dim = 16;
-  c.max_length = 8;
-  c.num_heads = 2;
-  c.ffn_dim = 32;
-  c.num_layers = 1;
+  const models::session_transformer_config c = recpipe::testing::small_session_config(20);
   train::session_transformer_model model(c, 11);
   train::adam opt({.lr = 1e-2});
   std::mt19937 rng(43);

@@ -10,6 +10,7 @@
 #include <recpipe/train/session_transformer_model.hpp>
 #include <recpipe/train/trainer.hpp>
 #include <recpipe/train/two_tower_model.hpp>
+#include "../../common/learning_fixtures.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -59,13 +60,7 @@ train::step_result next_item_step(train::session_transformer_model& model, train
 
 TEST_CASE("trainer with a custom step trains the session transformer on its own thread from a click stream") {
   constexpr std::size_t n = 20;
-  models::session_transformer_config c;
-  c.num_items = n;
-  c.embedding_dim = 16;
-  c.max_length = 8;
-  c.num_heads = 2;
-  c.ffn_dim = 32;
-  c.num_layers = 1;
+  const models::session_transformer_config c = recpipe::testing::small_session_config(n);
   train::session_transformer_model model(c, 11);
   train::adam opt({.lr = 1e-2});
 
@@ -148,17 +143,7 @@ TEST_CASE("trainer with a custom step trains the session transformer on its own 
 
 TEST_CASE("trainer with a custom step trains the two-tower with sampled softmax and in-batch negatives") {
   constexpr std::size_t n = 30;
-  auto table = [](std::uint64_t seed) {
-    return std::make_shared<train::dynamic_table>(train::dynamic_table_config{.dim = 8, .init = {.scale = 0.1f, .seed = seed}},
-                                                  std::make_shared<train::rowwise_adagrad>(train::rowwise_adagrad_options{.lr = 0.2}));
-  };
-  models::two_tower_config c;
-  c.user.tables = {{0, 8}};
-  c.user.dims = {16, 8};
-  c.item.tables = {{0, 8}};
-  c.item.dims = {8};
-  c.normalize = true;
-  train::two_tower_model model(c, {table(1)}, {table(2)}, 5, 0.1f);
+  train::two_tower_model model = recpipe::testing::small_retrieval_two_tower();
   train::adam adam({.lr = 0.01});
 
   // A stream of (user, item) clicks: each user clicks one favourite item; every 40th event has a

@@ -7,6 +7,7 @@
 #include <recpipe/train/optimizers.hpp>
 #include <recpipe/train/trainer.hpp>
 #include <recpipe/train/two_tower_model.hpp>
+#include "../../common/learning_fixtures.hpp"
 
 #include "../../common/train_fixtures.hpp"
 
@@ -89,17 +90,7 @@ TEST_CASE("two_tower_model: backward matches finite differences") {
 TEST_CASE("two_tower_model: sampled-softmax retrieval training learns which item each user takes") {
   // 30 users, each with one favourite of 30 items; dynamic id tables, Adam, row-wise Adagrad.
   const std::size_t n = 30;
-  auto table = [](std::uint64_t seed) {
-    return std::make_shared<train::dynamic_table>(train::dynamic_table_config{.dim = 8, .init = {.scale = 0.1f, .seed = seed}},
-                                                  std::make_shared<train::rowwise_adagrad>(train::rowwise_adagrad_options{.lr = 0.2}));
-  };
-  models::two_tower_config c;
-  c.user.tables = {{0, 8}};
-  c.user.dims = {16, 8};
-  c.item.tables = {{0, 8}};
-  c.item.dims = {8};
-  c.normalize = true;
-  train::two_tower_model model(c, {table(1)}, {table(2)}, 5, 0.1f);
+  train::two_tower_model model = recpipe::testing::small_retrieval_two_tower();
   train::adam adam({.lr = 0.01});
   train::two_tower_model::workspace ws;
   std::mt19937 gen(4);
