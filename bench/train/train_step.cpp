@@ -55,10 +55,7 @@
 #include <recpipe/train/losses.hpp>
 #include <recpipe/train/optimizers.hpp>
 #include <recpipe/train/trainer.hpp>
-#if __has_include(<recpipe/train/dlrm_model.hpp>)
 #include <recpipe/train/dlrm_model.hpp>
-#define RECPIPE_BENCH_HAS_DLRM 1
-#endif
 
 #ifndef RECPIPE_TRAIN_BENCH_WORK
 #define RECPIPE_TRAIN_BENCH_WORK "train_bench_work"
@@ -456,7 +453,6 @@ struct dcn_case {
     return g;
   }
 };
-#ifdef RECPIPE_BENCH_HAS_DLRM
 struct dlrm_case {
   using model_type = train::dlrm_model;
   static constexpr const char* name = "DLRM";
@@ -490,7 +486,6 @@ struct dlrm_case {
     return g;
   }
 };
-#endif
 
 enum class table_opt { adagrad_rows, rowwise_adagrad };
 
@@ -761,11 +756,7 @@ int main(int argc, char** argv) {
     if (m == "dcn_v2") {
       run_model<dcn_case>(s, data, data_path, rows, agreement_failed);
     } else if (m == "dlrm") {
-#ifdef RECPIPE_BENCH_HAS_DLRM
       run_model<dlrm_case>(s, data, data_path, rows, agreement_failed);
-#else
-      std::printf("\n## DLRM: skipped (train/dlrm_model.hpp is not in this tree yet)\n");
-#endif
     } else {
       std::fprintf(stderr, "bench_train_step: unknown model %s (dcn_v2, dlrm)\n", m.c_str());
       return 2;
