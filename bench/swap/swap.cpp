@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   recpipe::stress::swap_stress_config cfg;
   cfg.phase = std::chrono::seconds(30);
   cfg.items = 20000;
+  cfg.build_threads = 2;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--seconds" && i + 1 < argc) cfg.phase = std::chrono::milliseconds(static_cast<long>(std::stod(argv[++i]) * 1000));

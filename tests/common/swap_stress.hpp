@@ -51,6 +51,7 @@ struct swap_stress_config {
   std::size_t removes_per_publish = 10;
   std::size_t clicks_per_publish = 50;            //!< history appends per publication
   std::size_t retrieve_k = 50, final_k = 10;
+  std::size_t build_threads = 1;                  //!< threads building the initial index
   std::uint64_t seed = 7;
 };
 
@@ -158,7 +159,7 @@ inline swap_stress_result run_swap_stress(const swap_stress_config& cfg) {
       std::copy(v.begin(), v.end(), vectors.row(i).begin());
       ids[i] = static_cast<id_type>(i);
     }
-    index.add(ids, vectors.view(), 2);
+    index.add(ids, vectors.view(), cfg.build_threads);
   }
   // Users' histories, appended to while serving.
   impl::history_store histories;
