@@ -5,7 +5,8 @@
 //   ./scripts/bench index-add                      # N = 200,000 items
 //   ./scripts/bench index-add --n 1000000          # the target size
 // Flags: --n items, --dim, --m, --ef, --ef-construction, --seconds per phase, --rate adds/s,
-//        --build-threads, --users (feature store size).
+//        --build-threads, --users (feature store size), --lookup-only 1 (only the single-threaded
+//        lookup cost, e.g. to compare two versions of feature_store).
 #include <recpipe/recpipe.hpp>
 
 #include <algorithm>
@@ -19,6 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include <time.h>
+
 using namespace recpipe;
 using clock_type = std::chrono::steady_clock;
 
@@ -28,6 +31,7 @@ struct options {
   std::size_t n = 200'000, dim = 64, m = 16, ef = 64, ef_construction = 100, rate = 1000, build_threads = 0;
   std::size_t users = 100'000;
   double seconds = 5.0;
+  bool lookup_only = false;
 };
 
 options parse(int argc, char** argv) {
@@ -44,6 +48,7 @@ options parse(int argc, char** argv) {
     else if (flag == "--rate") o.rate = static_cast<std::size_t>(value);
     else if (flag == "--build-threads") o.build_threads = static_cast<std::size_t>(value);
     else if (flag == "--users") o.users = static_cast<std::size_t>(value);
+    else if (flag == "--lookup-only") o.lookup_only = value != 0;
     else {
       std::fprintf(stderr, "index_updates: unknown flag %s\n", flag.c_str());
       std::exit(2);
@@ -79,29 +84,45 @@ latency summarize(std::vector<double> us) {
 
 // Runs `readers` threads calling read(thread, i) back to back for `seconds` while `write` runs on
 // another thread (write gets a stop flag and returns the number of writes it did).
+double thread_cpu_us() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) * 1e-3;
+}
+
+// On-CPU time per request of the last measure(..., with_cpu = true): it leaves out the time a
+// reader waits for a core (the writer and other processes share them), and lock waits too.
+latency last_cpu;
+
 template <class Read, class Write>
-std::pair<latency, std::size_t> measure(double seconds, int readers, Read&& read, Write&& write) {
+std::pair<latency, std::size_t> measure(double seconds, int readers, Read&& read, Write&& write, bool with_cpu = false) {
   std::atomic<bool> stop{false};
   std::vector<std::vector<double>> samples(static_cast<std::size_t>(readers));
+  std::vector<std::vector<double>> cpu(static_cast<std::size_t>(readers));
   std::size_t writes = 0;
   std::thread writer([&] { writes = write(stop); });
   std::vector<std::thread> pool;
   for (int t = 0; t < readers; ++t)
     pool.emplace_back([&, t] {
       auto& mine = samples[static_cast<std::size_t>(t)];
+      auto& mine_cpu = cpu[static_cast<std::size_t>(t)];
       mine.reserve(1 << 20);
       for (std::size_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        const double cpu_start = with_cpu ? thread_cpu_us() : 0.0;
         const auto start = clock_type::now();
         read(t, i);
         mine.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - start).count());
+        if (with_cpu) mine_cpu.push_back(thread_cpu_us() - cpu_start);
       }
     });
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   stop.store(true);
   for (auto& t : pool) t.join();
   writer.join();
-  std::vector<double> all;
+  std::vector<double> all, all_cpu;
   for (auto& s : samples) all.insert(all.end(), s.begin(), s.end());
+  for (auto& s : cpu) all_cpu.insert(all_cpu.end(), s.begin(), s.end());
+  last_cpu = summarize(std::move(all_cpu));
   return {summarize(std::move(all)), writes};
 }
 
@@ -131,6 +152,11 @@ void print_row(const char* name, const latency& l, std::size_t writes, double se
   std::printf("%-46s | %8.1f | %8.1f | %8.1f | %8.1f | %9zu | %10.0f | %5.2fx\n", name, l.p50, l.p99, l.p999, l.max, l.count,
               static_cast<double>(writes) / seconds, base.p99 > 0 ? l.p99 / base.p99 : 1.0);
 }
+latency base_cpu;
+void print_cpu_row(const latency& l) {
+  std::printf("%-46s | %8.1f | %8.1f | %8.1f | %8.1f | %9s | %10s | %5.2fx\n", "   on-CPU time per search", l.p50, l.p99, l.p999,
+              l.max, "", "", base_cpu.p99 > 0 ? l.p99 / base_cpu.p99 : 1.0);
+}
 
 void print_header(const char* what) {
   std::printf("\n%-46s | %8s | %8s | %8s | %8s | %9s | %10s | %s\n", what, "p50 us", "p99 us", "p99.9 us", "max us",
@@ -139,8 +165,38 @@ void print_header(const char* what) {
 
 }  // namespace
 
+// Single-threaded lookup cost per row (the shared lock per row is the price of in-place updates):
+// best of 5 runs of 20,000 calls of 256 random users each.
+template <class Stage, class Batches>
+void single_threaded_lookup(const Stage& stage, const Batches& b, std::size_t dim) {
+  for (int warm = 0; warm < 100; ++warm) (void)stage(b[static_cast<std::size_t>(warm) % b.size()]);
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    const int calls = 20000;
+    const auto start = clock_type::now();
+    for (int i = 0; i < calls; ++i) (void)stage(b[static_cast<std::size_t>(i) % b.size()]);
+    best = std::min(best, std::chrono::duration<double, std::nano>(clock_type::now() - start).count() / (calls * 256.0));
+  }
+  std::printf("\nsingle-threaded lookup: %.1f ns per row (best of 5; 256-row calls, dim %zu)\n", best, dim);
+}
+
 int main(int argc, char** argv) {
   const options o = parse(argc, argv);
+  if (o.lookup_only) {
+    const auto rows = random_rows(o.users, o.dim, 1);
+    feature_store<col::user_id, col::user_embedding> users(o.dim);
+    for (std::size_t u = 0; u < o.users; ++u) users.insert(static_cast<id_type>(u), rows.row(u));
+    std::mt19937 rng(3);
+    std::uniform_int_distribution<std::size_t> pick(0, o.users - 1);
+    std::vector<batch<col::user_id>> batches;
+    for (std::size_t i = 0; i < 1024; ++i) {
+      std::vector<id_type> many(256);
+      for (auto& id : many) id = static_cast<id_type>(pick(rng));
+      batches.push_back(make_batch<col::user_id>(many));
+    }
+    single_threaded_lookup(lookup(users), batches, o.dim);
+    return 0;
+  }
   const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
   const std::size_t build_threads = o.build_threads ? o.build_threads : hw;
   std::printf("index_updates: N=%zu items, dim=%zu, M=%zu, ef=%zu, ef_construction=%zu, %g s per phase, "
@@ -203,20 +259,25 @@ int main(int argc, char** argv) {
 
   print_header("hnsw_index search, k=10 (2 threads)");
   const auto none = [](std::atomic<bool>&) { return std::size_t{0}; };
-  auto [base, base_writes] = measure(o.seconds, 2, search, none);
+  auto [base, base_writes] = measure(o.seconds, 2, search, none, true);
+  base_cpu = last_cpu;
   print_row("no writer", base, base_writes, o.seconds, base);
+  print_cpu_row(last_cpu);
   {
-    auto [l, w] = measure(o.seconds, 2, search, paced_writer(o.rate, add_one));
+    auto [l, w] = measure(o.seconds, 2, search, paced_writer(o.rate, add_one), true);
     print_row(("writer adding " + std::to_string(o.rate) + " items/s").c_str(), l, w, o.seconds, base);
+    print_cpu_row(last_cpu);
   }
   {
-    auto [l, w] = measure(o.seconds, 2, search, paced_writer(o.rate / 2, add_and_remove));
+    auto [l, w] = measure(o.seconds, 2, search, paced_writer(o.rate / 2, add_and_remove), true);
     print_row(("writer adding+removing " + std::to_string(o.rate / 2) + "+" + std::to_string(o.rate / 2) + "/s").c_str(), l, w,
               o.seconds, base);
+    print_cpu_row(last_cpu);
   }
   {
-    auto [l, w] = measure(o.seconds, 2, search, paced_writer(0, add_one));
+    auto [l, w] = measure(o.seconds, 2, search, paced_writer(0, add_one), true);
     print_row("writer adding at full speed", l, w, o.seconds, base);
+    print_cpu_row(last_cpu);
   }
   {
     // Growth: one reserve() doubling the capacity while serving (copies outside the exclusive lock).
@@ -228,8 +289,9 @@ int main(int argc, char** argv) {
       index.reserve(target);
       reserve_ms = std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
       return std::size_t{1};
-    });
+    }, true);
     print_row("one capacity doubling (reserve) mid-phase", l, w, o.seconds, base);
+    print_cpu_row(last_cpu);
     std::printf("  (reserve to %zu elements took %.1f ms in the writer; searches wait only for the pointer swap)\n", target,
                 reserve_ms);
   }
@@ -270,15 +332,6 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Single-threaded lookup cost per row (the shared lock per row is the price of in-place updates).
-  {
-    const auto& b = batches;
-    for (int warm = 0; warm < 100; ++warm) (void)one_user(b[static_cast<std::size_t>(warm) % b.size()]);
-    const int calls = 20000;
-    const auto start = clock_type::now();
-    for (int i = 0; i < calls; ++i) (void)one_user(b[static_cast<std::size_t>(i) % b.size()]);
-    const double ns = std::chrono::duration<double, std::nano>(clock_type::now() - start).count();
-    std::printf("\nsingle-threaded lookup: %.1f ns per row (256-row calls, dim %zu)\n", ns / (calls * 256.0), o.dim);
-  }
+  single_threaded_lookup(one_user, batches, o.dim);
   return 0;
 }

@@ -36,11 +36,11 @@ using recpipe::cpu::hnsw_index;
 using recpipe::testing::random_matrix;
 
 constexpr std::size_t dim = 12;
-constexpr id_type initial = 400;    // ids [0, initial) are added before serving starts
-constexpr id_type added = 400;      // ids [initial, initial + added) arrive while serving
-constexpr id_type removed_n = 130;  // ids [0, removed_n) are removed for good, in order
-constexpr id_type updated_lo = 130, updated_hi = 200;  // replaced in place (new vector)
-constexpr id_type revived_lo = 200, revived_hi = 236;  // removed, then added again (new vector)
+constexpr id_type initial = 300;    // ids [0, initial) are added before serving starts
+constexpr id_type added = 300;      // ids [initial, initial + added) arrive while serving
+constexpr id_type removed_n = 90;   // ids [0, removed_n) are removed for good, in order
+constexpr id_type updated_lo = 90, updated_hi = 140;  // replaced in place (new vector)
+constexpr id_type revived_lo = 140, revived_hi = 165;  // removed, then added again (new vector)
 constexpr id_type total = initial + added;
 
 }  // namespace
