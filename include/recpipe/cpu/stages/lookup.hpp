@@ -32,13 +32,20 @@ struct stage_impl<lookup_stage<Store, Ref>, cpu_backend> {
     }
 
     // Each row is copied under its shard's shared lock (read_or_apply_policy), so stores may be
-    // updated in place while this runs (see feature_store's thread-safety contract).
+    // updated in place while this runs (see feature_store's thread-safety contract). Immutable
+    // stores (a published table version) may offer only find_or_apply_policy, returning a span.
+    const auto read = [&store](id_type id, auto&& copy) {
+      if constexpr (requires { store.read_or_apply_policy(id, copy); })
+        store.read_or_apply_policy(id, copy);
+      else
+        copy(store.find_or_apply_policy(id));
+    };
     column_storage_t<value> out;
     if constexpr (Store::holds_vectors) {
       out.resize(keys.size(), store.dim());  // zero rows stay for unknown ids (use_default)
       for (std::size_t i = 0; i < keys.size(); ++i) {
         const auto row = out.row(i);
-        store.read_or_apply_policy(keys[i], [&](std::span<const typename value::value_type> found) {
+        read(keys[i], [&](std::span<const typename value::value_type> found) {
           if (found.empty()) std::fill(row.begin(), row.end(), typename value::value_type{});
           else std::copy(found.begin(), found.end(), row.begin());
         });
@@ -47,11 +54,11 @@ struct stage_impl<lookup_stage<Store, Ref>, cpu_backend> {
       out.clear();
       out.reserve(keys.size(), keys.size() * 8);
       for (const id_type id : keys)
-        store.read_or_apply_policy(id, [&](std::span<const typename value::value_type> found) { out.push_row(found); });
+        read(id, [&](std::span<const typename value::value_type> found) { out.push_row(found); });
     } else {
       out.assign(keys.size(), typename value::value_type{});
       for (std::size_t i = 0; i < keys.size(); ++i)
-        store.read_or_apply_policy(keys[i], [&](std::span<const typename value::value_type> found) {
+        read(keys[i], [&](std::span<const typename value::value_type> found) {
           if (!found.empty()) out[i] = found.front();
         });
     }
