@@ -38,7 +38,8 @@ namespace train {
 //! table and the id. `apply` updates only the rows it is given (lazy/sparse): a gradient row that
 //! is not finite, or an update that would make the row or its state non-finite, leaves that row
 //! untouched and is counted in `skipped_nonfinite()`, so training never writes NaN into a table.
-//! Not thread-safe: one thread trains; serve from `serving_copy()`.
+//! Not thread-safe: one thread trains; serve from `serving_copy()` or from versions that
+//! train::table_publisher makes from the rows `apply` changed (`take_dirty_rows()`).
 //! @code
 //! auto sgd = std::make_shared<my_sgd>(0.1f);
 //! recpipe::train::fixed_table items({.rows = 1000, .dim = 16, .name = "item"}, sgd);

@@ -9,6 +9,9 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
+#include <new>
+#include <set>
 #include <span>
 #include <type_traits>
 #include <utility>
@@ -32,11 +35,20 @@ namespace train {
 // Design: copy-on-write row blocks, not a delta layer.
 //
 // A version is a vector of pointers to immutable blocks of `block_rows` rows each. Publishing
-// the next version copies the pointer vector (one reference-count increment per block), and for
-// every block holding a changed row allocates a new block and copies its rows from the training
-// table; every other block is shared with the previous version. Both versions stay complete and
+// the next version copies the pointer vector (a memcpy of 8 bytes per block), and for every
+// block holding a changed row takes a new block and copies its rows from the training table;
+// every other block is shared with the previous version. Both versions stay complete and
 // independent: a reader pins one `shared_ptr<const table_version>` and reads any row with one
-// pointer hop and no lock, and a block is freed when the last version holding it goes away.
+// pointer hop and no lock.
+//
+// Blocks carry no reference count: a per-block shared_ptr would make every publication touch
+// every block's control block (one cache miss per block: about 25 ms for the 262,144 blocks of a
+// 1 GiB table) and every release do it again. Instead a ledger shared by the publisher and its
+// versions records, for each block a publication replaced, the version that created it and the
+// one that replaced it; the block is needed only while a version in that range is alive. When a
+// version is released (on any thread: a few set operations under a mutex, no freeing there), the
+// blocks no live version needs go to a free list, which the next publication reuses (no
+// allocation, no page faults) on the training thread.
 //
 // A delta layer (base table + hash map of changed rows, compacted now and then) publishes a
 // little less (only the changed rows, no pointer vector), but every read first probes the delta
@@ -45,9 +57,121 @@ namespace train {
 // grows between compactions), and a compaction is a full-table copy at some point, i.e. a second
 // copy of the table and a latency spike exactly what the issue forbids. Blocks keep reads at a
 // fixed cost, make the publication cost depend only on the changed rows and the block count, and
-// never need compaction. The price is the pointer vector (16 bytes per block) and that a changed
+// never need compaction. The price is the pointer vector (8 bytes per block) and that a changed
 // row copies its whole block (`block_rows` rows): small blocks cost a longer vector, large blocks
 // copy more bytes; bench/train/publish_cost.cpp measures both (16 rows is the default).
+
+namespace impl {
+// Who may free which block (see the design note). Shared by a publisher and its versions; it
+// outlives all of them, and frees every block it still knows when it goes.
+class block_ledger {
+ public:
+  explicit block_ledger(std::size_t block_floats) : block_floats_(block_floats) {}
+  block_ledger(const block_ledger&) = delete;
+  block_ledger& operator=(const block_ledger&) = delete;
+  ~block_ledger() {
+    for (auto& group : retired_)
+      for (const retired_block& b : group.blocks) release(b.data);
+    for (float* b : free_) release(b);
+    for (const float* b : orphans_) release(b);
+  }
+
+  float* take() {  // training thread
+    if (free_.empty()) {
+      std::lock_guard lock(mutex_);
+      free_.swap(reclaimed_);
+    }
+    if (!free_.empty()) {
+      float* b = free_.back();
+      free_.pop_back();
+      return b;
+    }
+    return static_cast<float*>(::operator new(block_floats_ * sizeof(float), std::align_val_t{64}));
+  }
+  void born(std::uint64_t version) {
+    std::lock_guard lock(mutex_);
+    live_.insert(version);
+  }
+  // Blocks that publication `version` replaced, each with the version that created it.
+  void retire(std::uint64_t version, std::vector<std::pair<const float*, std::uint64_t>> replaced) {
+    std::lock_guard lock(mutex_);
+    retired_group group{version, {}};
+    group.blocks.reserve(replaced.size());
+    for (auto& [data, birth] : replaced) group.blocks.push_back({const_cast<float*>(data), birth});
+    retired_.push_back(std::move(group));
+    collect_locked();
+  }
+  // A version went away (any thread). The newest version hands over its blocks when it is the
+  // last one of its publisher: nobody else frees them.
+  void died(std::uint64_t version, std::vector<const float*>& blocks) {
+    std::lock_guard lock(mutex_);
+    live_.erase(version);
+    if (version == newest_) orphans_.swap(blocks);
+    collect_locked();
+  }
+  // Before the publisher drops its previous version (which then is not the newest any more).
+  void set_newest(std::uint64_t version) {
+    std::lock_guard lock(mutex_);
+    newest_ = version;
+  }
+  // Keeps at most `keep` free blocks (training thread).
+  void trim(std::size_t keep) {
+    {
+      std::lock_guard lock(mutex_);
+      free_.insert(free_.end(), reclaimed_.begin(), reclaimed_.end());
+      reclaimed_.clear();
+    }
+    while (free_.size() > keep) {
+      release(free_.back());
+      free_.pop_back();
+    }
+  }
+  std::size_t retained_blocks() {
+    std::lock_guard lock(mutex_);
+    std::size_t n = 0;
+    for (const auto& g : retired_) n += g.blocks.size();
+    return n;
+  }
+  std::size_t free_blocks() {
+    std::lock_guard lock(mutex_);
+    return free_.size() + reclaimed_.size();
+  }
+
+ private:
+  struct retired_block {
+    float* data;
+    std::uint64_t birth;
+  };
+  struct retired_group {
+    std::uint64_t replaced_at;
+    std::vector<retired_block> blocks;
+  };
+  void release(const float* b) const { ::operator delete(const_cast<float*>(b), std::align_val_t{64}); }
+  // A block born at b and replaced at r serves versions [b, r): free once none of them is live.
+  void collect_locked() {
+    for (auto& group : retired_) {
+      auto keep = group.blocks.begin();
+      for (const retired_block& b : group.blocks) {
+        const auto it = live_.lower_bound(b.birth);
+        if (it != live_.end() && *it < group.replaced_at) *keep++ = b;
+        else reclaimed_.push_back(b.data);
+      }
+      group.blocks.erase(keep, group.blocks.end());
+    }
+    retired_.erase(std::remove_if(retired_.begin(), retired_.end(), [](const retired_group& g) { return g.blocks.empty(); }),
+                   retired_.end());
+  }
+
+  std::size_t block_floats_;
+  std::mutex mutex_;
+  std::set<std::uint64_t> live_;
+  std::vector<retired_group> retired_;
+  std::vector<float*> reclaimed_;  // freed by died/retire, handed to the training thread
+  std::vector<float*> free_;       // training thread only
+  std::vector<const float*> orphans_;
+  std::uint64_t newest_ = 0;
+};
+}  // namespace impl
 
 //! @brief One immutable version of an embedding table: `rows()` rows of `dim()` floats stored in
 //! blocks of `block_rows()` rows that later versions share when their rows did not change.
@@ -62,7 +186,14 @@ namespace train {
 //! @endcode
 class table_version {
  public:
-  using block = std::shared_ptr<const float[]>;
+  using block = const float*;
+
+  table_version(const table_version&) = delete;
+  table_version& operator=(const table_version&) = delete;
+  ~table_version() {
+    if (!ledger_) return;
+    ledger_->died(version_, blocks_);
+  }
 
   std::size_t rows() const noexcept { return rows_; }
   std::size_t dim() const noexcept { return dim_; }
@@ -86,7 +217,7 @@ class table_version {
   }
   //! Row r without the range check (r < rows()).
   std::span<const float> row_unchecked(std::size_t r) const noexcept {
-    return {blocks_[r / block_rows_].get() + (r % block_rows_) * dim_, dim_};
+    return {blocks_[r / block_rows_] + (r % block_rows_) * dim_, dim_};
   }
 
   //! @brief out[i] = row ids[i] (cpu::embedding_lookup over the blocks).
@@ -164,7 +295,8 @@ class table_version {
 
   std::size_t rows_ = 0, dim_ = 0, block_rows_ = 1;
   std::uint64_t version_ = 0;
-  std::vector<block> blocks_;
+  std::vector<const float*> blocks_;
+  std::shared_ptr<impl::block_ledger> ledger_;
 };
 
 //! What one table_publisher::publish did.
@@ -231,43 +363,46 @@ class table_publisher {
     for (std::size_t i = 0; i < changed.size(); ++i)
       if (changed[i] >= rows.rows())
         detail::fail("train::table_publisher: changed[", i, "] = ", changed[i], " is outside [0, ", rows.rows(), ")");
-    auto next = std::shared_ptr<table_version>(new table_version(*current_));
-    next->version_ = current_->version_ + 1;
+    auto next = make_version(rows.rows(), rows.cols());
+    next->blocks_ = current_->blocks_;  // 8 bytes per block, no reference counts
     // A block is copied once even when several of its rows changed: mark blocks first.
     marks_.assign((next->blocks_.size() + 63) / 64, 0);
     publish_stats s;
     s.version = next->version_;
     s.changed_rows = changed.size();
+    std::vector<std::pair<const float*, std::uint64_t>> replaced;
+    replaced.reserve(std::min(changed.size(), next->blocks_.size()));
     for (std::size_t r : changed) {
       const std::size_t b = r / o_.block_rows;
       std::uint64_t& word = marks_[b / 64];
       const std::uint64_t bit = std::uint64_t{1} << (b % 64);
       if (word & bit) continue;
       word |= bit;
-      next->blocks_[b] = make_block(rows, b);
+      replaced.emplace_back(next->blocks_[b], births_[b]);
+      next->blocks_[b] = fill_block(rows, b);
+      births_[b] = next->version_;
       ++s.copied_blocks;
       s.copied_bytes += block_row_count(rows.rows(), b) * rows.cols() * sizeof(float);
     }
     s.shared_blocks = next->blocks_.size() - s.copied_blocks;
     s.pointer_bytes = next->blocks_.capacity() * sizeof(table_version::block);
-    current_ = std::move(next);
-    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    stats_ = s;
-    return current_;
+    return install(std::move(next), std::move(replaced), s, start);
   }
 
   //! A full copy as the next version (first publication, or after rows changed untracked).
   std::shared_ptr<const table_version> publish_all(matrix_view<const float> rows) {
     const auto start = std::chrono::steady_clock::now();
     check_shape(rows.rows(), rows.cols(), "rows");
-    auto next = std::shared_ptr<table_version>(new table_version());
-    next->rows_ = rows.rows();
-    next->dim_ = rows.cols();
-    next->block_rows_ = o_.block_rows;
-    next->version_ = current_ ? current_->version_ + 1 : 1;
+    auto next = make_version(rows.rows(), rows.cols());
     const std::size_t blocks = (rows.rows() + o_.block_rows - 1) / o_.block_rows;
-    next->blocks_.reserve(blocks);
-    for (std::size_t b = 0; b < blocks; ++b) next->blocks_.push_back(make_block(rows, b));
+    std::vector<std::pair<const float*, std::uint64_t>> replaced;
+    if (current_) {
+      replaced.reserve(blocks);
+      for (std::size_t b = 0; b < blocks; ++b) replaced.emplace_back(current_->blocks_[b], births_[b]);
+    }
+    next->blocks_.resize(blocks);
+    for (std::size_t b = 0; b < blocks; ++b) next->blocks_[b] = fill_block(rows, b);
+    births_.assign(blocks, next->version_);
     publish_stats s;
     s.version = next->version_;
     s.full = true;
@@ -275,10 +410,7 @@ class table_publisher {
     s.copied_blocks = blocks;
     s.copied_bytes = rows.rows() * rows.cols() * sizeof(float);
     s.pointer_bytes = next->blocks_.capacity() * sizeof(table_version::block);
-    current_ = std::move(next);
-    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    stats_ = s;
-    return current_;
+    return install(std::move(next), std::move(replaced), s, start);
   }
 
   //! The last version published (null before the first).
@@ -286,8 +418,37 @@ class table_publisher {
   //! What the last publication did.
   const publish_stats& last_stats() const noexcept { return stats_; }
   const options& settings() const noexcept { return o_; }
+  //! Blocks replaced by a publication but still held for an older version that is alive.
+  std::size_t retained_blocks() const { return ledger_ ? ledger_->retained_blocks() : 0; }
+  //! Blocks freed by released versions, kept for the next publication to reuse.
+  std::size_t free_blocks() const { return ledger_ ? ledger_->free_blocks() : 0; }
 
  private:
+  std::shared_ptr<table_version> make_version(std::size_t rows, std::size_t dim) {
+    if (!ledger_) ledger_ = std::make_shared<impl::block_ledger>(o_.block_rows * dim);
+    auto next = std::shared_ptr<table_version>(new table_version());
+    next->rows_ = rows;
+    next->dim_ = dim;
+    next->block_rows_ = o_.block_rows;
+    next->version_ = current_ ? current_->version_ + 1 : 1;
+    return next;
+  }
+  std::shared_ptr<const table_version> install(std::shared_ptr<table_version> next,
+                                               std::vector<std::pair<const float*, std::uint64_t>> replaced,
+                                               publish_stats& s, std::chrono::steady_clock::time_point start) {
+    // Registered last: nothing above throws once blocks are taken... except allocation, and a
+    // version that never reaches the ledger must not free anything (ledger_ stays null in it).
+    next->ledger_ = ledger_;
+    ledger_->born(next->version_);
+    ledger_->set_newest(next->version_);
+    ledger_->retire(next->version_, std::move(replaced));
+    current_ = std::move(next);
+    // Free blocks beyond what a publication like this one takes stay with the system.
+    ledger_->trim(std::max<std::size_t>(s.copied_blocks, 1024));
+    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    stats_ = s;
+    return current_;
+  }
   void check_shape(std::size_t rows, std::size_t dim, const char* what) const {
     if (dim == 0) detail::fail("train::table_publisher: ", what, " has 0 columns");
     if (current_ && (rows != current_->rows() || dim != current_->dim()))
@@ -297,25 +458,22 @@ class table_publisher {
   std::size_t block_row_count(std::size_t rows, std::size_t b) const {
     return std::min(o_.block_rows, rows - b * o_.block_rows);
   }
-  table_version::block make_block(matrix_view<const float> rows, std::size_t b) const {
+  const float* fill_block(matrix_view<const float> rows, std::size_t b) {
     const std::size_t first = b * o_.block_rows, n = block_row_count(rows.rows(), b), dim = rows.cols();
-    // The last block is allocated full size too, so row_unchecked never needs a bound.
-#if defined(__cpp_lib_smart_ptr_for_overwrite)
-    std::shared_ptr<float[]> data = std::make_shared_for_overwrite<float[]>(o_.block_rows * dim);
-#else
-    std::shared_ptr<float[]> data(new float[o_.block_rows * dim]);
-#endif
+    float* data = ledger_->take();  // every block is full size, so row_unchecked needs no bound
     if (rows.stride() == dim) {
-      std::memcpy(data.get(), rows.row(first).data(), n * dim * sizeof(float));
+      std::memcpy(data, rows.row(first).data(), n * dim * sizeof(float));
     } else {
-      for (std::size_t i = 0; i < n; ++i) std::memcpy(data.get() + i * dim, rows.row(first + i).data(), dim * sizeof(float));
+      for (std::size_t i = 0; i < n; ++i) std::memcpy(data + i * dim, rows.row(first + i).data(), dim * sizeof(float));
     }
-    if (n < o_.block_rows) std::fill(data.get() + n * dim, data.get() + o_.block_rows * dim, 0.0f);
+    if (n < o_.block_rows) std::fill(data + n * dim, data + o_.block_rows * dim, 0.0f);
     return data;
   }
 
   options o_;
+  std::shared_ptr<impl::block_ledger> ledger_;
   std::shared_ptr<const table_version> current_;
+  std::vector<std::uint64_t> births_;  // the version that made each block of current_
   publish_stats stats_;
   std::vector<std::uint64_t> marks_;
 };
