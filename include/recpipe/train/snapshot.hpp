@@ -343,11 +343,14 @@ inline std::filesystem::path write_snapshot(const std::filesystem::path& root, s
   if (ec) detail::fail<io_error>("train::write_snapshot: cannot create '", root.string(), "' (", ec.message(), ")");
   const std::string final_name = impl::snapshot_dir_name(version);
   const fs::path final_dir = root / final_name;
-  if (fs::exists(root / "LATEST", ec)) {
-    if (latest_snapshot(root).filename() == final_name)
-      detail::fail("train::write_snapshot: snapshot version ", version, " is already the latest in '", root.string(),
-                   "' (use a new version number)");
+  bool is_latest = false;
+  try {  // a damaged LATEST must not stop the next snapshot from being written
+    is_latest = fs::exists(root / "LATEST", ec) && latest_snapshot(root).filename() == final_name;
+  } catch (const io_error&) {
   }
+  if (is_latest)
+    detail::fail("train::write_snapshot: snapshot version ", version, " is already the latest in '", root.string(),
+                 "' (use a new version number)");
   const fs::path tmp = root / (".tmp-" + final_name + "-" + std::to_string(::getpid()));
   fs::remove_all(tmp, ec);
   if (!fs::create_directory(tmp, ec) || ec)

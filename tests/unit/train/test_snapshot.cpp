@@ -164,6 +164,9 @@ TEST_CASE("snapshot: missing, truncated and corrupt files, a newer format and ba
   CHECK(contains(message_of([&] { train::latest_snapshot(empty.path); }), "names 'snap-000000000003', which does not exist"));
   std::ofstream(empty.path / "LATEST") << "../../etc\n";
   CHECK(contains(message_of([&] { train::latest_snapshot(empty.path); }), "does not name a snapshot directory"));
+  // A damaged LATEST does not stop the next snapshot.
+  train::write_snapshot(empty.path, 8, s.parts());
+  CHECK(train::latest_snapshot(empty.path).filename() == "snap-000000000008");
 }
 
 TEST_CASE("snapshot: shapes, kinds and parts that do not match the target are named, and nothing changes") {
