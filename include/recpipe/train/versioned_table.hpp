@@ -74,6 +74,7 @@ class block_ledger {
     for (auto& group : retired_)
       for (const retired_block& b : group.blocks) release(b.data);
     for (float* b : free_) release(b);
+    for (float* b : reclaimed_) release(b);
     for (const float* b : orphans_) release(b);
   }
 
