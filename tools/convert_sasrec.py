@@ -96,7 +96,7 @@ def _torch_load(path):
                     if name not in sys.modules:
                         sys.modules[name] = _StubModule(name)
                         stubbed.append(name)
-        raise ConversionError(f"{path}: needs too many modules this Python does not have")
+        raise ConversionError("needs too many modules this Python does not have")
     finally:
         for name in stubbed:
             del sys.modules[name]
@@ -109,13 +109,13 @@ def load_state_dict(path):
     import torch
 
     if not os.path.exists(path):
-        raise ConversionError(f"{path}: no such file")
+        raise ConversionError("no such file")
     try:
         obj = _torch_load(path)
     except ConversionError:
         raise
     except Exception as e:  # a truncated or foreign file: say which
-        raise ConversionError(f"{path}: cannot be read by torch.load ({type(e).__name__}: {e})")
+        raise ConversionError(f"cannot be read by torch.load ({type(e).__name__}: {e})")
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -124,7 +124,7 @@ def load_state_dict(path):
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConversionError(f"{path}: holds no state_dict (a dict of tensors, or one under 'state_dict')")
+        raise ConversionError(f"holds no state_dict (a dict of tensors, or one under 'state_dict')")
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
