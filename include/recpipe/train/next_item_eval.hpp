@@ -303,7 +303,7 @@ inline void print_next_item_table(std::ostream& out, std::span<const next_item_r
   const auto pad = [&](const std::string& s) { return s + std::string(width - s.size(), ' '); };
   char buffer[160];
   out << "| " << pad("model") << " | Recall@" << cutoff << " | MRR@" << cutoff << " | fit s  | eval s |\n";
-  out << "|-" << std::string(width, '-') << "-|----------|--------|--------|--------|\n";
+  out << "|-" << std::string(width, '-') << "-|-----------|--------|--------|--------|\n";
   for (const auto& r : rows) {
     const auto& m = r.result.at(cutoff);
     std::snprintf(buffer, sizeof buffer, " | %9.4f | %6.4f | %6.2f | %6.2f |\n", m.recall, m.mrr, r.fit_seconds, r.result.seconds);
