@@ -290,8 +290,12 @@ class vsknn {
     }
     std::vector<std::uint32_t> candidates;
     for (const auto& [item, w] : unique_query) {
+      // Lists ascend by recency, and the sample_size most recent sessions of the union are among
+      // the sample_size most recent of each list: only those are needed (a popular item of a
+      // full-size log is in hundreds of thousands of sessions).
       const auto& list = sessions_of_[static_cast<std::size_t>(item)];
-      candidates.insert(candidates.end(), list.begin(), list.end());
+      const std::size_t take = config_.sample_size ? std::min(config_.sample_size, list.size()) : list.size();
+      candidates.insert(candidates.end(), list.end() - static_cast<std::ptrdiff_t>(take), list.end());
     }
     std::sort(candidates.begin(), candidates.end(), std::greater<>());
     candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
