@@ -323,8 +323,16 @@ class vsknn {
   void score_session(std::span<const id_type> prefix, std::span<float> scores) const {
     baselines_impl::check_scoring("models::vsknn::score_session", prefix, scores, items_);
     std::fill(scores.begin(), scores.end(), 0.0f);
+    // Sums in double over the touched items only: float sums in neighbour order would make
+    // near-ties depend on that order.
+    std::vector<double> sums(items_, 0.0);
+    std::vector<id_type> touched;
     for (const auto& [sim, s] : neighbours(prefix))
-      for (id_type i : sessions_[s]) scores[static_cast<std::size_t>(i)] += static_cast<float>(sim);
+      for (id_type i : sessions_[s]) {
+        if (sums[static_cast<std::size_t>(i)] == 0.0) touched.push_back(i);
+        sums[static_cast<std::size_t>(i)] += sim;
+      }
+    for (id_type i : touched) scores[static_cast<std::size_t>(i)] = static_cast<float>(sums[static_cast<std::size_t>(i)]);
   }
 
  private:

@@ -292,6 +292,21 @@ TEST_CASE("session-rec folder: finds the pair, says what is missing") {
   CHECK(error_of([] { io::read_session_rec_folder("/nonexistent/folder"); }).find("not a folder") != std::string::npos);
 }
 
+TEST_CASE("write_session_rec_clicks round-trips a split") {
+  const auto split = io::preprocess_sessions(io::synthetic_sessions({.sessions = 300, .items = 40}), {.min_item_support = 1});
+  const fs::path dir = fs::path(RECPIPE_TEST_BINARY_DIR) / "session_roundtrip";
+  fs::create_directories(dir);
+  io::write_session_rec_clicks(split.train, dir / "s_train_full.txt");
+  io::write_session_rec_clicks(split.test, dir / "s_test.txt");
+  const auto back = io::read_session_rec_folder(dir);
+  CHECK(back.train.session_ids == split.train.session_ids);
+  CHECK(back.train.offsets == split.train.offsets);
+  CHECK(back.train.items == split.train.items);  // same first-appearance order, same dense ids
+  CHECK(back.test.items == split.test.items);
+  CHECK(back.train.times.back() == doctest::Approx(split.train.times.back()));
+  CHECK(error_of([&] { io::write_session_rec_clicks(split.train, "/nonexistent/dir/x.txt"); }).find("cannot open") != std::string::npos);
+}
+
 TEST_CASE("synthetic sessions: seeded, deterministic, sequential") {
   io::synthetic_sessions_config config;
   config.sessions = 400;
