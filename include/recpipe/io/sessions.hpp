@@ -628,6 +628,37 @@ inline session_split presplit_sessions(std::span<const session_click> train, std
   return out;
 }
 
+//! @brief The clicks of a log with original ids (session by session, in log order): what
+//! preprocess_sessions or make_session_log take, to split or renumber a log again.
+//! @code
+//! auto clicks = recpipe::io::to_clicks(split.train);
+//! @endcode
+inline std::vector<session_click> to_clicks(const session_log& log) {
+  std::vector<session_click> out;
+  out.reserve(log.num_clicks());
+  for (std::size_t s = 0; s < log.num_sessions(); ++s) {
+    const auto items = log.session(s);
+    const auto times = log.session_times(s);
+    for (std::size_t k = 0; k < items.size(); ++k) out.push_back({log.session_ids[s], log.vocabulary.original(items[k]), times[k]});
+  }
+  return out;
+}
+
+//! @brief Splits a training log again by time for tuning, as session-rec's train_tr/train_valid
+//! come from train_full: validation = sessions ending in the last `days` days (no other
+//! filtering); train_tr gets its own vocabulary, validation clicks on items not in it are removed
+//! and validation sessions shorter than 2 dropped. Tune on this, never on the test log.
+//! @code
+//! auto tuning = recpipe::io::validation_split(split.train, 1.0);  // tuning.train / tuning.test
+//! @endcode
+inline session_split validation_split(const session_log& train, double days = 1.0) {
+  session_preprocessing options;
+  options.min_session_length = 0;
+  options.min_item_support = 0;
+  options.test_days = days;
+  return preprocess_sessions(to_clicks(train), options);
+}
+
 //! Which pair of a session-rec folder to load.
 enum class session_rec_pair {
   full,    //!< `*_train_full.txt` -> `*_test.txt` (final evaluation)

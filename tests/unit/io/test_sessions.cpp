@@ -279,6 +279,26 @@ TEST_CASE("pre-split pair: test items are mapped through the training vocabulary
   CHECK(io::presplit_sessions(train, test, 1).test.num_sessions() == 2);
 }
 
+TEST_CASE("validation_split splits a training log again by time, to_clicks gives original ids back") {
+  std::vector<io::session_click> clicks;
+  add_session(clicks, 1, {10, 11, 12}, 0);
+  add_session(clicks, 2, {11, 12}, 1000);
+  add_session(clicks, 3, {12, 10, 13}, 86400.0 * 2);  // 13 only here: removed from validation
+  add_session(clicks, 4, {13, 14}, 86400.0 * 2 + 10);  // 14 unknown, 13 unknown: dropped
+  const auto log = io::make_session_log(clicks);
+  const auto back = io::to_clicks(log);
+  REQUIRE(back.size() == clicks.size());
+  CHECK(back[2].item == 12);
+  CHECK(back[5].session == 3);
+  const auto tuning = io::validation_split(log, 1.0);
+  CHECK(tuning.train.session_ids == std::vector<id_type>{1, 2});
+  CHECK(tuning.num_items() == 3);
+  REQUIRE(tuning.test.num_sessions() == 1);
+  CHECK(originals(tuning.test, 0) == std::vector<id_type>{12, 10});
+  CHECK(tuning.report.test.unknown_clicks == 3);
+  CHECK(tuning.report.test.short_sessions == 1);
+}
+
 TEST_CASE("session-rec folder: finds the pair, says what is missing") {
   const fs::path dir = fs::path(RECPIPE_TEST_BINARY_DIR) / "session_folder";
   fs::create_directories(dir);
