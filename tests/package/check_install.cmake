@@ -15,7 +15,7 @@ endfunction()
 
 # Header-only, so the package config goes to share/ (arch-independent), never lib*/.
 set(config_dir "${PREFIX}/share/cmake/recpipe")
-foreach(file recpipeConfig.cmake recpipeConfigVersion.cmake recpipeTargets.cmake Findhnswlib.cmake)
+foreach(file recpipeConfig.cmake recpipeConfigVersion.cmake recpipeTargets.cmake Findhnswlib.cmake Findhiredis.cmake)
   if(NOT EXISTS "${config_dir}/${file}")
     problem("missing ${config_dir}/${file}")
   endif()

@@ -539,7 +539,10 @@ class redis_feature_store {
       detail::redis_reply_ptr reply;
       if (redisAppendCommandArgv(context, 2, argv, lengths) != REDIS_OK || !get_reply(c, reply) ||
           reply->type == REDIS_REPLY_ERROR) {
-        if (reply && reply->type == REDIS_REPLY_ERROR) errors_.fetch_add(1, std::memory_order_relaxed);
+        if (reply && reply->type == REDIS_REPLY_ERROR) {
+          errors_.fetch_add(1, std::memory_order_relaxed);
+          remember_failure(std::string_view(reply->str, reply->len));
+        }
         drop(c);
         return false;
       }

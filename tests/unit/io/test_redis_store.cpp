@@ -10,6 +10,7 @@
 #include <recpipe/io/redis_store.hpp>
 #include <recpipe/stages/lookup.hpp>
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -37,7 +38,9 @@ RECPIPE_COLUMN(item_price, per_candidate, float);
 class redis_server {
  public:
   redis_server() {
-    const std::string binary = RECPIPE_REDIS_SERVER;
+    // The one CMake found; the environment variable RECPIPE_REDIS_SERVER overrides it ("" skips).
+    std::string binary = RECPIPE_REDIS_SERVER;
+    if (const char* chosen = std::getenv("RECPIPE_REDIS_SERVER")) binary = chosen;
     if (binary.empty() || access(binary.c_str(), X_OK) != 0) {
       std::printf("SKIPPED: redis-server is not installed (apt-get install redis-server); the Redis store tests need it\n");
       std::fflush(stdout);
@@ -63,7 +66,9 @@ class redis_server {
     pid_ = fork();
     REQUIRE(pid_ >= 0);
     if (pid_ == 0) {
-      std::freopen("/dev/null", "w", stdout);
+      // Only async-signal-safe calls here: other threads may have held locks at the fork.
+      const int null = open("/dev/null", O_WRONLY);
+      if (null >= 0) dup2(null, STDOUT_FILENO);
       execl(binary_.c_str(), binary_.c_str(), "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", dir_.c_str(), "--daemonize", "no", "--loglevel", "warning",
             static_cast<char*>(nullptr));
@@ -255,6 +260,19 @@ TEST_CASE("the missing-id policy and bad writes") {
   CHECK(out.row_size(0) == 0);
   lists.erase(7);
   CHECK_THROWS_AS(lists.lookup_batch(std::vector<id_type>{7}, out), error);
+
+  // Another database keeps its own keys; a database Redis does not have falls back, counted.
+  auto db1 = options_for(server);
+  db1.database = 1;
+  redis_feature_store<col::user_id, col::user_embedding> other(2, db1);
+  other.put(1, {9.f, 9.f});
+  CHECK(read_vectors(other, {1}).values() == std::vector<float>{9.f, 9.f});
+  CHECK(read_vectors(strict, {1}).values() == std::vector<float>{1.f, 2.f});
+  db1.database = 999;
+  redis_feature_store<col::user_id, col::user_embedding> no_such_db(2, db1);
+  CHECK(read_vectors(no_such_db, {1}).values() == std::vector<float>{0.f, 0.f});
+  CHECK(no_such_db.metrics().errors == 1);
+  CHECK(no_such_db.metrics().fallbacks == 1);
 }
 
 TEST_CASE("the local cache: hits, time-to-live and size bound") {
