@@ -139,8 +139,10 @@ class redis_server {
 redis_store_options options_for(const redis_server& server) {
   redis_store_options options;
   options.port = server.port();
-  options.connect_timeout = 200ms;
-  options.command_timeout = 50ms;
+  // Generous: a loaded CI machine (sanitizers, 2 cores) must not read as a slow server. The
+  // slow-server test sets its own short timeout.
+  options.connect_timeout = 2s;
+  options.command_timeout = 2s;
   options.backoff_min = 5ms;
   options.backoff_max = 50ms;
   return options;
@@ -279,7 +281,7 @@ TEST_CASE("the missing-id policy and bad writes") {
 TEST_CASE("the local cache: hits, time-to-live and size bound") {
   redis_server server;
   auto options = options_for(server);
-  options.cache_ttl = 150ms;
+  options.cache_ttl = 400ms;  // long enough for two writes on a loaded machine
   redis_feature_store<col::user_id, col::user_embedding> cached(2, options);
   auto uncached_options = options_for(server);
   uncached_options.cache_ttl = 0ms;
@@ -294,7 +296,7 @@ TEST_CASE("the local cache: hits, time-to-live and size bound") {
   CHECK(read_vectors(cached, {1, 2}).values() == std::vector<float>{1.f, 1.f, 0.f, 0.f});
   CHECK(cached.metrics().cache_hits == 2);
   CHECK(cached.metrics().round_trips == 1);
-  std::this_thread::sleep_for(200ms);
+  std::this_thread::sleep_for(450ms);
   CHECK(read_vectors(cached, {1, 2}).values() == std::vector<float>{5.f, 5.f, 6.f, 6.f});
   CHECK(cached.metrics().cache_misses == 4);
   // This store's own writes drop its cached copy at once.
@@ -323,6 +325,7 @@ TEST_CASE("a slow server: timeouts, defaults served and counted, then recovery")
   auto options = options_for(server);
   options.cache_ttl = 0ms;  // every batch asks Redis
   options.backoff_min = options.backoff_max = 300ms;  // long enough to see a skipped batch on a loaded machine
+  options.command_timeout = 100ms;
   redis_feature_store<col::user_id, col::user_embedding> users(2, options);
   users.put(1, {1.f, 2.f});
   CHECK(read_vectors(users, {1}).values() == std::vector<float>{1.f, 2.f});
