@@ -8,6 +8,10 @@ RECPIPE_BASE_PACKAGES=(g++ make cmake libeigen3-dev libhnswlib-dev nlohmann-json
 RECPIPE_PEER_PACKAGES=(libtorch-dev python3-torch python3-numpy)
 # Examples: gnuplot draws the incremental-training plot.
 RECPIPE_EXAMPLE_PACKAGES=(gnuplot-nox)
+# The Redis feature store (include/recpipe/io/redis_store.hpp, target recpipe::redis): hiredis to
+# build it; redis-server for its tests, which start their own server on a free port (the system
+# service is neither needed nor started).
+RECPIPE_REDIS_PACKAGES=(libhiredis-dev redis-server)
 
 # require_packages pkg...: installs what is missing with apt when run as root; otherwise prints
 # the exact apt line and exits.

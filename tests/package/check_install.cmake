@@ -15,7 +15,7 @@ endfunction()
 
 # Header-only, so the package config goes to share/ (arch-independent), never lib*/.
 set(config_dir "${PREFIX}/share/cmake/recpipe")
-foreach(file recpipeConfig.cmake recpipeConfigVersion.cmake recpipeTargets.cmake Findhnswlib.cmake)
+foreach(file recpipeConfig.cmake recpipeConfigVersion.cmake recpipeTargets.cmake Findhnswlib.cmake Findhiredis.cmake)
   if(NOT EXISTS "${config_dir}/${file}")
     problem("missing ${config_dir}/${file}")
   endif()
@@ -38,6 +38,7 @@ if(EXPECT_CUDA)
 endif()
 file(GLOB_RECURSE expected RELATIVE "${SOURCE_DIR}/include" ${patterns})
 list(APPEND expected recpipe/version.hpp)
+list(REMOVE_DUPLICATES expected)  # version.hpp is checked in now, so the glob finds it too
 file(GLOB_RECURSE installed RELATIVE "${PREFIX}/include" "${PREFIX}/include/*")
 list(SORT expected)
 list(SORT installed)

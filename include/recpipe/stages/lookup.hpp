@@ -40,7 +40,8 @@ struct lookup_stage : stage<lookup_stage<Store, Ref>> {
 //! `col::candidates` for item features) and writes its value column.
 //!
 //! @param store a feature store (cpu/feature_store.hpp), or any type with its lookup interface
-//!              (key_column, value_column, dim(), find_or_apply_policy). A named store is held by
+//!              (key_column, value_column, dim(), find_or_apply_policy), or a store that reads a
+//!              whole batch at once (`lookup_batch(keys, out)`, e.g. io/redis_store.hpp). A named store is held by
 //!              reference and must outlive the pipeline; a `std::shared_ptr<Store>` is shared (the
 //!              pipeline keeps it alive); a `recpipe::slot<Store>` reads the version each run pinned.
 //! Unknown ids follow the store's on_missing policy: zeros / an empty list (default) or a

@@ -41,7 +41,11 @@ struct stage_impl<lookup_stage<Store, Ref>, cpu_backend> {
         copy(store.find_or_apply_policy(id));
     };
     column_storage_t<value> out;
-    if constexpr (Store::holds_vectors) {
+    if constexpr (requires { store.lookup_batch(keys, out); }) {
+      // A store over a remote service (io/redis_store.hpp) reads the whole batch at once: one
+      // round trip per batch instead of one per id.
+      store.lookup_batch(keys, out);
+    } else if constexpr (Store::holds_vectors) {
       out.resize(keys.size(), store.dim());  // zero rows stay for unknown ids (use_default)
       for (std::size_t i = 0; i < keys.size(); ++i) {
         const auto row = out.row(i);
