@@ -6,7 +6,7 @@
 //   ./scripts/bench index-add --n 1000000          # the target size
 // Flags: --n items, --dim, --m, --ef, --ef-construction, --seconds per phase, --rate adds/s,
 //        --build-threads, --users (feature store size), --lookup-only 1 (only the single-threaded
-//        lookup cost, e.g. to compare two versions of feature_store).
+//        lookup cost, e.g. to compare two versions of feature_store), --store-only 1 (skip the index).
 #include <recpipe/recpipe.hpp>
 
 #include <algorithm>
@@ -31,7 +31,7 @@ struct options {
   std::size_t n = 200'000, dim = 64, m = 16, ef = 64, ef_construction = 100, rate = 1000, build_threads = 0;
   std::size_t users = 100'000;
   double seconds = 5.0;
-  bool lookup_only = false;
+  bool lookup_only = false, store_only = false;
 };
 
 options parse(int argc, char** argv) {
@@ -49,6 +49,7 @@ options parse(int argc, char** argv) {
     else if (flag == "--build-threads") o.build_threads = static_cast<std::size_t>(value);
     else if (flag == "--users") o.users = static_cast<std::size_t>(value);
     else if (flag == "--lookup-only") o.lookup_only = value != 0;
+    else if (flag == "--store-only") o.store_only = value != 0;
     else {
       std::fprintf(stderr, "index_updates: unknown flag %s\n", flag.c_str());
       std::exit(2);
@@ -154,7 +155,7 @@ void print_row(const char* name, const latency& l, std::size_t writes, double se
 }
 latency base_cpu;
 void print_cpu_row(const latency& l) {
-  std::printf("%-46s | %8.1f | %8.1f | %8.1f | %8.1f | %9s | %10s | %5.2fx\n", "   on-CPU time per search", l.p50, l.p99, l.p999,
+  std::printf("%-46s | %8.1f | %8.1f | %8.1f | %8.1f | %9s | %10s | %5.2fx\n", "   on-CPU time per request", l.p50, l.p99, l.p999,
               l.max, "", "", base_cpu.p99 > 0 ? l.p99 / base_cpu.p99 : 1.0);
 }
 
@@ -181,6 +182,7 @@ void single_threaded_lookup(const Stage& stage, const Batches& b, std::size_t di
 }
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // line by line: a long build shows its progress when piped
   const options o = parse(argc, argv);
   if (o.lookup_only) {
     const auto rows = random_rows(o.users, o.dim, 1);
@@ -207,6 +209,8 @@ int main(int argc, char** argv) {
   // reserved for them up front so that no phase measures a growth.
   const std::size_t extra = std::max<std::size_t>(200'000, o.rate * static_cast<std::size_t>(o.seconds + 1) * 4);
   const auto items = random_rows(o.n + extra, o.dim, 1);
+  const auto none = [](std::atomic<bool>&) { return std::size_t{0}; };
+  if (!o.store_only) {
   const auto queries = random_rows(4096, o.dim, 2);
   cpu::hnsw_index index(o.dim, metric::inner_product, o.n + extra, o.m, o.ef_construction, 42);
   std::vector<id_type> ids(o.n);
@@ -258,11 +262,17 @@ int main(int argc, char** argv) {
   };
 
   print_header("hnsw_index search, k=10 (2 threads)");
-  const auto none = [](std::atomic<bool>&) { return std::size_t{0}; };
   auto [base, base_writes] = measure(o.seconds, 2, search, none, true);
   base_cpu = last_cpu;
   print_row("no writer", base, base_writes, o.seconds, base);
   print_cpu_row(last_cpu);
+  {
+    // Control: a thread that wakes as often as the paced writer but changes nothing. On a machine
+    // with fewer free cores than threads, its wake-ups alone preempt readers.
+    auto [l, w] = measure(o.seconds, 2, search, paced_writer(o.rate, [](std::size_t) {}), true);
+    print_row(("control: thread waking " + std::to_string(o.rate) + "/s, no writes").c_str(), l, 0, o.seconds, base);
+    print_cpu_row(last_cpu);
+  }
   {
     auto [l, w] = measure(o.seconds, 2, search, paced_writer(o.rate, add_one), true);
     print_row(("writer adding " + std::to_string(o.rate) + " items/s").c_str(), l, w, o.seconds, base);
@@ -296,6 +306,7 @@ int main(int argc, char** argv) {
                 reserve_ms);
   }
   std::printf("index now holds %zu live items\n", index.size());
+  }  // !store_only
 
   // Feature store: per-user vectors overwritten in place while lookups read them.
   feature_store<col::user_id, col::user_embedding> users(o.dim);
@@ -320,15 +331,26 @@ int main(int argc, char** argv) {
       if (out.get<col::user_embedding>().rows() == 0) std::abort();
     };
     print_header(big ? "feature_store lookup, 256 users per call (2 thr)" : "feature_store lookup, 1 user per call (2 thr)");
-    auto [fbase, fw] = measure(o.seconds, 2, read, none);
+    auto [fbase, fw] = measure(o.seconds, 2, read, none, big);
     print_row("no writer", fbase, fw, o.seconds, fbase);
-    {
-      auto [l, w] = measure(o.seconds, 2, read, paced_writer(o.rate, overwrite));
-      print_row(("writer overwriting " + std::to_string(o.rate) + " rows/s").c_str(), l, w, o.seconds, fbase);
+    if (big) {
+      base_cpu = last_cpu;
+      print_cpu_row(last_cpu);
     }
     {
-      auto [l, w] = measure(o.seconds, 2, read, paced_writer(0, overwrite));
+      auto [l, w] = measure(o.seconds, 2, read, paced_writer(o.rate, [](std::size_t) {}), big);
+      print_row(("control: thread waking " + std::to_string(o.rate) + "/s, no writes").c_str(), l, 0, o.seconds, fbase);
+      if (big) print_cpu_row(last_cpu);
+    }
+    {
+      auto [l, w] = measure(o.seconds, 2, read, paced_writer(o.rate, overwrite), big);
+      print_row(("writer overwriting " + std::to_string(o.rate) + " rows/s").c_str(), l, w, o.seconds, fbase);
+      if (big) print_cpu_row(last_cpu);
+    }
+    {
+      auto [l, w] = measure(o.seconds, 2, read, paced_writer(0, overwrite), big);
       print_row("writer overwriting at full speed", l, w, o.seconds, fbase);
+      if (big) print_cpu_row(last_cpu);
     }
   }
 
