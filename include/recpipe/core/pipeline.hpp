@@ -15,6 +15,7 @@
 #include <recpipe/core/backend.hpp>
 #include <recpipe/core/batch.hpp>
 #include <recpipe/core/metrics.hpp>
+#include <recpipe/core/versions.hpp>
 #include <recpipe/detail/meta.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -77,6 +78,10 @@ struct STAGE_CANNOT_CONSUME_INPUT {
   using type = stage_failed;
 };
 
+//! A stage that reads versioned components (slots) pins their registries for the run.
+template <class Stage>
+concept pins_versions = requires(const Stage& s, run_pins& pins) { s.pin_versions(pins); };
+
 template <class Stage>
 concept declares_columns = requires {
   typename Stage::reads;
@@ -100,6 +105,10 @@ auto apply_stage(const Stage& s, Batch&& input, Backend& backend) {
     } else if constexpr (!has_stage_impl<Stage, Backend>) {
       return typename STAGE_HAS_NO_BACKEND_IMPL<Stage, Backend>::type{};
     } else {
+      // A stage run on its own is a run: it pins its slots' generations until it returns. Inside a
+      // pipeline run the scope reuses the pins the pipeline took when the run started.
+      run_scope scope;
+      if constexpr (pins_versions<Stage>) s.pin_versions(scope.pins());
       auto output = stage_impl<Stage, Backend>::run(s, input_batch(std::forward<Batch>(input)), backend);
       using output_batch = decltype(output);
       static_assert(is_batch_v<output_batch> &&
@@ -200,8 +209,13 @@ struct stage : detail::pipe_ops {
 //! `run` validates the request batch (column lengths), runs each stage in order and records each
 //! stage's wall time in lock-free histograms (`stats()` gives count, mean, p50, p99 per stage).
 //! Runs are thread-safe: many threads may call `run` on the same pipeline at once. A pipeline
-//! holds its stages by value; stages that refer to indexes, stores or models hold references, and
-//! those objects must outlive the pipeline.
+//! holds its stages by value; stages hold the indexes, stores and models they use by reference
+//! (named objects, which must outlive the pipeline), by value (temporaries), shared
+//! (`std::shared_ptr`) or through versioned slots (`recpipe::slot`, core/versions.hpp).
+//! Versions: when a run starts it pins the current generation of every version_registry its
+//! stages' slots belong to, and every stage of that run reads that generation, so a run never
+//! mixes versions that were published together; a trainer's later publications are seen by the
+//! next runs.
 //!
 //! @code
 //! auto recommend = recpipe::lookup(user_vectors) >> recpipe::retrieve<recpipe::col::user_embedding>(index, 100)
@@ -283,6 +297,19 @@ class pipeline : public stage<pipeline<Stages...>> {
     metrics_->total.reset();
   }
 
+  //! Pins the generation of every registry the stages' slots belong to (a run does this first).
+  void pin_versions(detail::run_pins& pins) const {
+    std::apply(
+        [&](const auto&... s) {
+          (
+              [&] {
+                if constexpr (detail::pins_versions<std::remove_cvref_t<decltype(s)>>) s.pin_versions(pins);
+              }(),
+              ...);
+        },
+        stages_);
+  }
+
   const std::tuple<Stages...>& stages() const& { return stages_; }
   std::tuple<Stages...> stages() && { return std::move(stages_); }
 
@@ -303,6 +330,8 @@ class pipeline : public stage<pipeline<Stages...>> {
       return typename detail::STAGE_CANNOT_CONSUME_INPUT<input_batch, pipeline>::type{};
     } else {
       input_batch batch(std::forward<Batch>(requests));
+      detail::run_scope scope;
+      pin_versions(scope.pins());
       const bool timed = report != nullptr || metrics_->enabled.load(std::memory_order_relaxed);
       const auto start = timed ? clock::now() : clock::time_point{};
       batch.validate();

@@ -2,9 +2,11 @@
 // recpipe stage: lookup - read per-request or per-candidate features from a feature store.
 #pragma once
 
+#include <memory>
 #include <string_view>
 
 #include <recpipe/core/pipeline.hpp>
+#include <recpipe/detail/component.hpp>
 #include <recpipe/detail/meta.hpp>
 #include <recpipe/detail/name.hpp>
 
@@ -16,25 +18,31 @@ namespace detail {
 inline constexpr std::string_view lookup_prefix = "lookup";
 }
 
-//! The description of a lookup: which store to read. Built by recpipe::lookup().
-template <class Store>
-struct lookup_stage : stage<lookup_stage<Store>> {
+//! The description of a lookup: which store to read, and how the stage holds it (`Ref`: a
+//! reference, a std::shared_ptr or a slot; see detail::component). Built by recpipe::lookup().
+template <class Store, class Ref = const Store&>
+struct lookup_stage : stage<lookup_stage<Store, Ref>> {
   using reads = columns<typename Store::key_column>;
   using writes = columns<typename Store::value_column>;
   static constexpr std::string_view name = detail::stage_name_v<detail::lookup_prefix, Store::value_column::name>;
 
-  explicit lookup_stage(const Store& store) : store_(&store) {}
-  const Store& store() const { return *store_; }
+  template <class Arg>
+  explicit lookup_stage(Arg&& store) : store_(std::forward<Arg>(store)) {}
+  //! The store (for a slot: the version this run pinned).
+  const Store& store() const { return store_.get(); }
+  void pin_versions(detail::run_pins& pins) const { store_.pin(pins); }
 
  private:
-  const Store* store_;
+  detail::component<Ref> store_;
 };
 
 //! @brief Looks up features by id: reads the store's key column (`col::user_id`, or
 //! `col::candidates` for item features) and writes its value column.
 //!
-//! @param store a feature store (cpu/feature_store.hpp). Held by reference: it must outlive the
-//!              pipeline, and must not be modified while the pipeline runs.
+//! @param store a feature store (cpu/feature_store.hpp), or any type with its lookup interface
+//!              (key_column, value_column, dim(), find_or_apply_policy). A named store is held by
+//!              reference and must outlive the pipeline; a `std::shared_ptr<Store>` is shared (the
+//!              pipeline keeps it alive); a `recpipe::slot<Store>` reads the version each run pinned.
 //! Unknown ids follow the store's on_missing policy: zeros / an empty list (default) or a
 //! recpipe::error naming the id. Cost: one hash or table probe and one row copy per id.
 //!
@@ -43,12 +51,24 @@ struct lookup_stage : stage<lookup_stage<Store>> {
 //! auto with_history = recpipe::lookup(histories);  // user_id -> history
 //! @endcode
 template <class Store>
+  requires(!is_slot_v<Store> && !detail::is_shared_ptr_v<Store>)
 lookup_stage<Store> lookup(const Store& store) {
   return lookup_stage<Store>(store);
+}
+//! Shares ownership of the store: the pipeline keeps it alive.
+template <class Store>
+lookup_stage<std::remove_const_t<Store>, std::shared_ptr<Store>> lookup(std::shared_ptr<Store> store) {
+  return lookup_stage<std::remove_const_t<Store>, std::shared_ptr<Store>>(std::move(store));
+}
+//! Reads the store version each run pinned from a version_registry slot.
+template <class Store>
+lookup_stage<Store, slot<Store>> lookup(const slot<Store>& store) {
+  return lookup_stage<Store, slot<Store>>(store);
 }
 // READ THIS IF YOUR COMPILE BREAKS HERE: the pipeline keeps a reference to the store, so a
 // temporary store would dangle. Create the store first, then pass it by name.
 template <class Store>
+  requires(!is_slot_v<Store> && !detail::is_shared_ptr_v<Store>)
 void lookup(const Store&& store) {
   static_assert(detail::always_false<Store>,
                 "recpipe: STORE_MUST_OUTLIVE_PIPELINE - lookup() keeps a reference to the store; pass a named store, "

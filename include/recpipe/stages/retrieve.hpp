@@ -3,10 +3,12 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string_view>
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/pipeline.hpp>
+#include <recpipe/detail/component.hpp>
 #include <recpipe/detail/meta.hpp>
 #include <recpipe/detail/name.hpp>
 
@@ -18,23 +20,27 @@ namespace detail {
 inline constexpr std::string_view retrieve_prefix = "retrieve";
 }
 
-//! The description of a retrieval: which index, how many candidates, which query column.
-template <class Index, column Query>
-struct retrieve_stage : stage<retrieve_stage<Index, Query>> {
+//! The description of a retrieval: which index (held as `Ref`: a reference, a std::shared_ptr or a
+//! slot), how many candidates, which query column.
+template <class Index, column Query, class Ref = const Index&>
+struct retrieve_stage : stage<retrieve_stage<Index, Query, Ref>> {
   static_assert(Query::shape == column_shape::per_request_vector && std::is_same_v<typename Query::value_type, float>,
                 "recpipe: QUERY_COLUMN_NOT_A_FLOAT_VECTOR - retrieve searches with a per_request_vector column of float");
   using reads = columns<Query>;
   using writes = columns<col::candidates, col::retrieval_score>;
   static constexpr std::string_view name = detail::stage_name_v<detail::retrieve_prefix, Query::name>;
 
-  retrieve_stage(const Index& index, std::size_t k) : index_(&index), k_(k) {
+  template <class Arg>
+  retrieve_stage(Arg&& index, std::size_t k) : index_(std::forward<Arg>(index)), k_(k) {
     if (k == 0) detail::fail("retrieve: k must be at least 1 (got 0)");
   }
-  const Index& index() const { return *index_; }
+  //! The index (for a slot: the version this run pinned).
+  const Index& index() const { return index_.get(); }
   std::size_t k() const { return k_; }
+  void pin_versions(detail::run_pins& pins) const { index_.pin(pins); }
 
  private:
-  const Index* index_;
+  detail::component<Ref> index_;
   std::size_t k_;
 };
 
@@ -46,19 +52,35 @@ struct retrieve_stage : stage<retrieve_stage<Index, Query>> {
 //! size returns every item; a request whose query holds NaN or infinity gets no candidates;
 //! a query of the wrong width throws recpipe::error naming both widths.
 //! @throws recpipe::error when k == 0 (at construction).
-//! The index is held by reference and must outlive the pipeline.
+//! A named index is held by reference and must outlive the pipeline; a `std::shared_ptr<Index>` is
+//! shared (the pipeline keeps it alive); a `recpipe::slot<Index>` reads the version each run pinned.
+//! An index that accepts adds and removes while it serves (cpu::hnsw_index) is best held by
+//! reference or shared_ptr and updated in place.
 //!
 //! @code
 //! recpipe::cpu::hnsw_index index(64, recpipe::metric::inner_product, 100000);
 //! auto stage = recpipe::retrieve<recpipe::col::user_embedding>(index, 500);
 //! @endcode
 template <column Query = col::query_vector, class Index>
+  requires(!is_slot_v<Index> && !detail::is_shared_ptr_v<Index>)
 retrieve_stage<Index, Query> retrieve(const Index& index, std::size_t k) {
   return retrieve_stage<Index, Query>(index, k);
+}
+//! Shares ownership of the index: the pipeline keeps it alive.
+template <column Query = col::query_vector, class Index>
+retrieve_stage<std::remove_const_t<Index>, Query, std::shared_ptr<Index>> retrieve(std::shared_ptr<Index> index,
+                                                                                  std::size_t k) {
+  return retrieve_stage<std::remove_const_t<Index>, Query, std::shared_ptr<Index>>(std::move(index), k);
+}
+//! Searches the index version each run pinned from a version_registry slot.
+template <column Query = col::query_vector, class Index>
+retrieve_stage<Index, Query, slot<Index>> retrieve(const slot<Index>& index, std::size_t k) {
+  return retrieve_stage<Index, Query, slot<Index>>(index, k);
 }
 // READ THIS IF YOUR COMPILE BREAKS HERE: the pipeline keeps a reference to the index, so a
 // temporary index would dangle. Build the index first, then pass it by name.
 template <column Query = col::query_vector, class Index>
+  requires(!is_slot_v<Index> && !detail::is_shared_ptr_v<Index>)
 void retrieve(const Index&& index, std::size_t k) {
   static_assert(detail::always_false<Index>,
                 "recpipe: INDEX_MUST_OUTLIVE_PIPELINE - retrieve() keeps a reference to the index; pass a named index, "

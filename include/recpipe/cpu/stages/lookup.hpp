@@ -15,10 +15,10 @@
 
 RECPIPE_NAMESPACE_BEGIN
 
-template <class Store>
-struct stage_impl<lookup_stage<Store>, cpu_backend> {
+template <class Store, class Ref>
+struct stage_impl<lookup_stage<Store, Ref>, cpu_backend> {
   template <class Batch>
-  static auto run(const lookup_stage<Store>& stage, Batch&& batch, cpu_backend&) {
+  static auto run(const lookup_stage<Store, Ref>& stage, Batch&& batch, cpu_backend&) {
     using key = typename Store::key_column;
     using value = typename Store::value_column;
     const Store& store = stage.store();

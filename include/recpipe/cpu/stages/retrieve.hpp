@@ -16,10 +16,10 @@
 
 RECPIPE_NAMESPACE_BEGIN
 
-template <class Index, class Query>
-struct stage_impl<retrieve_stage<Index, Query>, cpu_backend> {
+template <class Index, class Query, class Ref>
+struct stage_impl<retrieve_stage<Index, Query, Ref>, cpu_backend> {
   template <class Batch>
-  static auto run(const retrieve_stage<Index, Query>& stage, Batch&& batch, cpu_backend&) {
+  static auto run(const retrieve_stage<Index, Query, Ref>& stage, Batch&& batch, cpu_backend&) {
     // READ THIS IF YOUR COMPILE BREAKS HERE: replacing the candidates would leave the earlier
     // per-candidate columns describing items that are gone.
     static_assert(!std::remove_cvref_t<Batch>::template contains<col::candidates>,
