@@ -471,6 +471,7 @@ struct trainer_state {
 struct metric_sum {
   double recall = 0, ndcg = 0;
   std::size_t requests = 0;
+  std::vector<double> per_request;  // Recall@10 of each request, in request order
   void add(std::span<const id_type> top, const std::unordered_set<id_type>& targets) {
     const std::size_t ideal = std::min<std::size_t>(10, targets.size());
     double dcg = 0, idcg = 0;
@@ -483,6 +484,7 @@ struct metric_sum {
     for (std::size_t r = 0; r < ideal; ++r) idcg += 1.0 / std::log2(static_cast<double>(r) + 2.0);
     recall += static_cast<double>(hits) / static_cast<double>(ideal);
     ndcg += dcg / idcg;
+    per_request.push_back(static_cast<double>(hits) / static_cast<double>(ideal));
     ++requests;
   }
 };
@@ -800,6 +802,25 @@ int run(const options& o) {
               commits, hours, 1e3 * publish_s * per, static_cast<double>(republished_items) * per, 1e3 * first_freeze_s,
               incremental_train_s, 1e3 * incremental_train_s * per);
   std::printf("serving (all variants and baselines): %.1f s\n", serve_s);
+  // Paired differences over the same requests, with a normal 95 % interval (requests of one user
+  // are correlated, so read it as a rough guide).
+  const auto paired = [&](int a, int b) {
+    const auto& x = results[static_cast<std::size_t>(a)].m.per_request;
+    const auto& y = results[static_cast<std::size_t>(b)].m.per_request;
+    if (x.size() != y.size() || x.size() < 2) return;
+    double mean = 0, sq = 0;
+    for (std::size_t r = 0; r < x.size(); ++r) mean += x[r] - y[r];
+    mean /= static_cast<double>(x.size());
+    for (std::size_t r = 0; r < x.size(); ++r) sq += (x[r] - y[r] - mean) * (x[r] - y[r] - mean);
+    const double se = std::sqrt(sq / static_cast<double>(x.size() - 1) / static_cast<double>(x.size()));
+    std::printf("Recall@10, %s minus %s: %+.4f +- %.4f (95 %% interval, paired over requests)\n",
+                results[static_cast<std::size_t>(a)].name.c_str(), results[static_cast<std::size_t>(b)].name.c_str(), mean,
+                1.96 * se);
+  };
+  paired(updated_exact, frozen_exact);
+  paired(updated_ann, frozen_ann);
+  paired(updated_exact, pop_all);
+  paired(frozen_exact, frozen_ann);
   std::printf("requests without a positive in the next 24 h (not scored): %zu; catalog at the end: %zu items\n",
               skipped_requests, catalog.size());
   std::printf("total: %.1f s\n", seconds_since(t_start));
