@@ -645,7 +645,7 @@ int run(const options& o) {
   results[updated_exact].name = "updated hourly, exact retrieval";
   results[updated_ann].name = "updated hourly, hnsw retrieval";
   double incremental_train_s = 0, publish_s = 0, serve_s = 0;
-  std::size_t hours = 0, skipped_requests = 0, republished_items = 0;
+  std::size_t hours = 0, skipped_requests = 0, republished_items = 0, seen_recommended = 0;
   // Every positive so far in time order (tt_train was shuffled): the replay buffer.
   std::vector<tt_example> tt_all;
   {
@@ -694,7 +694,13 @@ int run(const options& o) {
       const auto requests = make_batch<col::user_id>(users);
       const auto score_run = [&](const auto& pipeline, variant_result& out) {
         const auto served = pipeline.run(requests);
-        for (std::size_t r = 0; r < users.size(); ++r) out.m.add(served.template get<col::candidates>().row(r), targets[r]);
+        for (std::size_t r = 0; r < users.size(); ++r) {
+          const auto top = served.template get<col::candidates>().row(r);
+          for (id_type i : top)  // filter_seen must have removed everything the user rated before
+            if (f.has_seen(static_cast<std::size_t>(users[r]), static_cast<std::size_t>(i))) ++seen_recommended;
+          if (top.size() > 10) ++seen_recommended;
+          out.m.add(top, targets[r]);
+        }
       };
       score_run(frozen_exact_pipe, results[frozen_exact]);
       score_run(frozen_ann_pipe, results[frozen_ann]);
@@ -824,6 +830,17 @@ int run(const options& o) {
   std::printf("requests without a positive in the next 24 h (not scored): %zu; catalog at the end: %zu items\n",
               skipped_requests, catalog.size());
   std::printf("total: %.1f s\n", seconds_since(t_start));
+  if (seen_recommended) {
+    std::fprintf(stderr, "movielens: %zu recommendations were items the user had rated (or lists longer than 10)\n",
+                 seen_recommended);
+    return 1;
+  }
+  if (updated_live.registry.version() != commits || frozen_live.registry.version() != 0) {
+    std::fprintf(stderr, "movielens: registry versions %llu / %llu do not match the publications\n",
+                 static_cast<unsigned long long>(updated_live.registry.version()),
+                 static_cast<unsigned long long>(frozen_live.registry.version()));
+    return 1;
+  }
   if (o.smoke) {
     // The smoke run checks the plumbing, not the quality: every variant served every request.
     for (const variant_result& r : results)
