@@ -51,6 +51,7 @@ class RecpipeConan(ConanFile):
         self.requires("eigen/3.4.0", transitive_headers=True)
         self.requires("hnswlib/0.8.0", transitive_headers=True)
         self.requires("nlohmann_json/3.11.3", transitive_headers=True)
+        self.requires("zlib/1.3.1", transitive_headers=True, transitive_libs=True)  # snapshot CRC32
         if self.options.with_openblas:
             self.requires("openblas/0.3.27", transitive_headers=True, transitive_libs=True)
 
@@ -102,7 +103,7 @@ class RecpipeConan(ConanFile):
         core.set_property("cmake_target_name", "recpipe::recpipe")
         core.bindirs = []
         core.libdirs = []
-        core.requires = ["eigen::eigen", "hnswlib::hnswlib", "nlohmann_json::nlohmann_json"]
+        core.requires = ["eigen::eigen", "hnswlib::hnswlib", "nlohmann_json::nlohmann_json", "zlib::zlib"]
         if self.options.with_openblas:
             core.requires.append("openblas::openblas")
             core.defines = ["RECPIPE_HAS_CBLAS=1"]

@@ -2,7 +2,7 @@
 # Shared by scripts/*: Debian package checks and build settings. Source it; do not run it.
 
 # Packages every build needs (library deps, test framework, compilers and CMake).
-RECPIPE_BASE_PACKAGES=(g++ make cmake libeigen3-dev libhnswlib-dev nlohmann-json3-dev libopenblas-dev
+RECPIPE_BASE_PACKAGES=(g++ make cmake libeigen3-dev libhnswlib-dev nlohmann-json3-dev zlib1g-dev libopenblas-dev
                        libopenblas0-pthread doctest-dev libbenchmark-dev)
 # Peers for tests and benchmarks: LibTorch for kernel comparisons, PyTorch for model parity.
 RECPIPE_PEER_PACKAGES=(libtorch-dev python3-torch python3-numpy)

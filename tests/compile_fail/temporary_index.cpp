@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // retrieve keeps a reference to its index: a temporary index would dangle.
 // EXPECT: recpipe: INDEX_MUST_OUTLIVE_PIPELINE
+// EXPECT_FIRST_ERROR: INDEX_MUST_OUTLIVE_PIPELINE
 #include <recpipe/recpipe.hpp>
 
 int main() {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // lookup keeps a reference to its feature store: a temporary store would dangle.
 // EXPECT: recpipe: STORE_MUST_OUTLIVE_PIPELINE
+// EXPECT_FIRST_ERROR: STORE_MUST_OUTLIVE_PIPELINE
 #include <recpipe/recpipe.hpp>
 
 int main() {

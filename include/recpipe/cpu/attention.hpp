@@ -61,28 +61,46 @@ inline void zero_padding(matrix_view<float> out, std::span<const std::size_t> le
     for (std::size_t t = lengths[b]; t < max_len; ++t) std::fill_n(out.data() + (b * max_len + t) * out.stride(), out.cols(), 0.0f);
 }
 
-// Unchecked MHA; out must not overlap x. Padded rows are dropped before the projections (with
-// lengths spread over 1..max_len that halves the GEMM work) and restored as zeros at the end.
-inline void mha(matrix_view<const float> x, std::span<const std::size_t> lengths, std::size_t max_len,
-                const mha_weights& w, bool causal, matrix_view<float> out) {
+// The valid rows of x (session b's first lengths[b] rows), contiguous in scratch `slot`.
+inline matrix_view<const float> pack_valid(matrix_view<const float> x, std::span<const std::size_t> lengths,
+                                           std::size_t max_len, std::size_t valid, std::size_t slot) {
+  const std::size_t e = x.cols();
+  float* packed = scratch(slot, valid * e);
+  std::size_t row = 0;
+  for (std::size_t b = 0; b < lengths.size(); ++b)
+    for (std::size_t t = 0; t < lengths[b]; ++t, ++row)
+      std::copy_n(x.data() + (b * max_len + t) * x.stride(), e, packed + row * e);
+  return {packed, valid, e};
+}
+
+// Unchecked MHA; out must overlap neither input. Queries are projected from `query_x`, keys and
+// values from `x` (the same view for self-attention). Padded rows are dropped before the
+// projections (with lengths spread over 1..max_len that halves the GEMM work) and restored as
+// zeros at the end.
+inline void mha(matrix_view<const float> query_x, matrix_view<const float> x, std::span<const std::size_t> lengths,
+                std::size_t max_len, const mha_weights& w, bool causal, matrix_view<float> out) {
   const std::size_t e = x.cols(), rows = x.rows(), heads = w.num_heads, hd = e / heads;
   if (rows == 0 || e == 0) return;
   std::size_t valid = 0;
   for (const std::size_t len : lengths) valid += len;
   const bool padded = valid != rows;
+  const bool separate_query = query_x.data() != x.data() || query_x.stride() != x.stride();
   // 1. Valid rows only, contiguous (session b's items start at the running sum of lengths).
-  matrix_view<const float> input = x;
-  if (padded) {
-    float* packed = scratch(7, valid * e);
-    std::size_t row = 0;
-    for (std::size_t b = 0; b < lengths.size(); ++b)
-      for (std::size_t t = 0; t < lengths[b]; ++t, ++row)
-        std::copy_n(x.data() + (b * max_len + t) * x.stride(), e, packed + row * e);
-    input = matrix_view<const float>(packed, valid, e);
-  }
-  // 2. One GEMM for q, k and v of every valid row.
+  const matrix_view<const float> input = padded ? pack_valid(x, lengths, max_len, valid, 7) : x;
+  // 2. One GEMM for q, k and v of every valid row (two when the queries come from another input:
+  //    q from query_x with the first E rows of in_proj, k and v from x with the other 2E).
   float* qkv = scratch(3, std::max<std::size_t>(valid * 3 * e, 1));
-  linear(input, w.in_proj_weight, w.in_proj_bias, matrix_view<float>(qkv, valid, 3 * e));
+  if (!separate_query) {
+    linear(input, w.in_proj_weight, w.in_proj_bias, matrix_view<float>(qkv, valid, 3 * e));
+  } else {
+    const matrix_view<const float> query_input = padded ? pack_valid(query_x, lengths, max_len, valid, 8) : query_x;
+    const auto bias = [&](std::size_t first, std::size_t count) {
+      return w.in_proj_bias.empty() ? std::span<const float>() : w.in_proj_bias.subspan(first, count);
+    };
+    linear(query_input, w.in_proj_weight.middle_rows(0, e), bias(0, e), matrix_view<float>(qkv, valid, e, 3 * e));
+    linear(input, w.in_proj_weight.middle_rows(e, 2 * e), bias(e, 2 * e),
+           matrix_view<float>(qkv + e, valid, 2 * e, 3 * e));
+  }
   // 3. Per session and head: scaled scores over the allowed keys, stable softmax, weighted sum of v.
   float* context = scratch(4, valid * e);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -168,7 +186,30 @@ inline void multi_head_attention(matrix_view<const float> x, std::span<const std
   impl::check_sessions("cpu::multi_head_attention", x, lengths, max_len);
   impl::check_mha("cpu::multi_head_attention", x.cols(), w);
   impl::check_shape("cpu::multi_head_attention", "out", out, x.rows(), x.cols());
-  impl::mha(x, lengths, max_len, w, causal, out);
+  impl::mha(x, x, lengths, max_len, w, causal, out);
+}
+
+//! @brief Multi-head attention whose queries come from another input than its keys and values,
+//! as `nn.MultiheadAttention(E, heads, batch_first=True)(query_x, x, x, key_padding_mask,
+//! attn_mask)` with both inputs laid out as the same sessions (SASRec.pytorch feeds the
+//! layer-normed sequence as the query and the un-normed one as keys and values).
+//!
+//! @param query_x  same shape as x: row b * max_len + t is the query of session b's item t.
+//! Everything else as in the self-attention overload above (masks, padded rows written as 0);
+//! out must overlap neither input. Calling it with query_x == x gives the self-attention result.
+//! @throws recpipe::error for mismatched shapes (naming the argument), heads not dividing E, or a
+//!         length above max_len.
+//! @code
+//! recpipe::cpu::multi_head_attention(normed.view(), x.view(), lengths, 50, w, true, y.view());
+//! @endcode
+inline void multi_head_attention(matrix_view<const float> query_x, matrix_view<const float> x,
+                                 std::span<const std::size_t> lengths, std::size_t max_len, const mha_weights& w,
+                                 bool causal, matrix_view<float> out) {
+  impl::check_sessions("cpu::multi_head_attention", x, lengths, max_len);
+  impl::check_shape("cpu::multi_head_attention", "query_x", query_x, x.rows(), x.cols());
+  impl::check_mha("cpu::multi_head_attention", x.cols(), w);
+  impl::check_shape("cpu::multi_head_attention", "out", out, x.rows(), x.cols());
+  impl::mha(query_x, x, lengths, max_len, w, causal, out);
 }
 
 //! Weights of `nn.TransformerEncoderLayer(E, heads, F, dropout=0, activation, batch_first=True,
@@ -194,6 +235,24 @@ struct transformer_layer_weights {
 //! @code
 //! recpipe::cpu::transformer_encoder_layer(x.view(), lengths, max_len, weights, true, y.view());
 //! @endcode
+namespace impl {
+inline void check_layer_weights(const char* where, matrix_view<const float> x, std::span<const std::size_t> lengths,
+                                std::size_t max_len, const transformer_layer_weights& w, matrix_view<float> out) {
+  impl::check_sessions(where, x, lengths, max_len);
+  const std::size_t e = x.cols(), ff = w.linear1_weight.rows();
+  impl::check_mha(where, e, w.attention);
+  impl::check_shape(where, "linear1_weight", w.linear1_weight, ff, e);
+  impl::check_bias(where, "linear1_bias", w.linear1_bias, ff);
+  impl::check_shape(where, "linear2_weight", w.linear2_weight, e, ff);
+  impl::check_bias(where, "linear2_bias", w.linear2_bias, e);
+  impl::check_bias(where, "norm1_weight", w.norm1_weight, e);
+  impl::check_bias(where, "norm1_bias", w.norm1_bias, e);
+  impl::check_bias(where, "norm2_weight", w.norm2_weight, e);
+  impl::check_bias(where, "norm2_bias", w.norm2_bias, e);
+  impl::check_shape(where, "out", out, x.rows(), e);
+}
+}  // namespace impl
+
 inline void transformer_encoder_layer(matrix_view<const float> x, std::span<const std::size_t> lengths,
                                       std::size_t max_len, const transformer_layer_weights& w, bool causal,
                                       matrix_view<float> out) {
@@ -214,7 +273,7 @@ inline void transformer_encoder_layer(matrix_view<const float> x, std::span<cons
   const matrix_view<float> a(impl::scratch(5, rows * e), rows, e);
   const matrix_view<float> hidden(impl::scratch(6, rows * std::max<std::size_t>(ff, 1)), rows, ff);
   if (!w.norm_first) {
-    impl::mha(x, lengths, max_len, w.attention, causal, a);
+    impl::mha(x, x, lengths, max_len, w.attention, causal, a);
     add(a, x);
     layer_norm(a, w.norm1_weight, w.norm1_bias, a, w.eps);
     linear(a, w.linear1_weight, w.linear1_bias, hidden, w.act);
@@ -223,13 +282,42 @@ inline void transformer_encoder_layer(matrix_view<const float> x, std::span<cons
     layer_norm(out, w.norm2_weight, w.norm2_bias, out, w.eps);
   } else {
     layer_norm(x, w.norm1_weight, w.norm1_bias, a, w.eps);
-    impl::mha(a, lengths, max_len, w.attention, causal, out);
+    impl::mha(a, a, lengths, max_len, w.attention, causal, out);
     add(out, x);
     layer_norm(out, w.norm2_weight, w.norm2_bias, a, w.eps);
     linear(a, w.linear1_weight, w.linear1_bias, hidden, w.act);
     linear(hidden, w.linear2_weight, w.linear2_bias, a);
     add(out, a);
   }
+  impl::zero_padding(out, lengths, max_len);
+}
+
+//! @brief The SASRec.pytorch block (Kang & McAuley's SASRec as ported by pmixer; inference, no
+//! dropout), where only the attention's query is layer-normed:
+//!   q = LN1(x);  h = q + MHA(query q, keys and values x);  z = LN2(h);  y = z + FF(z),
+//! FF(z) = linear2(act(linear1(z))) (its two Conv1d(kernel 1) layers are linear layers).
+//! `w.norm_first` is ignored. Sessions, masks and padding as in multi_head_attention(); padded
+//! output rows are 0.
+//! @param out same shape as x, must not overlap it.
+//! @throws recpipe::error naming the weight or argument whose shape disagrees.
+//! @code
+//! recpipe::cpu::query_norm_encoder_layer(x.view(), lengths, max_len, weights, true, y.view());
+//! @endcode
+inline void query_norm_encoder_layer(matrix_view<const float> x, std::span<const std::size_t> lengths,
+                                     std::size_t max_len, const transformer_layer_weights& w, bool causal,
+                                     matrix_view<float> out) {
+  impl::check_layer_weights("cpu::query_norm_encoder_layer", x, lengths, max_len, w, out);
+  const std::size_t e = x.cols(), rows = x.rows(), ff = w.linear1_weight.rows();
+  if (rows == 0 || e == 0) return;
+  const matrix_view<float> q(impl::scratch(5, rows * e), rows, e);
+  const matrix_view<float> hidden(impl::scratch(6, rows * std::max<std::size_t>(ff, 1)), rows, ff);
+  layer_norm(x, w.norm1_weight, w.norm1_bias, q, w.eps);
+  impl::mha(q, x, lengths, max_len, w.attention, causal, out);
+  add(out, q);
+  layer_norm(out, w.norm2_weight, w.norm2_bias, out, w.eps);  // z, in place
+  linear(out, w.linear1_weight, w.linear1_bias, hidden, w.act);
+  linear(hidden, w.linear2_weight, w.linear2_bias, q);  // q is free again
+  add(out, q);
   impl::zero_padding(out, lengths, max_len);
 }
 

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -229,6 +230,8 @@ inline std::size_t validate_hnsw_body(const unsigned char* body, std::size_t siz
   pos += count * bytes_per_element;
   std::size_t deleted = 0;
   std::vector<std::uint64_t> labels(count);
+  std::vector<std::pair<std::uint64_t, std::size_t>> by_label(count);  // (id, element)
+  std::vector<bool> is_deleted(count, false);
   for (std::size_t i = 0; i < count; ++i) {
     const unsigned char* element = level0 + i * bytes_per_element;
     std::uint16_t links = 0;
@@ -236,7 +239,10 @@ inline std::size_t validate_hnsw_body(const unsigned char* body, std::size_t siz
     if (links > max_m0) bad("element ", i, " has ", links, " level-0 links (at most ", max_m0, ")");
     if ((element[2] & ~hnswlib::HierarchicalNSW<float>::DELETE_MARK) != 0 || element[3] != 0)
       bad("element ", i, " has unknown flag bits");
-    if (element[2] & hnswlib::HierarchicalNSW<float>::DELETE_MARK) ++deleted;
+    if (element[2] & hnswlib::HierarchicalNSW<float>::DELETE_MARK) {
+      ++deleted;
+      is_deleted[i] = true;
+    }
     for (std::size_t j = 0; j < links; ++j) {
       hnswlib::tableint neighbour = 0;
       std::memcpy(&neighbour, element + 4 + j * 4, 4);
@@ -250,10 +256,15 @@ inline std::size_t validate_hnsw_body(const unsigned char* body, std::size_t siz
     std::memcpy(&labels[i], element + label_offset, sizeof(std::uint64_t));
     if (labels[i] > static_cast<std::uint64_t>(std::numeric_limits<id_type>::max()))
       bad("element ", i, " has id ", labels[i], ", beyond the largest id");
+    by_label[i] = {labels[i], i};
   }
-  std::sort(labels.begin(), labels.end());
-  if (const auto dup = std::adjacent_find(labels.begin(), labels.end()); dup != labels.end())
-    bad("id ", *dup, " appears twice");
+  // An id may appear more than once only as removed copies ("tombstones", left by replacing a
+  // vector while serving) followed by its newest element: hnswlib's loader maps an id to its last
+  // element, so every earlier element of the id must be marked deleted.
+  std::sort(by_label.begin(), by_label.end());
+  for (std::size_t j = 1; j < count; ++j)
+    if (by_label[j].first == by_label[j - 1].first && !is_deleted[by_label[j - 1].second])
+      bad("id ", by_label[j].first, " appears twice");
 
   // Upper levels: per element u32 byte size, then `level` blocks of [u32 count, maxM ids].
   std::vector<int> levels(count, 0);
@@ -363,16 +374,28 @@ namespace cpu {
 //! - **Scores, higher is better**: `metric::inner_product` gives dot(q, x); `metric::l2` gives
 //!   -||q - x||^2. Results are sorted by score descending, then id ascending.
 //! - **Ids** are `recpipe::id_type` >= 0; negative ids are rejected. Adding an id that is already
-//!   present replaces its vector (a removed id comes back). Search never returns a removed id or an
+//!   present replaces its vector (a removed id comes back): the old element is marked removed (a
+//!   "tombstone" that keeps its slot, like `remove`) and the new vector gets a fresh slot, so a
+//!   concurrent search never reads a half-written vector. Search never returns a removed id or an
 //!   id that was not added.
 //! - **Vectors** must have `dim()` finite values: NaN or infinity throws `recpipe::error` on add
 //!   and on search (nothing is added).
-//! - **Capacity** grows automatically (doubling, via hnswlib's resizeIndex); `reserve` avoids
-//!   the regrowth for a known count. At most 2^31 - 1 elements (hnswlib's 32-bit internal ids).
-//! - **Threads**: `search`, `search_batch`, `contains`, `size` and `save` may run concurrently from
-//!   any number of threads; `add`, `remove`, `reserve` take an exclusive lock and wait for them.
-//!   The search width is a per-call argument (hnswlib's global setEf is never touched after
-//!   construction), so concurrent searches with different `ef` do not interfere.
+//! - **Capacity** grows automatically (doubling); `reserve` avoids the regrowth for a known
+//!   count. Removed items and replaced vectors keep their slots. At most 2^31 - 1 elements
+//!   (hnswlib's 32-bit internal ids).
+//! - **Threads**: every member function may be called from any number of threads at once.
+//!   Searches (`search`, `search_batch`, `contains`, `size`) run *while* `add`, `remove` and
+//!   `reserve` run: writers are serialised among themselves (one writer mutex; a batch `add` with
+//!   `threads` > 1 inserts in parallel inside it) and insert with hnswlib's per-element link-list
+//!   locks, which searches also take for the instant they copy one node's links. A search never
+//!   waits for a whole insertion: the links of an element still being inserted are not followed
+//!   (its vector is still scored). Growing the capacity builds the larger arrays while searches
+//!   continue on the old ones, then swaps them under a brief exclusive lock that waits only for
+//!   the searches in flight. Once `remove(id)` (or the `add` that replaces id's vector) has
+//!   returned, no search that starts later returns the removed element. `save` blocks writers
+//!   (not searches) while it copies the graph. The search width is a per-call argument
+//!   (hnswlib's global setEf is never touched after construction), so concurrent searches with
+//!   different `ef` do not interfere.
 //! - **Errors**: hnswlib's exceptions become `recpipe::index_error`; bad files throw
 //!   `recpipe::io_error` (see `save`/`load`).
 //!
@@ -427,11 +450,7 @@ class hnsw_index {
   //! HNSW links per node (M). @code std::size_t m = index.m(); @endcode
   std::size_t m() const { return get("m").m; }
   //! Number of live (added and not removed) items. @code std::size_t n = index.size(); @endcode
-  std::size_t size() const {
-    const state& s = get("size");
-    const auto lock = s.mutex.shared();
-    return live_locked(s);
-  }
+  std::size_t size() const { return get("size").live.load(std::memory_order_acquire); }
   //! Elements the graph can hold before it grows (removed items still occupy a slot).
   //! @code index.reserve(index.capacity() * 2); @endcode
   std::size_t capacity() const {
@@ -445,8 +464,11 @@ class hnsw_index {
     const state& s = get("contains");
     if (id < 0) return false;
     const auto lock = s.mutex.shared();
-    const auto found = s.graph->label_lookup_.find(static_cast<hnswlib::labeltype>(id));
-    return found != s.graph->label_lookup_.end() && !s.graph->isMarkedDeleted(found->second);
+    graph_type& g = *s.graph;
+    // Writers change label_lookup_ only under hnswlib's cur_element_count_guard_ (see add).
+    const std::lock_guard guard(g.cur_element_count_guard_);
+    const auto found = g.label_lookup_.find(static_cast<hnswlib::labeltype>(id));
+    return found != g.label_lookup_.end() && !is_deleted(g, found->second);
   }
 
   //! The default search width used by `search` without an explicit `ef`.
@@ -467,9 +489,8 @@ class hnsw_index {
     state& s = get("reserve");
     if (capacity > recpipe::detail::hnsw_max_elements)
       recpipe::detail::fail("hnsw_index: reserve: capacity ", capacity, " exceeds the limit ", recpipe::detail::hnsw_max_elements);
-    const auto lock = s.mutex.exclusive();
-    if (capacity > s.graph->max_elements_)
-      recpipe::detail::call_hnswlib("hnsw_index: reserve", [&] { s.graph->resizeIndex(capacity); });
+    const std::lock_guard writer(s.writer);
+    grow_to_locked(s, capacity, "hnsw_index: reserve");
   }
 
   //! @brief Adds (or replaces) one item.
@@ -479,11 +500,18 @@ class hnsw_index {
     state& s = get("add");
     recpipe::detail::check_index_id("hnsw_index: add", id);
     recpipe::detail::check_index_vector("hnsw_index: add", id, vector, s.dim);
-    const auto lock = s.mutex.exclusive();
+    const std::lock_guard writer(s.writer);
     grow_for_locked(s, 1, "hnsw_index: add");
-    recpipe::detail::call_hnswlib("hnsw_index: add", [&] {
-      s.graph->addPoint(vector.data(), static_cast<hnswlib::labeltype>(id));
-    });
+    retire_label_locked(s, id);
+    try {
+      recpipe::detail::call_hnswlib("hnsw_index: add", [&] {
+        s.graph->addPoint(vector.data(), static_cast<hnswlib::labeltype>(id));
+      });
+    } catch (...) {
+      publish_locked(s);
+      throw;
+    }
+    publish_locked(s);
   }
 
   //! @brief Adds (or replaces) many items: `ids[i]` gets row i of `vectors` (rows x dim()).
@@ -505,7 +533,7 @@ class hnsw_index {
       recpipe::detail::check_index_vector("hnsw_index: add", ids[i], vectors.row(i), s.dim);
     }
     if (ids.empty()) return;
-    const auto lock = s.mutex.exclusive();
+    const std::lock_guard writer(s.writer);
     grow_for_locked(s, ids.size(), "hnsw_index: add");
     if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
     threads = std::min(threads, ids.size());
@@ -513,21 +541,43 @@ class hnsw_index {
       s.graph->addPoint(vectors.row(i).data(), static_cast<hnswlib::labeltype>(ids[i]));
     };
     if (threads <= 1) {
-      recpipe::detail::call_hnswlib("hnsw_index: add", [&] {
-        for (std::size_t i = 0; i < ids.size(); ++i) insert(i);
-      });
+      // One at a time, each published as soon as it is linked (searches see it right away).
+      try {
+        recpipe::detail::call_hnswlib("hnsw_index: add", [&] {
+          for (std::size_t i = 0; i < ids.size(); ++i) {
+            retire_label_locked(s, ids[i]);
+            insert(i);
+            publish_locked(s);
+          }
+        });
+      } catch (...) {
+        publish_locked(s);
+        throw;
+      }
       return;
     }
+    // Parallel: retire every replaced id first (hnswlib's in-place update would rewrite vectors
+    // that searches read) and insert only the last row of an id that appears twice.
+    std::vector<std::size_t> rows;
+    rows.reserve(ids.size());
+    {
+      std::unordered_set<id_type> seen;
+      for (std::size_t i = ids.size(); i-- > 0;)
+        if (seen.insert(ids[i]).second) rows.push_back(i);
+      std::reverse(rows.begin(), rows.end());
+    }
+    for (const std::size_t i : rows) retire_label_locked(s, ids[i]);
+    threads = std::min(threads, rows.size());
     std::atomic<std::size_t> next{0};
     std::exception_ptr failure;
     std::mutex failure_mutex;
     const auto worker = [&] {
       try {
         recpipe::detail::call_hnswlib("hnsw_index: add", [&] {
-          for (std::size_t i = next.fetch_add(1); i < ids.size(); i = next.fetch_add(1)) insert(i);
+          for (std::size_t j = next.fetch_add(1); j < rows.size(); j = next.fetch_add(1)) insert(rows[j]);
         });
       } catch (...) {
-        next.store(ids.size());  // stop the other workers early
+        next.store(rows.size());  // stop the other workers early
         std::lock_guard guard(failure_mutex);
         if (!failure) failure = std::current_exception();
       }
@@ -537,6 +587,7 @@ class hnsw_index {
     for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
     worker();
     for (auto& thread : pool) thread.join();
+    publish_locked(s);
     if (failure) std::rethrow_exception(failure);
   }
 
@@ -548,10 +599,12 @@ class hnsw_index {
   bool remove(id_type id) {
     state& s = get("remove");
     recpipe::detail::check_index_id("hnsw_index: remove", id);
-    const auto lock = s.mutex.exclusive();
-    const auto found = s.graph->label_lookup_.find(static_cast<hnswlib::labeltype>(id));
-    if (found == s.graph->label_lookup_.end() || s.graph->isMarkedDeleted(found->second)) return false;
-    s.graph->markDeletedInternal(found->second);
+    const std::lock_guard writer(s.writer);
+    graph_type& g = *s.graph;
+    const auto found = g.label_lookup_.find(static_cast<hnswlib::labeltype>(id));  // only writers change it
+    if (found == g.label_lookup_.end() || is_deleted(g, found->second)) return false;
+    mark_deleted_locked(s, found->second);
+    publish_locked(s);
     return true;
   }
 
@@ -576,7 +629,7 @@ class hnsw_index {
     recpipe::detail::check_index_query("hnsw_index: search", query, s.dim);
     if (ef == 0) recpipe::detail::fail("hnsw_index: search: ef must be at least 1 (got 0)");
     const auto lock = s.mutex.shared();
-    const std::size_t count = std::min(k, live_locked(s));
+    const std::size_t count = std::min(k, s.live.load(std::memory_order_acquire));
     recpipe::detail::check_index_outputs("hnsw_index: search", out_ids.size(), out_scores.size(), count);
     return search_locked(s, query.data(), count, ef, out_ids, out_scores);
   }
@@ -602,7 +655,7 @@ class hnsw_index {
     for (std::size_t q = 0; q < queries.rows(); ++q)
       recpipe::detail::check_index_query("hnsw_index: search_batch", queries.row(q), s.dim);
     const auto lock = s.mutex.shared();
-    const std::size_t count = std::min(k, live_locked(s));
+    const std::size_t count = std::min(k, s.live.load(std::memory_order_acquire));
     recpipe::detail::check_index_batch("hnsw_index: search_batch", queries, s.dim, out_ids, out_scores, count);
     for (std::size_t q = 0; q < queries.rows(); ++q)
       search_locked(s, queries.row(q).data(), count, ef, out_ids.row(q), out_scores.row(q));
@@ -632,7 +685,7 @@ class hnsw_index {
                                       "': not a file name inside an existing directory");
     std::vector<unsigned char> file;
     {
-      const auto lock = s.mutex.shared();
+      const std::lock_guard writer(const_cast<state&>(s).writer);  // a consistent graph: no insert in flight
       // hnswlib 0.6.2 only saves to a file name, so the body goes through a temporary file.
       const recpipe::detail::temp_file_guard body_file{recpipe::detail::unique_temp_path(directory, stem + ".body")};
       recpipe::detail::call_hnswlib(component, [&] { s.graph->saveIndex(body_file.path.string()); });
@@ -728,6 +781,7 @@ class hnsw_index {
       throw;
     }
     g.num_deleted_ = deleted;
+    publish_locked(s);
     g.level_generator_.seed(static_cast<std::default_random_engine::result_type>(h.seed));
     g.update_probability_generator_.seed(static_cast<std::default_random_engine::result_type>(h.seed + 1));
     g.setEf(1);
@@ -748,8 +802,17 @@ class hnsw_index {
     std::size_t m, ef_construction;
     std::uint64_t seed;
     std::atomic<std::size_t> ef{default_ef};
+    // Shared by searches; exclusive only for the instant a capacity growth swaps the arrays.
     recpipe::detail::index_mutex mutex;
+    // Serialises add, remove, reserve and save (one writer at a time).
+    std::mutex writer;
+    // What searches read instead of hnswlib's plain fields, which writers change while they run
+    // (published by publish_locked after each insertion or removal):
+    std::atomic<std::size_t> live{0};       // live items (added, not removed)
+    std::atomic<std::size_t> published{0};  // elements whose insertion has finished
+    std::atomic<std::uint64_t> entry{no_entry};  // (max level << 32) | entry element
   };
+  static constexpr std::uint64_t no_entry = ~std::uint64_t{0};
 
   explicit hnsw_index(private_tag) {}
 
@@ -773,9 +836,44 @@ class hnsw_index {
     return *state_;
   }
 
-  static std::size_t live_locked(const state& s) { return s.graph->cur_element_count - s.graph->num_deleted_; }
+  // The delete mark lives in byte 2 of an element's level-0 link-list header. Searches read it
+  // while writers set it, so both sides access it atomically (hnswlib's own accesses happen only
+  // inside writers, which are serialised, or before the element is linked).
+  static std::atomic_ref<unsigned char> delete_mark(const graph_type& g, hnswlib::tableint i) {
+    return std::atomic_ref<unsigned char>(*(reinterpret_cast<unsigned char*>(g.get_linklist0(i)) + 2));
+  }
+  static bool is_deleted(const graph_type& g, hnswlib::tableint i) {
+    return (delete_mark(g, i).load(std::memory_order_acquire) & graph_type::DELETE_MARK) != 0;
+  }
+  // Caller holds the writer mutex; the element is live.
+  static void mark_deleted_locked(state& s, hnswlib::tableint i) {
+    delete_mark(*s.graph, i).fetch_or(graph_type::DELETE_MARK, std::memory_order_release);
+    ++s.graph->num_deleted_;
+  }
+  // Before (re-)adding `id`: its current element, if any, becomes a removed tombstone and the id
+  // leaves hnswlib's label map, so addPoint gives it a fresh element instead of rewriting the old
+  // vector in place (hnswlib's updatePoint) while searches read it. Caller holds the writer mutex.
+  static void retire_label_locked(state& s, id_type id) {
+    graph_type& g = *s.graph;
+    const auto found = g.label_lookup_.find(static_cast<hnswlib::labeltype>(id));
+    if (found == g.label_lookup_.end()) return;
+    if (!is_deleted(g, found->second)) mark_deleted_locked(s, found->second);
+    const std::lock_guard guard(g.cur_element_count_guard_);  // contains() reads the map under it
+    g.label_lookup_.erase(found);
+  }
+  // Makes the writer's changes visible to searches. Caller holds the writer mutex (or owns the
+  // index). Order matters: `published` before `entry`, which searches read in the other order, so
+  // a search never starts from an entry element it considers unfinished.
+  static void publish_locked(state& s) {
+    const graph_type& g = *s.graph;
+    s.published.store(g.cur_element_count, std::memory_order_release);
+    s.entry.store(g.cur_element_count == 0 ? no_entry
+                                           : (static_cast<std::uint64_t>(g.maxlevel_) << 32) | g.enterpoint_node_,
+                  std::memory_order_release);
+    s.live.store(g.cur_element_count - g.num_deleted_, std::memory_order_release);
+  }
 
-  // Grows (doubling) so that `extra` new elements fit. Caller holds the exclusive lock.
+  // Grows (doubling) so that `extra` new elements fit. Caller holds the writer mutex.
   static void grow_for_locked(state& s, std::size_t extra, const char* component) {
     graph_type& g = *s.graph;
     if (extra > recpipe::detail::hnsw_max_elements - g.cur_element_count)
@@ -785,34 +883,166 @@ class hnsw_index {
     if (needed <= g.max_elements_) return;
     const std::size_t doubled = g.max_elements_ > recpipe::detail::hnsw_max_elements / 2 ? recpipe::detail::hnsw_max_elements
                                                                                 : 2 * g.max_elements_;
-    recpipe::detail::call_hnswlib(component, [&] { g.resizeIndex(std::max(needed, doubled)); });
+    grow_to_locked(s, std::max(needed, doubled), component);
   }
 
-  // Caller holds the shared lock; count = min(k, live) and the outputs hold count entries.
+  // hnswlib's resizeIndex, split so that searches keep running during the copy: the larger
+  // arrays are allocated and filled while searches read the old ones (they only read them, and
+  // no writer runs: the caller holds the writer mutex), then swapped in under the exclusive lock,
+  // which therefore lasts as long as the searches in flight plus a few pointer swaps.
+  static void grow_to_locked(state& s, std::size_t capacity, const char* component) {
+    graph_type& g = *s.graph;
+    if (capacity <= g.max_elements_) return;
+    struct free_deleter {
+      void operator()(void* p) const noexcept { std::free(p); }
+    };
+    std::unique_ptr<char, free_deleter> data;
+    std::unique_ptr<char*, free_deleter> lists;
+    std::unique_ptr<hnswlib::VisitedListPool> pool;
+    std::vector<int> levels;
+    std::vector<std::mutex> locks;
+    recpipe::detail::call_hnswlib(component, [&] {
+      data.reset(static_cast<char*>(std::malloc(capacity * g.size_data_per_element_)));
+      lists.reset(static_cast<char**>(std::malloc(capacity * sizeof(char*))));
+      if (!data || !lists) throw std::bad_alloc();
+      pool = std::make_unique<hnswlib::VisitedListPool>(1, static_cast<int>(capacity));
+      levels.assign(g.element_levels_.begin(), g.element_levels_.begin() + static_cast<std::ptrdiff_t>(g.cur_element_count));
+      levels.resize(capacity, 0);
+      std::vector<std::mutex>(capacity).swap(locks);
+    });
+    std::memcpy(data.get(), g.data_level0_memory_, g.cur_element_count * g.size_data_per_element_);
+    if (g.cur_element_count > 0) std::memcpy(lists.get(), g.linkLists_, g.cur_element_count * sizeof(char*));
+    char* old_data = nullptr;
+    char** old_lists = nullptr;
+    hnswlib::VisitedListPool* old_pool = nullptr;
+    {
+      const auto lock = s.mutex.exclusive();
+      old_data = std::exchange(g.data_level0_memory_, data.release());
+      old_lists = std::exchange(g.linkLists_, lists.release());
+      old_pool = std::exchange(g.visited_list_pool_, pool.release());
+      g.element_levels_.swap(levels);
+      g.link_list_locks_.swap(locks);
+      g.max_elements_ = capacity;
+    }
+    std::free(old_data);
+    std::free(old_lists);
+    delete old_pool;
+  }
+
+  // Copies the links of `node` at `level` under its hnswlib link-list lock (the lock writers hold
+  // while they change that list), so the search never reads a list being rewritten.
+  static std::size_t copy_links(const graph_type& g, hnswlib::tableint node, int level, hnswlib::tableint* out) {
+    const std::lock_guard guard(const_cast<graph_type&>(g).link_list_locks_[node]);
+    const hnswlib::linklistsizeint* list = level == 0 ? g.get_linklist0(node) : g.get_linklist(node, level);
+    const std::size_t n = g.getListCount(const_cast<hnswlib::linklistsizeint*>(list));
+    std::memcpy(out, list + 1, n * sizeof(hnswlib::tableint));
+    return n;
+  }
+
+  // hnswlib's searchKnn, rewritten so that it can run during insertions and removals: links are
+  // copied under the per-element locks (copy_links), delete marks are read atomically, the entry
+  // point and counts come from the atomics publish_locked writes, and an element whose insertion
+  // has not finished (id >= published) is scored but its links are not followed (its own list is
+  // being written under a lock its inserter holds for the whole insertion). Without concurrent
+  // writers it visits exactly what searchKnn visits. Caller holds the shared lock; count =
+  // min(k, live) and the outputs hold count entries.
   static std::size_t search_locked(const state& s, const float* query, std::size_t count, std::size_t ef,
                                    std::span<id_type> out_ids, std::span<float> out_scores) {
     if (count == 0) return 0;
+    const std::uint64_t entry = s.entry.load(std::memory_order_acquire);
+    const std::size_t published = s.published.load(std::memory_order_acquire);
+    if (entry == no_entry) return 0;
+    const bool has_deletions = s.live.load(std::memory_order_acquire) < published;
     const graph_type& g = *s.graph;
+    const auto distance = [&](hnswlib::tableint i) {
+      return s.space.distance(query, reinterpret_cast<const float*>(g.getDataByInternalId(i)));
+    };
+
+    struct scratch {
+      std::vector<std::uint32_t> visited;  // visited[i] == tag: seen in this search
+      std::uint32_t tag = 0;
+      std::vector<hnswlib::tableint> links;
+    };
+    thread_local scratch sc;
+    if (sc.visited.size() < g.max_elements_) {
+      sc.visited.assign(g.max_elements_, 0);
+      sc.tag = 0;
+    }
+    if (++sc.tag == 0) {
+      std::fill(sc.visited.begin(), sc.visited.end(), 0);
+      sc.tag = 1;
+    }
+    sc.links.resize(std::max(g.maxM0_, g.maxM_));
+    hnswlib::tableint* links = sc.links.data();
+
+    // Greedy descent through the upper levels.
+    auto current = static_cast<hnswlib::tableint>(entry & 0xffffffffu);
+    float current_distance = distance(current);
+    for (int level = static_cast<int>(entry >> 32); level > 0; --level) {
+      for (bool moved = true; moved;) {
+        moved = false;
+        const std::size_t n = copy_links(g, current, level, links);
+        for (std::size_t j = 0; j < n; ++j) {
+          if (links[j] >= published) continue;  // still being inserted: do not walk into it
+          const float d = distance(links[j]);
+          if (d < current_distance) {
+            current_distance = d;
+            current = links[j];
+            moved = true;
+          }
+        }
+      }
+    }
+
+    // Beam search of width max(count, ef) on level 0 (hnswlib's searchBaseLayerST).
+    using pair = std::pair<float, hnswlib::tableint>;
+    const std::size_t width = std::max(count, ef);
+    std::priority_queue<pair> top;         // best `width` live elements, worst on top
+    std::priority_queue<pair> candidates;  // -distance: closest on top
+    float lower_bound = std::numeric_limits<float>::max();
+    sc.visited[current] = sc.tag;
+    if (!has_deletions || !is_deleted(g, current)) {
+      top.emplace(current_distance, current);
+      lower_bound = current_distance;
+      candidates.emplace(-current_distance, current);
+    } else {
+      candidates.emplace(-lower_bound, current);
+    }
+    while (!candidates.empty()) {
+      const pair closest = candidates.top();
+      if (-closest.first > lower_bound && (top.size() == width || !has_deletions)) break;
+      candidates.pop();
+      if (closest.second >= published) continue;
+      const std::size_t n = copy_links(g, closest.second, 0, links);
+      for (std::size_t j = 0; j < n; ++j) {
+        const hnswlib::tableint c = links[j];
+        if (sc.visited[c] == sc.tag) continue;
+        sc.visited[c] = sc.tag;
+        const float d = distance(c);
+        if (top.size() < width || lower_bound > d) {
+          candidates.emplace(-d, c);
+          if (!is_deleted(g, c)) top.emplace(d, c);
+          if (top.size() > width) top.pop();
+          if (!top.empty()) lower_bound = top.top().first;
+        }
+      }
+    }
+
     thread_local std::vector<float> scores;
     thread_local std::vector<id_type> ids;
     scores.clear();
     ids.clear();
-    // hnswlib searches with max(its ef_, k); its ef_ is 1, so asking for max(count, ef) results is
-    // a search of width max(count, ef) without touching shared state. We keep the best `count`.
-    const std::size_t width = std::min(std::max(count, ef), g.cur_element_count);
-    auto found = recpipe::detail::call_hnswlib("hnsw_index: search", [&] { return g.searchKnn(query, width); });
-    while (!found.empty()) {
-      scores.push_back(-found.top().first);
-      ids.push_back(static_cast<id_type>(found.top().second));
-      found.pop();
+    for (; !top.empty(); top.pop()) {
+      scores.push_back(-top.top().first);
+      ids.push_back(static_cast<id_type>(g.getExternalLabel(top.top().second)));
     }
     if (ids.size() < count) {
       // The walk reached fewer live items than asked for (removals can cut the graph): scan all.
       scores.clear();
       ids.clear();
-      for (hnswlib::tableint i = 0; i < g.cur_element_count; ++i) {
-        if (g.isMarkedDeleted(i)) continue;
-        scores.push_back(-s.space.distance(query, reinterpret_cast<const float*>(g.getDataByInternalId(i))));
+      for (hnswlib::tableint i = 0; i < published; ++i) {
+        if (is_deleted(g, i)) continue;
+        scores.push_back(-distance(i));
         ids.push_back(static_cast<id_type>(g.getExternalLabel(i)));
       }
     }

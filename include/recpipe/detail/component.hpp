@@ -69,9 +69,13 @@ class component {
     else
       return value_;
   }
-  //! Pins the slot's generation for the current run (no-op unless versioned).
+  //! Pins the slot's generation for the current run; a held object that itself holds slots (a
+  //! scorer over a slot) pins those.
   void pin(run_pins& pins) const {
-    if constexpr (is_slot_v<Ref>) value_.pin(pins);
+    if constexpr (is_slot_v<Ref>)
+      value_.pin(pins);
+    else if constexpr (requires(const value_type& v) { v.pin_versions(pins); })
+      get().pin_versions(pins);
   }
   //! The slot (versioned components only).
   const Ref& handle() const

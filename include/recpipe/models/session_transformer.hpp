@@ -28,10 +28,42 @@
 RECPIPE_NAMESPACE_BEGIN
 namespace models {
 
+//! Where a session's items sit in the model's window (see session_transformer_config::padding).
+enum class session_padding {
+  right,  //!< item k of the kept window at slot k (RecBole, Transformers4Rec, recpipe's default)
+  left,   //!< a fixed window of max_length slots, the last item in the last slot (SASRec.pytorch)
+};
+
+//! How position embeddings are numbered (see session_transformer_config::positions).
+enum class position_numbering {
+  first_item,          //!< item k of the kept window gets position k (0 .. len-1); table [max_length, E]
+  window_slot,         //!< the window slot 0 .. max_length-1, padded slots too; table [max_length, E]
+  window_slot_from_1,  //!< the window slot + 1 (1 .. max_length), padded slots 0; table [max_length + 1, E]
+};
+
 //! @brief Config of a session_transformer. JSON: `{"num_items": 5000, "embedding_dim": 64,
 //! "max_length": 200, "num_heads": 2, "ffn_dim": 128, "num_layers": 2, "activation": "relu",
 //! "norm_first": true, "embedding_scale": 1.0, "eps": 1e-5}`. SASRec scales the item
 //! embeddings by sqrt(embedding_dim); Transformers4Rec does not (scale 1).
+//!
+//! Optional keys for checkpoints of other implementations (tools/convert_sasrec.py writes them;
+//! docs/sasrec-checkpoints.md), each defaulting to recpipe's own model:
+//! - `"query_only_norm"` (false): the SASRec.pytorch block, cpu::query_norm_encoder_layer (only
+//!   the attention's query is layer-normed; needs norm_first = true, of which it is a variant).
+//! - `"input_norm"` (false): LayerNorm (`input_norm.weight|bias`) on the embedded sequence
+//!   before the first layer (RecBole).
+//! - `"final_norm"` (true): the LayerNorm `final_norm.weight|bias` on the output (RecBole has none).
+//! - `"padding"` ("right" | "left"): see session_padding.
+//! - `"positions"` ("first_item" | "window_slot" | "window_slot_from_1"): see position_numbering;
+//!   the window_slot numberings need padding = "left".
+//! - `"attend_to_padding"` (false): with left padding, every session fills the whole window of
+//!   max_length slots, the padded slots holding item `padding_id`, and the padded slots take part
+//!   in attention as queries, keys and values (a causal mask, no key-padding mask), exactly as
+//!   SASRec.pytorch runs. Costs max_length rows per session however short it is.
+//! - `"timeline_mask"` (false): with attend_to_padding, zero the padded slots after the
+//!   embedding and after every layer (SASRec.pytorch before 2023).
+//! - `"padding_id"` (-1 = none): the padding item (0 in both reference implementations).
+//!   Occurrences of it in a session are dropped before encoding: it is not an item.
 struct session_transformer_config {
   std::size_t num_items = 0;
   std::size_t embedding_dim = 0;
@@ -43,6 +75,25 @@ struct session_transformer_config {
   bool norm_first = true;
   float embedding_scale = 1.0f;
   float eps = 1e-5f;
+  bool query_only_norm = false;
+  bool input_norm = false;
+  bool final_norm = true;
+  session_padding padding = session_padding::right;
+  position_numbering positions = position_numbering::first_item;
+  bool attend_to_padding = false;
+  bool timeline_mask = false;
+  id_type padding_id = -1;
+
+  //! Rows of position_embedding.weight this config needs.
+  std::size_t position_rows() const noexcept {
+    return positions == position_numbering::window_slot_from_1 ? max_length + 1 : max_length;
+  }
+  //! True when every variant key has its default: the model recpipe trains
+  //! (train::session_transformer_model supports only this one).
+  bool is_default_variant() const noexcept {
+    return !query_only_norm && !input_norm && final_norm && padding == session_padding::right &&
+           positions == position_numbering::first_item && !attend_to_padding && !timeline_mask && padding_id < 0;
+  }
 
   static session_transformer_config from_json(const nlohmann::json& j) {
     const char* kind = "session_transformer";
@@ -57,14 +108,51 @@ struct session_transformer_config {
     c.norm_first = impl::bool_field(j, kind, "norm_first", true);
     c.embedding_scale = impl::float_field(j, kind, "embedding_scale", 1.0f);
     c.eps = impl::float_field(j, kind, "eps", 1e-5f);
+    c.query_only_norm = impl::bool_field(j, kind, "query_only_norm", false);
+    c.input_norm = impl::bool_field(j, kind, "input_norm", false);
+    c.final_norm = impl::bool_field(j, kind, "final_norm", true);
+    const std::string padding = impl::string_field(j, kind, "padding", "right");
+    if (padding == "right")
+      c.padding = session_padding::right;
+    else if (padding == "left")
+      c.padding = session_padding::left;
+    else
+      detail::fail(kind, ": config: unknown padding '", padding, "' (right, left)");
+    const std::string positions = impl::string_field(j, kind, "positions", "first_item");
+    if (positions == "first_item")
+      c.positions = position_numbering::first_item;
+    else if (positions == "window_slot")
+      c.positions = position_numbering::window_slot;
+    else if (positions == "window_slot_from_1")
+      c.positions = position_numbering::window_slot_from_1;
+    else
+      detail::fail(kind, ": config: unknown positions '", positions, "' (first_item, window_slot, window_slot_from_1)");
+    c.attend_to_padding = impl::bool_field(j, kind, "attend_to_padding", false);
+    c.timeline_mask = impl::bool_field(j, kind, "timeline_mask", false);
+    if (const auto it = j.find("padding_id"); it != j.end()) {
+      if (!it->is_number_integer()) detail::fail(kind, ": config: field 'padding_id' must be an integer (-1 for none)");
+      c.padding_id = it->get<id_type>();
+    }
     c.validate();
     return c;
   }
   nlohmann::json to_json() const {
-    return {{"model", "session_transformer"}, {"num_items", num_items}, {"embedding_dim", embedding_dim},
-            {"max_length", max_length}, {"num_heads", num_heads}, {"ffn_dim", ffn_dim}, {"num_layers", num_layers},
-            {"activation", impl::activation_name(activation)}, {"norm_first", norm_first},
-            {"embedding_scale", embedding_scale}, {"eps", eps}};
+    nlohmann::json j = {{"model", "session_transformer"}, {"num_items", num_items}, {"embedding_dim", embedding_dim},
+                        {"max_length", max_length}, {"num_heads", num_heads}, {"ffn_dim", ffn_dim},
+                        {"num_layers", num_layers}, {"activation", impl::activation_name(activation)},
+                        {"norm_first", norm_first}, {"embedding_scale", embedding_scale}, {"eps", eps}};
+    if (!is_default_variant()) {  // only then, so the default model's JSON stays as it was
+      static constexpr const char* position_names[] = {"first_item", "window_slot", "window_slot_from_1"};
+      j["query_only_norm"] = query_only_norm;
+      j["input_norm"] = input_norm;
+      j["final_norm"] = final_norm;
+      j["padding"] = padding == session_padding::left ? "left" : "right";
+      j["positions"] = position_names[static_cast<int>(positions)];
+      j["attend_to_padding"] = attend_to_padding;
+      j["timeline_mask"] = timeline_mask;
+      j["padding_id"] = padding_id;
+    }
+    return j;
   }
   void validate() const {
     const char* kind = "session_transformer: config: ";
@@ -75,6 +163,17 @@ struct session_transformer_config {
     if (activation != cpu::activation::relu && activation != cpu::activation::gelu)
       detail::fail(kind, "activation must be relu or gelu (as nn.TransformerEncoderLayer)");
     if (!(eps >= 0.0f) || !std::isfinite(embedding_scale)) detail::fail(kind, "eps must be >= 0 and embedding_scale finite");
+    if (query_only_norm && !norm_first)
+      detail::fail(kind, "query_only_norm is a pre-norm block: it needs norm_first = true");
+    if (positions != position_numbering::first_item && padding != session_padding::left)
+      detail::fail(kind, "positions numbered by window slot need padding = \"left\"");
+    if (attend_to_padding && (padding != session_padding::left || positions == position_numbering::first_item))
+      detail::fail(kind, "attend_to_padding needs padding = \"left\" and positions numbered by window slot");
+    if (attend_to_padding && (padding_id < 0 || static_cast<std::size_t>(padding_id) >= num_items))
+      detail::fail(kind, "attend_to_padding needs padding_id in [0, num_items = ", num_items, ") (got ", padding_id, ")");
+    if (timeline_mask && !attend_to_padding) detail::fail(kind, "timeline_mask needs attend_to_padding = true");
+    if (padding_id < -1 || (padding_id >= 0 && static_cast<std::size_t>(padding_id) >= num_items))
+      detail::fail(kind, "padding_id = ", padding_id, " must be -1 (none) or in [0, num_items = ", num_items, ")");
   }
 };
 
@@ -92,9 +191,25 @@ struct session_transformer_config {
 //! `...linear2.bias` [E], `...norm1.weight|bias`, `...norm2.weight|bias` [E],
 //! `final_norm.weight|bias` [E].
 //!
+//! With the config's variant keys (session_transformer_config): `input_norm.weight|bias` [E]
+//! when input_norm; no `final_norm.*` when final_norm is false; position_embedding.weight has
+//! [max_length + 1, E] rows with positions = window_slot_from_1.
+//!
+//! Variants (tools/convert_sasrec.py writes the configs; docs/sasrec-checkpoints.md):
+//! - recpipe / Transformers4Rec (the defaults): right padding, positions from the first item,
+//!   pre- or post-norm nn.TransformerEncoderLayer blocks, final LayerNorm.
+//! - RecBole SASRec: `input_norm` (LayerNorm + dropout on the embeddings), post-norm blocks
+//!   (norm_first = false), GELU, eps 1e-12, `final_norm = false`; right padding, output at the
+//!   last real item.
+//! - SASRec.pytorch: `padding = left`, `attend_to_padding` (a fixed window of max_length slots,
+//!   padded slots are item 0 and take part in attention), positions by window slot,
+//!   `query_only_norm` blocks (cpu::query_norm_encoder_layer), embedding_scale sqrt(E), eps 1e-8,
+//!   final LayerNorm, `timeline_mask` for the pre-2023 code.
+//!
 //! Inputs are ragged: session b is items[offsets[b] .. offsets[b+1]) in time order. A session
 //! longer than max_length keeps its last max_length items (positions restart at 0); an empty
-//! session encodes to a zero vector.
+//! session encodes to a zero vector. With a padding_id, occurrences of it are dropped first (a
+//! session of only padding is empty).
 //! Thread safety: every method is const and may run on many threads at once.
 //! @code
 //! auto model = recpipe::models::session_transformer::load("sasrec.safetensors");
@@ -120,7 +235,11 @@ class session_transformer {
     model.config_ = config;
     const std::size_t e = config.embedding_dim, f = config.ffn_dim;
     model.items_ = params.matrix("item_embedding.weight", config.num_items, e);
-    model.positions_ = params.matrix("position_embedding.weight", config.max_length, e);
+    model.positions_ = params.matrix("position_embedding.weight", config.position_rows(), e);
+    if (config.input_norm) {
+      model.input_weight_ = params.vector("input_norm.weight", e);
+      model.input_bias_ = params.vector("input_norm.bias", e);
+    }
     for (std::size_t i = 0; i < config.num_layers; ++i) {
       const std::string base = "encoder.layers." + std::to_string(i) + ".";
       cpu::transformer_layer_weights w;
@@ -142,8 +261,10 @@ class session_transformer {
       w.norm_first = config.norm_first;
       model.layers_.push_back(w);
     }
-    model.final_weight_ = params.vector("final_norm.weight", e);
-    model.final_bias_ = params.vector("final_norm.bias", e);
+    if (config.final_norm) {
+      model.final_weight_ = params.vector("final_norm.weight", e);
+      model.final_bias_ = params.vector("final_norm.bias", e);
+    }
     model.storage_ = params.finish();
     return model;
   }
@@ -161,7 +282,8 @@ class session_transformer {
   //! @param out      [batch, embedding_dim]
   //! @throws recpipe::error for bad offsets, an id outside [0, num_items) (naming its position)
   //!         or a wrong out shape.
-  //! Complexity: O(sum len * E * (E + F) + sum len^2 * E) per layer.
+  //! Complexity: O(sum len * E * (E + F) + sum len^2 * E) per layer; with attend_to_padding
+  //! every session costs its full window, len = max_length.
   void encode(std::span<const id_type> offsets, std::span<const id_type> items, matrix_view<float> out) const {
     const std::size_t e = config_.embedding_dim;
     if (offsets.empty()) detail::fail("session_transformer: encode: offsets must have batch + 1 entries (got 0)");
@@ -180,11 +302,27 @@ class session_transformer {
       if (items[i] < 0 || static_cast<std::size_t>(items[i]) >= config_.num_items)
         detail::fail("session_transformer: encode: items[", i, "] = ", items[i], " is outside [0, ", config_.num_items, ")");
 
+    // Sessions with the padding item dropped (it is not an item), then their last max_length items.
+    std::span<const id_type> kept_items = items;
+    std::span<const id_type> kept_offsets = offsets;
+    if (config_.padding_id >= 0 && std::find(items.begin(), items.end(), config_.padding_id) != items.end()) {
+      thread_local std::vector<id_type> filtered_items, filtered_offsets;
+      filtered_items.clear();
+      filtered_offsets.assign(1, 0);
+      for (std::size_t b = 0; b < batch; ++b) {
+        for (auto i = static_cast<std::size_t>(offsets[b]); i < static_cast<std::size_t>(offsets[b + 1]); ++i)
+          if (items[i] != config_.padding_id) filtered_items.push_back(items[i]);
+        filtered_offsets.push_back(static_cast<id_type>(filtered_items.size()));
+      }
+      kept_items = filtered_items;
+      kept_offsets = filtered_offsets;
+    }
+
     thread_local std::vector<std::size_t> lengths;
     lengths.resize(batch);
     std::size_t longest = 0;
     for (std::size_t b = 0; b < batch; ++b) {
-      lengths[b] = std::min(static_cast<std::size_t>(offsets[b + 1] - offsets[b]), config_.max_length);
+      lengths[b] = std::min(static_cast<std::size_t>(kept_offsets[b + 1] - kept_offsets[b]), config_.max_length);
       longest = std::max(longest, lengths[b]);
     }
     if (longest == 0) {
@@ -192,25 +330,63 @@ class session_transformer {
       return;
     }
 
-    // x [batch * longest, E], session b at rows b * longest + t; padded rows are zero.
-    const std::size_t rows = batch * longest;
+    // x [batch * window, E], session b's slot s at row b * window + s. Without attend_to_padding
+    // the window is the longest kept session, session b's items in slots 0 .. len-1 and zero rows
+    // after them that the kernels mask out. With it, the window is max_length slots, all valid
+    // for the kernels, the items in the last len slots and padding_id before them.
+    const bool full_window = config_.attend_to_padding;
+    const std::size_t window = full_window ? config_.max_length : longest;
+    const std::size_t rows = batch * window;
     matrix_view<float> x(impl::scratch(impl::slot_sequence, rows * e), rows, e);
     matrix_view<float> y(impl::scratch(impl::slot_sequence_2, rows * e), rows, e);
     const auto table = cpu::embedding_table_view::fp32(items_);
+    const bool left = config_.padding == session_padding::left;
     for (std::size_t b = 0; b < batch; ++b) {
       const std::size_t len = lengths[b];
-      const auto end = static_cast<std::size_t>(offsets[b + 1]);
-      const matrix_view<float> session = x.middle_rows(b * longest, len);
-      cpu::embedding_lookup(table, items.subspan(end - len, len), session);
+      const auto end = static_cast<std::size_t>(kept_offsets[b + 1]);
+      const std::size_t first_slot = full_window ? window - len : 0;
+      const matrix_view<float> session = x.middle_rows(b * window + first_slot, len);
+      cpu::embedding_lookup(table, kept_items.subspan(end - len, len), session);
+      if (full_window)
+        for (std::size_t s = 0; s < first_slot; ++s)
+          std::copy_n(items_.data() + static_cast<std::size_t>(config_.padding_id) * items_.stride(), e,
+                      x.data() + (b * window + s) * e);
+      const std::size_t filled = full_window ? window : len;
+      const matrix_view<float> slots = x.middle_rows(b * window, filled);
       if (config_.embedding_scale != 1.0f)
-        for (std::size_t t = 0; t < len; ++t)
-          for (float& v : session.row(t)) v *= config_.embedding_scale;
-      cpu::add(session, positions_.middle_rows(0, len));
-      std::fill_n(x.data() + (b * longest + len) * e, (longest - len) * e, 0.0f);
+        for (std::size_t s = 0; s < filled; ++s)
+          for (float& v : slots.row(s)) v *= config_.embedding_scale;
+      // Slot s of `filled` holds item k = s - first_slot (s < first_slot: padding).
+      // In a left-padded window of max_length, item k of len sits in slot max_length - len + k.
+      for (std::size_t s = 0; s < filled; ++s) {
+        const std::size_t window_slot = left ? config_.max_length - (full_window ? window - s : len - s) : s;
+        std::size_t position = s;  // first_item: item k at slot k (the slots start at the first item)
+        if (config_.positions == position_numbering::window_slot) position = window_slot;
+        if (config_.positions == position_numbering::window_slot_from_1) position = s < first_slot ? 0 : window_slot + 1;
+        const float* p = positions_.data() + position * positions_.stride();
+        float* row = slots.data() + s * e;
+        for (std::size_t c = 0; c < e; ++c) row[c] += p[c];
+      }
+      if (!full_window) std::fill_n(x.data() + (b * window + len) * e, (window - len) * e, 0.0f);
     }
+    // The kernels' view of the sessions: all max_length slots valid, or the ragged lengths.
+    thread_local std::vector<std::size_t> kernel_lengths;
+    kernel_lengths.assign(batch, window);
+    const std::span<const std::size_t> valid =
+        full_window ? std::span<const std::size_t>(kernel_lengths) : std::span<const std::size_t>(lengths.data(), batch);
+    const auto apply_timeline_mask = [&](matrix_view<float> h) {
+      if (!config_.timeline_mask) return;
+      for (std::size_t b = 0; b < batch; ++b) std::fill_n(h.data() + b * window * e, (window - lengths[b]) * e, 0.0f);
+    };
+    if (config_.input_norm) cpu::layer_norm(x, input_weight_, input_bias_, x, config_.eps);
+    apply_timeline_mask(x);
     for (const cpu::transformer_layer_weights& layer : layers_) {
-      cpu::transformer_encoder_layer(x, {lengths.data(), batch}, longest, layer, true, y);
+      if (config_.query_only_norm)
+        cpu::query_norm_encoder_layer(x, valid, window, layer, true, y);
+      else
+        cpu::transformer_encoder_layer(x, valid, window, layer, true, y);
       std::swap(x, y);
+      apply_timeline_mask(x);
     }
     // The final LayerNorm is per row, so it runs on the gathered last positions only.
     for (std::size_t b = 0; b < batch; ++b) {
@@ -218,9 +394,9 @@ class session_transformer {
       if (lengths[b] == 0)
         std::fill_n(row, e, 0.0f);
       else
-        std::copy_n(x.data() + (b * longest + lengths[b] - 1) * e, e, row);
+        std::copy_n(x.data() + (b * window + (full_window ? window : lengths[b]) - 1) * e, e, row);
     }
-    cpu::layer_norm(out, final_weight_, final_bias_, out, config_.eps);
+    if (config_.final_norm) cpu::layer_norm(out, final_weight_, final_bias_, out, config_.eps);
     for (std::size_t b = 0; b < batch; ++b)
       if (lengths[b] == 0) std::fill_n(out.data() + b * out.stride(), e, 0.0f);
   }
@@ -242,7 +418,7 @@ class session_transformer {
   session_transformer_config config_;
   matrix_view<const float> items_, positions_;
   std::vector<cpu::transformer_layer_weights> layers_;
-  std::span<const float> final_weight_, final_bias_;
+  std::span<const float> input_weight_, input_bias_, final_weight_, final_bias_;
   std::shared_ptr<const parameter_storage> storage_;
 };
 

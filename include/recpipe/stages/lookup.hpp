@@ -69,11 +69,12 @@ lookup_stage<Store, slot<Store>> lookup(const slot<Store>& store) {
 // temporary store would dangle. Create the store first, then pass it by name.
 template <class Store>
   requires(!is_slot_v<Store> && !detail::is_shared_ptr_v<Store>)
-void lookup(const Store&& store) {
+auto lookup(const Store&& store) {
+  // The deduced return type makes the compiler read this body (and this message) first.
   static_assert(detail::always_false<Store>,
-                "recpipe: STORE_MUST_OUTLIVE_PIPELINE - lookup() keeps a reference to the store; pass a named store, "
-                "not a temporary");
-  (void)store;
+                "recpipe: STORE_MUST_OUTLIVE_PIPELINE - lookup() keeps a reference to the store; pass a named store "
+                "or a std::shared_ptr, not a temporary");
+  return lookup_stage<Store>(store);
 }
 
 RECPIPE_NAMESPACE_END

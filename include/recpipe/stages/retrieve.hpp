@@ -81,12 +81,13 @@ retrieve_stage<Index, Query, slot<Index>> retrieve(const slot<Index>& index, std
 // temporary index would dangle. Build the index first, then pass it by name.
 template <column Query = col::query_vector, class Index>
   requires(!is_slot_v<Index> && !detail::is_shared_ptr_v<Index>)
-void retrieve(const Index&& index, std::size_t k) {
+auto retrieve(const Index&& index, std::size_t k) {
+  // The deduced return type makes the compiler read this body (and this message) before it
+  // reports anything about the caller's use of the result.
   static_assert(detail::always_false<Index>,
-                "recpipe: INDEX_MUST_OUTLIVE_PIPELINE - retrieve() keeps a reference to the index; pass a named index, "
-                "not a temporary");
-  (void)index;
-  (void)k;
+                "recpipe: INDEX_MUST_OUTLIVE_PIPELINE - retrieve() keeps a reference to the index; pass a named index "
+                "or a std::shared_ptr, not a temporary");
+  return retrieve_stage<Index, Query>(index, k);
 }
 
 RECPIPE_NAMESPACE_END

@@ -21,6 +21,7 @@
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/core/pipeline.hpp>
 #include <recpipe/core/types.hpp>
+#include <recpipe/detail/component.hpp>
 #include <recpipe/detail/meta.hpp>
 #include <recpipe/train/inputs.hpp>
 #include <recpipe/train/model.hpp>
@@ -356,14 +357,18 @@ concept input_model = requires(const M& m, const model_inputs& in, matrix_view<f
 
 //! @brief A scoring_model (for recpipe::score) that runs a model over the inputs `Features`
 //! builds from the batch: it reads exactly Features::reads and calls build_inputs, as training
-//! does. Holds the model by reference (it must outlive the pipeline). Thread-safe when the model's
-//! forward is (one scratch buffer per thread).
-template <feature_spec Features, input_model Model>
+//! does. Holds the model as `Ref` says: by reference (it must outlive the pipeline), shared
+//! (`std::shared_ptr<const Model>`), or through a `recpipe::slot<Model>` that a trainer publishes
+//! new frozen versions into (each run scores with the version it pinned). Thread-safe when the
+//! model's forward is (one scratch buffer per thread).
+template <feature_spec Features, input_model Model, class Ref = const Model&>
 class feature_scorer {
  public:
   using reads = typename Features::reads;
 
-  explicit feature_scorer(const Model& model, Features features = {}) : model_(&model), features_(std::move(features)) {}
+  template <class Arg>
+  explicit feature_scorer(Arg&& model, Features features = {})
+      : model_(std::forward<Arg>(model)), features_(std::move(features)) {}
 
   template <class Batch>
   void score(const Batch& batch, std::span<float> out) const {
@@ -373,14 +378,17 @@ class feature_scorer {
     if (n == 0) return;
     thread_local example_batch scratch;  // reused across runs: no allocation once warm
     const model_inputs in = build_inputs(features_, batch, scratch);
-    model_->forward(in, matrix_view<float>(out.data(), n, 1));
+    model_.get().forward(in, matrix_view<float>(out.data(), n, 1));
   }
 
-  const Model& model() const noexcept { return *model_; }
+  //! The model (for a slot: the version the current run pinned).
+  const Model& model() const { return model_.get(); }
   const Features& features() const noexcept { return features_; }
+  //! Pins the slot's registry when the run starts (see recpipe::version_registry).
+  void pin_versions(recpipe::detail::run_pins& pins) const { model_.pin(pins); }
 
  private:
-  const Model* model_;
+  recpipe::detail::component<Ref> model_;
   Features features_;
 };
 
@@ -397,6 +405,24 @@ feature_scorer<Features, Model> scorer(const Model& model, Features features = {
 }
 template <feature_spec Features, input_model Model>
 void scorer(const Model&&, Features = {}) = delete;  // the scorer keeps a reference: name the model
+//! Shares ownership of the model: the pipeline keeps it alive.
+template <feature_spec Features, input_model Model>
+feature_scorer<Features, Model, std::shared_ptr<const Model>> scorer(std::shared_ptr<const Model> model,
+                                                                    Features features = {}) {
+  return feature_scorer<Features, Model, std::shared_ptr<const Model>>(std::move(model), std::move(features));
+}
+//! @brief Scores with the version of `model` each run pinned: a trainer publishes
+//! `std::make_shared<const frozen<...>>(trainable.freeze())` into the slot while the pipeline serves.
+//! @code
+//! recpipe::version_registry versions;
+//! auto ranker = versions.add("ranker", std::make_shared<const decltype(model.freeze())>(model.freeze()));
+//! auto ranked = recpipe::score(recpipe::train::scorer<ranking_features>(ranker)) >> recpipe::top_k(10);
+//! versions.publish(ranker, std::make_shared<const decltype(model.freeze())>(model.freeze()));  // later
+//! @endcode
+template <feature_spec Features, input_model Model>
+feature_scorer<Features, Model, slot<Model>> scorer(const slot<Model>& model, Features features = {}) {
+  return feature_scorer<Features, Model, slot<Model>>(model, std::move(features));
+}
 
 //! @brief A training batch from a batch the pipeline served: exactly the columns `Features`
 //! reads (copied, so `served` may hold more) plus `labels` as Label (one per candidate, in

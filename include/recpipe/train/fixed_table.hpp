@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <span>
@@ -37,7 +38,8 @@ namespace train {
 //! table and the id. `apply` updates only the rows it is given (lazy/sparse): a gradient row that
 //! is not finite, or an update that would make the row or its state non-finite, leaves that row
 //! untouched and is counted in `skipped_nonfinite()`, so training never writes NaN into a table.
-//! Not thread-safe: one thread trains; serve from `serving_copy()`.
+//! Not thread-safe: one thread trains; serve from `serving_copy()` or from versions that
+//! train::table_publisher makes from the rows `apply` changed (`take_dirty_rows()`).
 //! @code
 //! auto sgd = std::make_shared<my_sgd>(0.1f);
 //! recpipe::train::fixed_table items({.rows = 1000, .dim = 16, .name = "item"}, sgd);
@@ -64,6 +66,7 @@ class fixed_table final : public trainable_table {
     state_size_ = optimizer_->state_size(cfg_.dim);
     weights_ = matrix<float>(cfg_.rows, cfg_.dim);
     state_ = matrix<float>(cfg_.rows, state_size_);
+    dirty_bits_.assign((cfg_.rows + 63) / 64, 0);
     reset();
   }
 
@@ -74,6 +77,47 @@ class fixed_table final : public trainable_table {
       if (state_size_) optimizer_->init_state(state_.row(r));
     }
     skipped_nonfinite_ = 0;
+    mark_all_dirty();
+  }
+
+  //! The rows changed since the last take_dirty_rows(): `all` (every row; after construction,
+  //! reset() or mark_all_dirty()), or `rows`, each row once, in the order apply first changed it.
+  struct dirty_rows {
+    bool all = false;
+    std::vector<std::size_t> rows;
+  };
+  //! @brief The rows `apply` changed since the last call (or since construction: `all`), and
+  //! starts a new empty set. table_publisher calls it to copy only the changed rows' blocks.
+  //! Writes through the mutable weights() are not tracked: call mark_dirty / mark_all_dirty.
+  //! @code
+  //! auto dirty = table.take_dirty_rows();   // dirty.all, or dirty.rows = {17, 3, ...}
+  //! @endcode
+  dirty_rows take_dirty_rows() {
+    dirty_rows out;
+    out.all = all_dirty_;
+    out.rows = std::move(dirty_list_);
+    dirty_list_.clear();
+    if (all_dirty_) {
+      out.rows.clear();
+      std::fill(dirty_bits_.begin(), dirty_bits_.end(), 0);
+    } else {
+      for (std::size_t r : out.rows) dirty_bits_[r / 64] = 0;  // clears every bit: all are in the list
+    }
+    all_dirty_ = false;
+    return out;
+  }
+  //! Rows changed since the last take_dirty_rows() (rows() when all are dirty).
+  std::size_t dirty_row_count() const noexcept { return all_dirty_ ? cfg_.rows : dirty_list_.size(); }
+  //! Marks row r changed (after writing it through the mutable weights()).
+  //! @throws recpipe::error for r outside [0, rows).
+  void mark_dirty(std::size_t r) {
+    if (r >= cfg_.rows) detail::fail("train::fixed_table \"", cfg_.name, "\": mark_dirty: row ", r, " is outside [0, ", cfg_.rows, ")");
+    note_dirty(r);
+  }
+  //! Marks every row changed (after restoring a snapshot into weights()).
+  void mark_all_dirty() {
+    all_dirty_ = true;
+    dirty_list_.clear();
   }
 
   std::size_t rows() const { return cfg_.rows; }
@@ -148,6 +192,7 @@ class fixed_table final : public trainable_table {
       }
       std::copy(row.begin(), row.end(), weights_.row(r).begin());
       std::copy(st.begin(), st.end(), state_.row(r).begin());
+      note_dirty(r);
     }
   }
 
@@ -167,6 +212,16 @@ class fixed_table final : public trainable_table {
       if (!std::isfinite(v)) return false;
     return true;
   }
+  // One bit test per applied row; the list gets a row the first time it changes, so taking the
+  // dirty set costs O(changed rows), not O(rows). While all rows are dirty nothing is recorded.
+  void note_dirty(std::size_t r) {
+    if (all_dirty_) return;
+    std::uint64_t& word = dirty_bits_[r / 64];
+    const std::uint64_t bit = std::uint64_t{1} << (r % 64);
+    if (word & bit) return;
+    word |= bit;
+    dirty_list_.push_back(r);
+  }
 
   config cfg_;
   std::shared_ptr<row_optimizer> optimizer_;
@@ -174,6 +229,9 @@ class fixed_table final : public trainable_table {
   matrix<float> weights_, state_;
   std::vector<float> scratch_;
   std::size_t skipped_nonfinite_ = 0;
+  std::vector<std::uint64_t> dirty_bits_;
+  std::vector<std::size_t> dirty_list_;
+  bool all_dirty_ = true;
 };
 
 }  // namespace train

@@ -146,6 +146,9 @@ struct frozen {
       model.forward(in.dense, bags, out);
     }
   }
+  //! The serving model's config: a version_registry slot refuses a new frozen version whose config
+  //! (shapes) differs from the serving one.
+  decltype(auto) config() const { return model.config(); }
   //! The serving rows of `ids` for sparse feature t (ids themselves for a fixed table).
   std::vector<id_type> map_ids(std::size_t feature, std::span<const id_type> ids) const {
     std::vector<id_type> out(ids.begin(), ids.end());

@@ -83,11 +83,15 @@ class session_transformer_model {
  public:
   static constexpr std::size_t params_per_layer = 12;
 
-  //! @throws recpipe::error when the config is invalid (models::session_transformer_config::validate).
+  //! @throws recpipe::error when the config is invalid (models::session_transformer_config::validate) or
+  //!         is not the default variant (session_transformer_config::is_default_variant).
   explicit session_transformer_model(const models::session_transformer_config& config, std::uint64_t seed = 0,
                                      float embedding_std = 0.1f)
       : config_(config) {
     config_.validate();
+    if (!config_.is_default_variant())
+      detail::fail("train::session_transformer_model: trains only the default session transformer (none of the "
+                   "variant keys of models::session_transformer_config, e.g. query_only_norm or padding = left)");
     if (!(embedding_std >= 0.0f) || !std::isfinite(embedding_std))
       detail::fail("train::session_transformer_model: embedding_std must be finite and >= 0 (got ", embedding_std, ")");
     const std::size_t n = config_.num_items, e = config_.embedding_dim, f = config_.ffn_dim;

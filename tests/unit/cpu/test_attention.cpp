@@ -20,13 +20,14 @@ using dvec = std::vector<double>;
 // Naive MHA in double on padded sessions; padded output rows are 0.
 dvec mha_reference(const dvec& x, std::size_t e, const std::vector<std::size_t>& lengths, std::size_t max_len,
                    const ref::buffer& in_w, std::span<const float> in_b, const ref::buffer& out_w,
-                   std::span<const float> out_b, std::size_t heads, bool causal) {
+                   std::span<const float> out_b, std::size_t heads, bool causal, const dvec* query_x = nullptr) {
   const std::size_t rows = lengths.size() * max_len, hd = e / heads;
   dvec qkv(rows * 3 * e), ctx(rows * e, 0.0), out(rows * e, 0.0);
   for (std::size_t r = 0; r < rows; ++r)
     for (std::size_t o = 0; o < 3 * e; ++o) {
       double s = in_b.empty() ? 0 : in_b[o];
-      for (std::size_t i = 0; i < e; ++i) s += x[r * e + i] * in_w(o, i);
+      const dvec& input = query_x != nullptr && o < e ? *query_x : x;  // q from query_x when given
+      for (std::size_t i = 0; i < e; ++i) s += input[r * e + i] * in_w(o, i);
       qkv[r * 3 * e + o] = s;
     }
   for (std::size_t b = 0; b < lengths.size(); ++b)
@@ -212,4 +213,78 @@ TEST_CASE("attention rejects bad shapes, heads and lengths") {
   cpu::transformer_layer_weights t{m.mha(), m.w1.cview(), m.b1, m.w1.cview(), m.b2, m.g1, m.be1, m.g2, m.be2};
   CHECK_THROWS_WITH_AS(cpu::transformer_encoder_layer(x.cview(), std::vector<std::size_t>{3, 3}, 3, t, true, y.view()),
                        doctest::Contains("linear2_weight must be 8 x 16"), recpipe::error);
+}
+
+TEST_CASE("multi_head_attention with a separate query input matches a double reference, on every isa") {
+  isa_guard guard;
+  std::mt19937 rng(24);
+  const std::vector<std::size_t> lengths = {1, 7, 0, 9, 4};
+  const std::size_t max_len = 9;
+  for (cpu::isa choice : available_isas())
+    for (const auto& shape : {std::pair<std::size_t, std::size_t>{8, 1}, {12, 3}, {32, 2}})
+      for (bool causal : {false, true})
+        for (bool padded : {false, true}) {  // all rows valid (SASRec.pytorch's full window) or ragged
+          const std::size_t e = shape.first, heads = shape.second;
+          const std::vector<std::size_t> used = padded ? lengths : std::vector<std::size_t>(lengths.size(), max_len);
+          cpu::set_isa(choice);
+          CAPTURE(cpu::to_string(choice)); CAPTURE(e); CAPTURE(causal); CAPTURE(padded);
+          model m(e, heads, 16, rng);
+          const std::size_t rows = lengths.size() * max_len;
+          ref::buffer q(rows, e, 1), x(rows, e, 3), y(rows, e, 2), self(rows, e), cross_self(rows, e);
+          ref::fill(q, rng, 2.0f);
+          ref::fill(x, rng, 2.0f);
+          cpu::multi_head_attention(q.cview(), x.cview(), used, max_len, m.mha(), causal, y.view());
+          dvec qd, xd;
+          for (float v : ref::flatten(q)) qd.push_back(v);
+          for (float v : ref::flatten(x)) xd.push_back(v);
+          const auto want = mha_reference(xd, e, used, max_len, m.in_w, m.in_b, m.out_w, m.out_b, heads, causal, &qd);
+          CHECK(ref::max_rel_error(valid_rows(want, e, used, max_len), valid_rows(y, used, max_len)) < 1e-5);
+          // query_x == x is self-attention
+          cpu::multi_head_attention(x.cview(), used, max_len, m.mha(), causal, self.view());
+          cpu::multi_head_attention(x.cview(), x.cview(), used, max_len, m.mha(), causal, cross_self.view());
+          CHECK(ref::flatten(self) == ref::flatten(cross_self));
+        }
+}
+
+TEST_CASE("query_norm_encoder_layer matches the SASRec.pytorch block in double") {
+  std::mt19937 rng(25);
+  const std::vector<std::size_t> lengths = {5, 1, 3};
+  const std::size_t max_len = 5, e = 12, rows = lengths.size() * max_len;
+  for (int act : {1, 2})
+    for (bool causal : {false, true}) {
+      CAPTURE(act); CAPTURE(causal);
+      model m(e, 3, 20, rng);
+      ref::buffer x(rows, e), y(rows, e);
+      ref::fill(x, rng);
+      cpu::transformer_layer_weights w{m.mha(), m.w1.cview(), m.b1, m.w2.cview(), m.b2, m.g1, m.be1, m.g2, m.be2,
+                                       1e-8f, static_cast<cpu::activation>(act), true};
+      cpu::query_norm_encoder_layer(x.cview(), lengths, max_len, w, causal, y.view());
+      dvec xd;
+      for (float v : ref::flatten(x)) xd.push_back(v);
+      const auto plus = [](dvec a, const dvec& b) {
+        for (std::size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+        return a;
+      };
+      const dvec q = ref::layer_norm(xd, rows, e, m.g1, m.be1, 1e-8);
+      const dvec h = plus(q, mha_reference(xd, e, lengths, max_len, m.in_w, m.in_b, m.out_w, m.out_b, 3, causal, &q));
+      const dvec z = ref::layer_norm(h, rows, e, m.g2, m.be2, 1e-8);
+      const dvec want = plus(z, linear_d(linear_d(z, rows, m.w1, m.b1, act), rows, m.w2, m.b2, 0));
+      CHECK(ref::max_rel_error(valid_rows(want, e, lengths, max_len), valid_rows(y, lengths, max_len)) < 1e-5);
+      for (std::size_t b = 0; b < lengths.size(); ++b)
+        for (std::size_t t = lengths[b]; t < max_len; ++t)
+          for (std::size_t c = 0; c < e; ++c) CHECK(y(b * max_len + t, c) == 0.0f);
+    }
+}
+
+TEST_CASE("separate-query attention and query_norm_encoder_layer reject bad shapes") {
+  std::mt19937 rng(26);
+  model m(8, 2, 16, rng);
+  ref::buffer x(6, 8), q(5, 8), y(6, 8);
+  CHECK_THROWS_WITH_AS(cpu::multi_head_attention(q.cview(), x.cview(), std::vector<std::size_t>{3, 3}, 3, m.mha(), true,
+                                                 y.view()),
+                       doctest::Contains("query_x"), recpipe::error);
+  cpu::transformer_layer_weights w{m.mha(), m.w1.cview(), m.b1, m.w2.cview(), m.b2, m.g1, m.be1, m.g2, m.be2};
+  w.linear2_bias = std::span<const float>(m.b2.data(), 7);
+  CHECK_THROWS_WITH_AS(cpu::query_norm_encoder_layer(x.cview(), std::vector<std::size_t>{3, 3}, 3, w, true, y.view()),
+                       doctest::Contains("linear2_bias"), recpipe::error);
 }

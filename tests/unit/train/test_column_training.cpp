@@ -5,6 +5,7 @@
 // scores on the same columns (MLP over embeddings, DLRM over dynamic tables, DCN-v2).
 #include <doctest/doctest.h>
 
+#include <recpipe/core/versions.hpp>
 #include <recpipe/cpu/feature_store.hpp>
 #include <recpipe/stages/lookup.hpp>
 #include <recpipe/stages/order.hpp>
@@ -273,6 +274,50 @@ TEST_CASE("no skew: DCN-v2 (low-rank cross) trained on logged serving batches") 
   c.sigmoid = true;
   train::dcn_v2_model model(c, {fixed(num_users * 7919, 1), fixed(num_items, 2)}, 5);
   check_no_skew(model, w, true);
+}
+
+TEST_CASE("a trainer publishes frozen versions into a slot the pipeline scores with; a wrong shape is refused") {
+  const world w(0);
+  models::dcn_v2_config c;
+  c.dense_dim = user_dim + item_dim;
+  c.tables = {{num_users * 7919, emb_dim}, {num_items, emb_dim}};
+  c.cross_layers = 2;
+  c.rank = 3;
+  c.deep = {8};
+  c.sigmoid = true;
+  train::dcn_v2_model model(c, {fixed(num_users * 7919, 1), fixed(num_items, 2)}, 5);
+  using frozen_t = decltype(model.freeze());
+  version_registry versions;
+  auto ranker = versions.add("ranker", std::make_shared<const frozen_t>(model.freeze()));
+  std::vector<train::feature_batch_t<ranking_features>> log;
+  const auto pipeline = lookup(w.users) >> lookup(w.items) >>
+                        train::log_features<ranking_features>([&](auto logged) { log.push_back(std::move(logged)); }) >>
+                        score(train::scorer<ranking_features>(ranker)) >> top_k(3);
+  train::adam adam({.lr = 0.02});
+  typename train::dcn_v2_model::workspace ws;
+  std::mt19937 rng(5);
+  skew_report report;
+  for (int round = 0; round < 10; ++round) {
+    const auto served = pipeline.run(w.requests(8, rng));
+    compare(model, served, true, report);  // the run scored with the latest published version
+    auto logged = std::move(log.back()).with<col::label>(labels_of(log.back()));
+    train::train_step(model, ws, ranking_features{}, logged, train::optimizer_step(adam));
+    CHECK(versions.publish(ranker, std::make_shared<const frozen_t>(model.freeze())) ==
+          static_cast<std::uint64_t>(round + 1));
+  }
+  CHECK(report.compared > 20);
+
+  // A version of another shape (a wider deep layer) is refused, naming the slot; runs keep serving
+  // the current version, whose scores still match the trainable model.
+  models::dcn_v2_config wider = c;
+  wider.deep = {16};
+  train::dcn_v2_model other(wider, {fixed(num_users * 7919, 1), fixed(num_items, 2)}, 5);
+  CHECK_THROWS_WITH_AS(versions.publish(ranker, std::make_shared<const frozen_t>(other.freeze())),
+                       doctest::Contains("slot 'ranker': the new version's config"), error);
+  CHECK(versions.version() == 10);
+  skew_report after;
+  compare(model, pipeline.run(w.requests(8, rng)), true, after);
+  CHECK(after.compared > 0);
 }
 
 TEST_CASE("train_step on columns equals train_step on the examples the features build") {
