@@ -18,7 +18,7 @@
 //   example_movielens                                             the built-in synthetic stream
 //   example_movielens --smoke                                     a small synthetic stream (ctest)
 //   options: --epochs N (initial training)  --k N (retrieved)  --ef N (hnsw search width)
-//            --events N --seed N (synthetic)
+//            --seed N (models, sampling and the synthetic stream)  --events N (synthetic)
 #include "../incremental_training/stream.hpp"
 
 #include <recpipe/recpipe.hpp>
