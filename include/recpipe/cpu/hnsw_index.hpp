@@ -465,8 +465,8 @@ class hnsw_index {
     if (id < 0) return false;
     const auto lock = s.mutex.shared();
     graph_type& g = *s.graph;
-    // Writers change label_lookup_ only under hnswlib's cur_element_count_guard_ (see add).
-    const std::lock_guard guard(g.cur_element_count_guard_);
+    // Writers change label_lookup_ only under hnswlib's label map mutex (see add).
+    const std::lock_guard guard(label_map_mutex(g));
     const auto found = g.label_lookup_.find(static_cast<hnswlib::labeltype>(id));
     return found != g.label_lookup_.end() && !is_deleted(g, found->second);
   }
@@ -853,12 +853,32 @@ class hnsw_index {
   // Before (re-)adding `id`: its current element, if any, becomes a removed tombstone and the id
   // leaves hnswlib's label map, so addPoint gives it a fresh element instead of rewriting the old
   // vector in place (hnswlib's updatePoint) while searches read it. Caller holds the writer mutex.
+  // hnswlib 0.6 (Debian 12) guards label_lookup_ with cur_element_count_guard_ and holds the
+  // visited-list pool by raw pointer; 0.8 (vcpkg, Conan Center) names the mutex label_lookup_lock
+  // and holds the pool in a unique_ptr. These two helpers let the index build against both.
+  template <class Graph>
+  static std::mutex& label_map_mutex(Graph& g) {
+    if constexpr (requires { g.label_lookup_lock; })
+      return g.label_lookup_lock;
+    else
+      return g.cur_element_count_guard_;
+  }
+  template <class Graph>
+  static std::unique_ptr<hnswlib::VisitedListPool> swap_visited_pool(Graph& g,
+                                                                     std::unique_ptr<hnswlib::VisitedListPool> pool) {
+    if constexpr (requires { g.visited_list_pool_.release(); }) {
+      std::swap(g.visited_list_pool_, pool);
+      return pool;
+    } else {
+      return std::unique_ptr<hnswlib::VisitedListPool>(std::exchange(g.visited_list_pool_, pool.release()));
+    }
+  }
   static void retire_label_locked(state& s, id_type id) {
     graph_type& g = *s.graph;
     const auto found = g.label_lookup_.find(static_cast<hnswlib::labeltype>(id));
     if (found == g.label_lookup_.end()) return;
     if (!is_deleted(g, found->second)) mark_deleted_locked(s, found->second);
-    const std::lock_guard guard(g.cur_element_count_guard_);  // contains() reads the map under it
+    const std::lock_guard guard(label_map_mutex(g));  // contains() reads the map under it
     g.label_lookup_.erase(found);
   }
   // Makes the writer's changes visible to searches. Caller holds the writer mutex (or owns the
@@ -914,19 +934,19 @@ class hnsw_index {
     if (g.cur_element_count > 0) std::memcpy(lists.get(), g.linkLists_, g.cur_element_count * sizeof(char*));
     char* old_data = nullptr;
     char** old_lists = nullptr;
-    hnswlib::VisitedListPool* old_pool = nullptr;
+    std::unique_ptr<hnswlib::VisitedListPool> old_pool;
     {
       const auto lock = s.mutex.exclusive();
       old_data = std::exchange(g.data_level0_memory_, data.release());
       old_lists = std::exchange(g.linkLists_, lists.release());
-      old_pool = std::exchange(g.visited_list_pool_, pool.release());
+      old_pool = swap_visited_pool(g, std::move(pool));
       g.element_levels_.swap(levels);
       g.link_list_locks_.swap(locks);
       g.max_elements_ = capacity;
     }
     std::free(old_data);
     std::free(old_lists);
-    delete old_pool;
+    old_pool.reset();
   }
 
   // Copies the links of `node` at `level` under its hnswlib link-list lock (the lock writers hold
