@@ -21,6 +21,7 @@
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/cpu/gru.hpp>
+#include <recpipe/cpu/parallel.hpp>
 #include <recpipe/models/gru4rec.hpp>
 #include <recpipe/train/fixed_table.hpp>
 #include <recpipe/train/losses.hpp>
@@ -214,12 +215,49 @@ struct row_gradients {
     float* row = rows.data() + static_cast<std::size_t>(at) * dim;
     for (std::size_t c = 0; c < dim; ++c) row[c] += g[c];
   }
+  // Every row 0 .. num_items - 1 in id order (a dense gradient, e.g. the full softmax's output
+  // table), zeroed: write rows directly, add() still works.
+  void set_dense(std::size_t num_items, std::size_t dim) {
+    reset(num_items, dim);
+    ids.resize(num_items);
+    for (std::size_t i = 0; i < num_items; ++i) {
+      ids[i] = static_cast<id_type>(i);
+      index[i] = static_cast<std::int64_t>(i);
+    }
+    rows.resize(num_items, dim);
+  }
   bool finite() const {
     for (float v : rows.values())
       if (!std::isfinite(v)) return false;
     return true;
   }
 };
+
+// train::softmax_cross_entropy on row blocks in recpipe's thread pool (cpu::set_num_threads): a
+// catalog-wide softmax is as much work as the products around it. Each block's mean is rescaled to
+// the batch mean (the loss and dlogits equal the one-call result up to rounding).
+inline float parallel_softmax_cross_entropy(matrix_view<const float> logits, std::span<const id_type> targets,
+                                            matrix_view<float> dlogits) {
+  const std::size_t rows = logits.rows(), cols = logits.cols();
+  constexpr std::size_t block = 8;
+  const std::size_t blocks = (rows + block - 1) / block;
+  if (blocks <= 1 || targets.size() != rows) return train::softmax_cross_entropy(logits, targets, dlogits);
+  std::vector<double> losses(blocks, 0.0);
+  cpu::impl::parallel_for(blocks, rows * cols * 8, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t k = begin; k < end; ++k) {
+      const std::size_t first = k * block, count = std::min(block, rows - first);
+      const matrix_view<float> d = dlogits.middle_rows(first, count);
+      losses[k] = train::softmax_cross_entropy(logits.middle_rows(first, count), targets.subspan(first, count), d);
+      const float scale = static_cast<float>(count) / static_cast<float>(rows);
+      for (std::size_t r = 0; r < count; ++r)
+        for (float& v : d.row(r)) v *= scale;
+      losses[k] *= static_cast<double>(count) / static_cast<double>(rows);
+    }
+  });
+  double total = 0.0;
+  for (double l : losses) total += l;
+  return static_cast<float>(total);
+}
 
 // BPR-max (Hidasi & Karatzoglou 2018, eq. 10 with score regularisation) over a [B, C] logit matrix
 // whose positive of row b is column b; -inf logits are masked out. Per row, with s_j the softmax
@@ -491,11 +529,10 @@ class gru4rec_model {
       logits_.resize(rows, n);
       dlogits_.resize(rows, n);
       cpu::gemm(false, true, top, out_w, logits_.view());
-      loss = softmax_cross_entropy(logits_.view(), batch.targets, dlogits_.view());
+      loss = impl::parallel_softmax_cross_entropy(logits_.view(), batch.targets, dlogits_.view());
       cpu::gemm(false, false, dlogits_.view(), out_w, dtop_.view());
-      dcand_.resize(n, h);
-      cpu::gemm(true, false, dlogits_.view(), top, dcand_.view());
-      for (std::size_t i = 0; i < n; ++i) ws_.output.add(static_cast<id_type>(i), dcand_.data() + i * h);
+      ws_.output.set_dense(n, h);
+      cpu::gemm(true, false, dlogits_.view(), top, ws_.output.rows.view());
     } else {
       const std::size_t c = rows + negatives.size();
       cand_ids_.assign(batch.targets.begin(), batch.targets.end());
@@ -514,7 +551,7 @@ class gru4rec_model {
       } else {
         column_targets_.resize(rows);
         for (std::size_t r = 0; r < rows; ++r) column_targets_[r] = static_cast<id_type>(r);
-        loss = softmax_cross_entropy(logits_.view(), column_targets_, dlogits_.view());
+        loss = impl::parallel_softmax_cross_entropy(logits_.view(), column_targets_, dlogits_.view());
       }
       cpu::gemm(false, false, dlogits_.view(), cand_.view(), dtop_.view());
       dcand_.resize(c, h);

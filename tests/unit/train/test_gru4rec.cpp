@@ -35,7 +35,8 @@ std::multiset<std::pair<id_type, id_type>> all_transitions(const std::vector<id_
 }
 
 // Finite differences of the float loss (central, step h) against the analytic gradient, per tensor:
-// max |num - ana| / max |num|.
+// max |num - ana| / max(max |num|, 0.01). The floor: the float loss's differences carry an
+// absolute noise of ~1e-5 (measured), which would dominate a tensor whose gradient is ~1e-3.
 template <class Loss>
 double fd_error(std::span<float> values, std::span<const float> analytic, Loss&& loss, float h = 1e-2f) {
   double peak = 0.0, err = 0.0;
@@ -50,7 +51,7 @@ double fd_error(std::span<float> values, std::span<const float> analytic, Loss&&
     peak = std::max(peak, std::abs(num));
     err = std::max(err, std::abs(num - static_cast<double>(analytic[i])));
   }
-  return err / std::max(peak, 1e-12);
+  return err / std::max(peak, 1e-2);
 }
 
 }  // namespace
@@ -153,7 +154,7 @@ void check_model_gradients(const grad_case& gc) {
   std::vector<std::vector<float>> grads;
   for (train::parameter* p : model.parameters()) grads.push_back(p->grad);
   const auto table_grads = model.table_gradients();
-  // Tolerance: float loss, step 1e-2; correct gradients measured <= 1.9e-3 on these cases, while
+  // Tolerance: float loss, step 1e-2; correct gradients measured <= 1.8e-3 on these cases, while
   // a gradient with one term of BPR-max's regulariser off by half measured 1.5e-2 .. 1e-1.
   for (std::size_t k = 0; k < grads.size(); ++k) {
     train::parameter* p = model.parameters()[k];
