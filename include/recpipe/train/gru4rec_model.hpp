@@ -83,9 +83,9 @@ struct session_batch {
 //! slots remain, the batches shrink (free slots emit nothing) instead of dropping the tail. Ids
 //! are not checked here (the model checks them against its catalog).
 //!
-//! Sessions are session s = items[offsets[s] .. offsets[s+1]) in time order; the spans are held
-//! by reference and must outlive the batcher. With a shuffle seed the session order is a
-//! deterministic permutation, drawn again at every restart().
+//! Sessions are session s = items[offsets[s] .. offsets[s+1]) in time order; the batcher keeps
+//! its own copy of both (an id_type per click and per session), so the caller's vectors may go away. With a shuffle seed
+//! the session order is a deterministic permutation, drawn again at every restart().
 //! @throws recpipe::error for bad offsets or batch_size 0.
 //! @code
 //! recpipe::train::session_parallel_batches batches(offsets, items, 32, /*shuffle_seed=*/7);
@@ -99,7 +99,8 @@ class session_parallel_batches {
 
   session_parallel_batches(std::span<const id_type> offsets, std::span<const id_type> items, std::size_t batch_size,
                            std::optional<std::uint64_t> shuffle_seed = std::nullopt)
-      : offsets_(offsets), items_(items), batch_size_(batch_size), seed_(shuffle_seed) {
+      : offsets_(offsets.begin(), offsets.end()), items_(items.begin(), items.end()), batch_size_(batch_size),
+        seed_(shuffle_seed) {
     constexpr const char* where = "train::session_parallel_batches";
     if (batch_size == 0) detail::fail(where, ": batch_size must be at least 1");
     impl::check_session_offsets(where, offsets, items.size());
@@ -163,7 +164,7 @@ class session_parallel_batches {
     slot_pos_[slot] = static_cast<std::size_t>(offsets_[slot_session_[slot]]);
   }
 
-  std::span<const id_type> offsets_, items_;
+  std::vector<id_type> offsets_, items_;
   std::size_t batch_size_;
   std::optional<std::uint64_t> seed_;
   std::vector<std::size_t> sessions_, order_, slot_session_, slot_pos_;

@@ -13,6 +13,12 @@
 #include <utility>
 #include <vector>
 
+#include <recpipe/cpu/exact_index.hpp>
+#include <recpipe/stages/filter.hpp>
+#include <recpipe/stages/order.hpp>
+#include <recpipe/stages/retrieve.hpp>
+#include <recpipe/stages/score.hpp>
+#include <recpipe/stages/session_encoder.hpp>
 #include <recpipe/train/gru4rec_model.hpp>
 #include <recpipe/train/optimizers.hpp>
 
@@ -303,4 +309,40 @@ TEST_CASE("gru4rec_model: popularity sampling follows count^alpha") {
   const auto counts = train::gru4rec_model::item_counts(std::vector<id_type>{1, 1, 2}, 4);
   CHECK(counts == std::vector<double>{0, 2, 1, 0});
   CHECK_THROWS_AS(train::gru4rec_model::item_counts(std::vector<id_type>{5}, 4), recpipe::error);
+}
+
+static_assert(recpipe::session_model<models::gru4rec>, "models::gru4rec serves in session_encoder");
+
+TEST_CASE("a frozen gru4rec serves a session pipeline: encode >> retrieve >> filter_seen >> top_k") {
+  using namespace recpipe;
+  train::gru4rec_model model({20, 6, 8, 1, false}, {}, sgd_rows(0.1f), sgd_rows(0.1f), 4);
+  train::sgd opt({.lr = 0.1});
+  train::session_parallel_batches batches(std::vector<id_type>{0, 4, 7}, std::vector<id_type>{1, 2, 3, 4, 5, 6, 7}, 2);
+  train::session_batch b;
+  while (batches.next(b)) model.train_step(b, [&](auto p) { opt.step(p); });
+  const models::gru4rec frozen = model.freeze();
+  const matrix_view<const float> vectors = frozen.item_embeddings();
+  cpu::exact_index items(8);
+  for (id_type i = 0; i < 20; ++i) items.add(i, vectors.row(static_cast<std::size_t>(i)));
+  const auto next_items = encode(session_encoder(frozen)) >> retrieve(items, 6) >> filter_seen<col::session_items>() >>
+                          top_k<col::retrieval_score>(3);
+  batch<col::session_items> sessions(3);
+  sessions.get<col::session_items>().assign({0, 3, 6, 6}, {4, 7, 4, 2, 999, -5});  // unknown ids are dropped
+  const auto out = next_items.run(sessions);
+  matrix<float> query(3, 8);
+  frozen.encode(std::vector<id_type>{0, 3, 4, 4}, std::vector<id_type>{4, 7, 4, 2}, query.view());
+  for (std::size_t r = 0; r < 3; ++r) {
+    std::vector<id_type> ids(6);
+    std::vector<float> scores(6);
+    const std::size_t found = items.search(query.row(r), 6, ids, scores);
+    const auto seen = sessions.get<col::session_items>().row(r);
+    std::vector<id_type> expected;
+    for (std::size_t i = 0; i < found && expected.size() < 3; ++i)
+      if (std::find(seen.begin(), seen.end(), ids[i]) == seen.end()) expected.push_back(ids[i]);
+    const auto got = out.get<col::candidates>().row(r);
+    CHECK(std::vector<id_type>(got.begin(), got.end()) == expected);
+  }
+  // the empty session encodes to zeros: every item scores 0 and the lowest ids win the tie
+  const auto empty = out.get<col::candidates>().row(2);
+  CHECK(std::vector<id_type>(empty.begin(), empty.end()) == std::vector<id_type>{0, 1, 2});
 }
