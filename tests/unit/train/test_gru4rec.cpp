@@ -346,3 +346,28 @@ TEST_CASE("a frozen gru4rec serves a session pipeline: encode >> retrieve >> fil
   const auto empty = out.get<col::candidates>().row(2);
   CHECK(std::vector<id_type>(empty.begin(), empty.end()) == std::vector<id_type>{0, 1, 2});
 }
+
+TEST_CASE("models::gru4rec round-trips through safetensors; a checkpoint that does not match its config is an error") {
+  using namespace recpipe;
+  for (const bool tied : {false, true}) {
+    train::gru4rec_model model({15, 6, tied ? 6u : 7u, 2, tied}, {}, sgd_rows(0.1f), sgd_rows(0.1f), 8);
+    const models::gru4rec frozen = model.freeze();
+    const auto file = std::make_shared<const io::safetensors_file>(
+        io::safetensors_file::from_bytes(frozen.to_safetensors().to_bytes(), "gru4rec test"));
+    const models::gru4rec loaded = models::gru4rec::load(file);
+    CHECK(loaded.config().tied == tied);
+    std::vector<float> a(15), b(15);
+    const std::vector<id_type> session{3, 1, 4, 1, 5};
+    frozen.score_session(session, a);
+    loaded.score_session(session, b);
+    CHECK(a == b);
+  }
+  train::gru4rec_model model({15, 6, 7, 1, false}, {}, sgd_rows(0.1f), sgd_rows(0.1f), 8);
+  const auto file = std::make_shared<const io::safetensors_file>(
+      io::safetensors_file::from_bytes(model.freeze().to_safetensors().to_bytes(), "gru4rec test"));
+  CHECK_THROWS_WITH_AS(models::gru4rec::load(file, models::gru4rec_config{15, 6, 8, 1, false}),
+                       doctest::Contains("gru.weight_ih_l0"), recpipe::error);
+  CHECK_THROWS_WITH_AS(models::gru4rec::load(file, models::gru4rec_config{16, 6, 7, 1, false}),
+                       doctest::Contains("item_embedding.weight"), recpipe::error);
+  CHECK_THROWS_AS(models::gru4rec::load(file, models::gru4rec_config{15, 6, 7, 2, false}), recpipe::error);
+}
