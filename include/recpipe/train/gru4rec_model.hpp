@@ -265,30 +265,29 @@ inline float parallel_softmax_cross_entropy(matrix_view<const float> logits, std
 // of the negatives' scores and sg_j = sigmoid(x_b - x_j):
 //   L_b = -log sum_j s_j sg_j + lambda sum_j s_j x_j^2
 // Returns the mean over rows and writes dL/dlogits (rows without a negative: loss 0, grad 0).
-inline float bpr_max(matrix_view<const float> logits, matrix_view<float> dlogits, float lambda) {
-  const std::size_t rows = logits.rows(), cols = logits.cols();
-  if (rows == 0) return 0.0f;
-  const double inv = 1.0 / static_cast<double>(rows);
+inline double bpr_max_rows(matrix_view<const float> logits, matrix_view<float> dlogits, float lambda, std::size_t first,
+                           std::size_t last, double inv) {
+  const std::size_t cols = logits.cols();
+  constexpr float masked = -std::numeric_limits<float>::infinity();
   double total = 0.0;
   std::vector<double> s(cols), sg(cols);
-  for (std::size_t b = 0; b < rows; ++b) {
+  for (std::size_t b = first; b < last; ++b) {
     const std::span<const float> x = logits.row(b);
     const std::span<float> d = dlogits.row(b);
     std::fill(d.begin(), d.end(), 0.0f);
     const double pos = x[b];
     double peak = -std::numeric_limits<double>::infinity();
     for (std::size_t j = 0; j < cols; ++j)
-      if (j != b && x[j] != -std::numeric_limits<float>::infinity()) peak = std::max(peak, static_cast<double>(x[j]));
-    if (peak == -std::numeric_limits<double>::infinity()) continue;
+      if (j != b && x[j] != masked) peak = std::max(peak, static_cast<double>(x[j]));
+    if (peak == -std::numeric_limits<double>::infinity()) continue;  // no negative: loss 0, grad 0
     double z = 0.0;
     for (std::size_t j = 0; j < cols; ++j) {
-      const bool neg = j != b && x[j] != -std::numeric_limits<float>::infinity();
-      s[j] = neg ? std::exp(static_cast<double>(x[j]) - peak) : 0.0;
+      s[j] = j != b && x[j] != masked ? std::exp(static_cast<double>(x[j]) - peak) : 0.0;
       z += s[j];
     }
     double a = 0.0, q = 0.0, dpos = 0.0;
     for (std::size_t j = 0; j < cols; ++j) {
-      if (j == b || x[j] == -std::numeric_limits<float>::infinity()) continue;
+      if (j == b || x[j] == masked) continue;
       s[j] /= z;
       sg[j] = train::impl::sigmoid(pos - x[j]);
       a += s[j] * sg[j];
@@ -297,13 +296,30 @@ inline float bpr_max(matrix_view<const float> logits, matrix_view<float> dlogits
     }
     total += -std::log(a) + lambda * q;
     for (std::size_t j = 0; j < cols; ++j) {
-      if (j == b || x[j] == -std::numeric_limits<float>::infinity()) continue;
+      if (j == b || x[j] == masked) continue;
       const double xj = x[j];
       const double g = -s[j] * (sg[j] * sg[j] - a) / a + lambda * s[j] * (xj * xj - q + 2.0 * xj);
       d[j] = static_cast<float>(g * inv);
     }
     d[b] = static_cast<float>(-dpos / a * inv);
   }
+  return total;
+}
+
+inline float bpr_max(matrix_view<const float> logits, matrix_view<float> dlogits, float lambda) {
+  const std::size_t rows = logits.rows();
+  if (rows == 0) return 0.0f;
+  const double inv = 1.0 / static_cast<double>(rows);
+  // rows are independent: blocks of rows in recpipe's thread pool (cpu::set_num_threads)
+  constexpr std::size_t block = 8;
+  const std::size_t blocks = (rows + block - 1) / block;
+  std::vector<double> totals(blocks, 0.0);
+  cpu::impl::parallel_for(blocks, rows * logits.cols() * 16, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t k = begin; k < end; ++k)
+      totals[k] = bpr_max_rows(logits, dlogits, lambda, k * block, std::min(rows, (k + 1) * block), inv);
+  });
+  double total = 0.0;
+  for (double t : totals) total += t;
   return static_cast<float>(total * inv);
 }
 }  // namespace impl
