@@ -201,7 +201,7 @@ TEST_CASE("gru4rec_model: the whole loss's gradients match finite differences") 
   }
 }
 
-TEST_CASE("gru4rec_model: slot states carry over and reset; freeze() scores as the trainable model") {
+TEST_CASE("gru4rec_model: slot states carry over and reset, freeze() scores as the trainable model") {
   train::gru4rec_model model({12, 6, 8, 1, false}, {}, sgd_rows(0.05f), sgd_rows(0.05f), 1);
   train::adagrad opt({.lr = 0.05});
   const auto step = [&](auto params) { opt.step(params); };
@@ -347,7 +347,7 @@ TEST_CASE("a frozen gru4rec serves a session pipeline: encode >> retrieve >> fil
   CHECK(std::vector<id_type>(empty.begin(), empty.end()) == std::vector<id_type>{0, 1, 2});
 }
 
-TEST_CASE("models::gru4rec round-trips through safetensors; a checkpoint that does not match its config is an error") {
+TEST_CASE("models::gru4rec round-trips through safetensors, a checkpoint that does not match its config is an error") {
   using namespace recpipe;
   for (const bool tied : {false, true}) {
     train::gru4rec_model model({15, 6, tied ? 6u : 7u, 2, tied}, {}, sgd_rows(0.1f), sgd_rows(0.1f), 8);
