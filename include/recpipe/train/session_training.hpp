@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <functional>
 #include <iomanip>
 #include <limits>
@@ -188,7 +189,8 @@ struct session_training_options {
 struct session_epoch_stats {
   std::size_t epoch = 0;       //!< 1-based
   double loss = 0.0;           //!< mean loss of the epoch's steps (weighted by positions)
-  double seconds = 0.0;        //!< training time (validation excluded)
+  double seconds = 0.0;        //!< training time (validation excluded), wall clock
+  double cpu_seconds = 0.0;    //!< processor time of the whole process over the same span (std::clock)
   std::size_t positions = 0;   //!< labelled positions trained on
   std::size_t steps = 0;
   std::size_t skipped = 0;     //!< steps whose gradient was not finite (nothing written)
@@ -324,6 +326,7 @@ class session_trainer {
     if (options_.shuffle)
       for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng_.next() % i]);
     const auto start = std::chrono::steady_clock::now();
+    const std::clock_t cpu_start = std::clock();
     double weighted = 0.0;
     session_list batch;
     for (std::size_t first = 0; first < order.size(); first += options_.batch_size) {
@@ -337,6 +340,7 @@ class session_trainer {
       stats.positions += positions;
     }
     stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    stats.cpu_seconds = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
     stats.loss = stats.positions == 0 ? 0.0 : weighted / static_cast<double>(stats.positions);
     stats.skipped = skipped_ - skipped_before;
     if (valid != nullptr) {
@@ -366,7 +370,7 @@ class session_trainer {
   std::string format(const session_epoch_stats& s) const {
     std::ostringstream line;
     line << "epoch " << s.epoch << '/' << options_.epochs << std::fixed << std::setprecision(4) << "  loss " << s.loss
-         << std::setprecision(2) << "  " << s.seconds << " s  " << std::setprecision(1)
+         << std::setprecision(2) << "  " << s.seconds << " s (cpu " << s.cpu_seconds << " s)  " << std::setprecision(1)
          << (s.seconds > 0 ? static_cast<double>(s.positions) / s.seconds / 1000.0 : 0.0) << "k positions/s";
     if (s.skipped != 0) line << "  skipped " << s.skipped;
     if (s.validated)

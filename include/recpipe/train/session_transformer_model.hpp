@@ -121,6 +121,29 @@ class session_transformer_model {
     std::fill_n(add("final_norm.weight", {e}).value.begin(), e, 1.0f);
     add("final_norm.bias", {e});
     traces_.resize(config_.num_layers);
+    embedding_std_ = embedding_std;
+  }
+
+  //! @brief Grows the catalog by `count` items (ids num_items .. num_items + count - 1): new rows
+  //! of item_embedding drawn N(0, embedding_std) from `seed` (deterministic), gradients 0. For
+  //! items that appear after training: continued training on the click stream then learns
+  //! their rows. Optimizer state sized for the old catalog no longer fits: continue with a fresh
+  //! optimizer (dense_optimizer checks the sizes and says so).
+  //! @code
+  //! model.add_items(10, 7);  // ids n .. n + 9
+  //! recpipe::train::adam fresh({.lr = 1e-3});
+  //! @endcode
+  void add_items(std::size_t count, std::uint64_t seed) {
+    if (count == 0) return;
+    parameter& table = params_[0];
+    const std::size_t e = config_.embedding_dim, old = config_.num_items;
+    impl::init_rng rng{seed ^ (0x51ED27ull * (old + 1))};
+    table.value.reserve((old + count) * e);
+    for (std::size_t i = 0; i < count * e; ++i) table.value.push_back(rng.normal(embedding_std_));
+    table.grad.resize((old + count) * e, 0.0f);
+    table.shape[0] = old + count;
+    config_.num_items = old + count;
+    forward_done_ = false;
   }
 
   const models::session_transformer_config& config() const noexcept { return config_; }
@@ -555,6 +578,7 @@ class session_transformer_model {
   }
 
   models::session_transformer_config config_;
+  float embedding_std_ = 0.1f;
   std::vector<parameter> params_;
   std::vector<cpu::transformer_layer_trace> traces_;
   // Last forward: kept lengths, first kept item of each session, the items, padded length.
