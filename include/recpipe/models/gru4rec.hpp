@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: Apache-2.0
+// recpipe models: GRU4Rec (Hidasi et al. 2016), the serving side: encode a session with a GRU
+// over its item embeddings, score the catalog against the output item embeddings.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <recpipe/core/errors.hpp>
+#include <recpipe/core/matrix.hpp>
+#include <recpipe/core/types.hpp>
+#include <recpipe/cpu/dense.hpp>
+#include <recpipe/cpu/gru.hpp>
+
+#include <recpipe/detail/prologue.hpp>
+
+RECPIPE_NAMESPACE_BEGIN
+namespace models {
+
+//! @brief Config of a GRU4Rec model.
+//!
+//! Items are ids in [0, num_items). Each item has an input embedding of `embedding_dim` values;
+//! `num_layers` stacked GRU layers (nn.GRU semantics, the first of input size embedding_dim, the
+//! others hidden_size) turn a session into its last hidden state h [hidden_size]; an item's score
+//! is <h, output_embedding[item]>. With `tied`, the output embeddings ARE the input embeddings
+//! (embedding_dim must equal hidden_size).
+struct gru4rec_config {
+  std::size_t num_items = 0;
+  std::size_t embedding_dim = 64;
+  std::size_t hidden_size = 100;
+  std::size_t num_layers = 1;
+  bool tied = false;
+
+  //! @throws recpipe::error naming the bad field.
+  void validate() const {
+    const char* kind = "gru4rec: config: ";
+    if (num_items == 0 || embedding_dim == 0 || hidden_size == 0 || num_layers == 0)
+      detail::fail(kind, "num_items, embedding_dim, hidden_size and num_layers must be at least 1 (got ", num_items, ", ",
+                   embedding_dim, ", ", hidden_size, ", ", num_layers, ")");
+    if (tied && embedding_dim != hidden_size)
+      detail::fail(kind, "tied embeddings need embedding_dim = hidden_size (got ", embedding_dim, " and ", hidden_size, ")");
+  }
+  //! Input width of GRU layer `layer`.
+  std::size_t layer_input(std::size_t layer) const noexcept { return layer == 0 ? embedding_dim : hidden_size; }
+};
+
+//! One GRU layer's weights, owned (nn.GRU's weight_ih_l{k} [3H, in], weight_hh_l{k} [3H, H],
+//! bias_ih_l{k}, bias_hh_l{k} [3H]).
+struct gru_layer {
+  matrix<float> weight_ih, weight_hh;
+  std::vector<float> bias_ih, bias_hh;
+  cpu::gru_weights view() const { return {weight_ih.view(), weight_hh.view(), bias_ih, bias_hh}; }
+};
+
+namespace impl {
+// GRU4Rec's session encoder over weight views (shared by models::gru4rec and
+// train::gru4rec_model, which scores without copying its weights).
+inline void gru4rec_encode(const char* where, const gru4rec_config& config, matrix_view<const float> input,
+                           std::span<const cpu::gru_weights> layers, std::span<const id_type> offsets,
+                           std::span<const id_type> items, matrix_view<float> out) {
+  if (offsets.empty()) detail::fail(where, ": offsets must have batch + 1 entries (got 0)");
+  const std::size_t batch = offsets.size() - 1, e = config.embedding_dim, h = config.hidden_size;
+  if (out.rows() != batch || out.cols() != h)
+    detail::fail(where, ": out must be ", batch, " x ", h, " (got ", out.rows(), " x ", out.cols(), ")");
+  if (offsets[0] != 0 || offsets[batch] != static_cast<id_type>(items.size()))
+    detail::fail(where, ": offsets must start at 0 and end at items.size() = ", items.size());
+  std::vector<std::size_t> lengths(batch);
+  std::size_t longest = 0;
+  for (std::size_t b = 0; b < batch; ++b) {
+    if (offsets[b + 1] < offsets[b]) detail::fail(where, ": offsets must not decrease (at ", b + 1, ")");
+    lengths[b] = static_cast<std::size_t>(offsets[b + 1] - offsets[b]);
+    longest = std::max(longest, lengths[b]);
+  }
+  for (std::size_t i = 0; i < items.size(); ++i)
+    if (items[i] < 0 || static_cast<std::size_t>(items[i]) >= config.num_items)
+      detail::fail(where, ": item id ", items[i], " (items[", i, "]) is outside the catalog [0, ", config.num_items, ")");
+  matrix<float> x(batch * longest, e), y;
+  for (std::size_t b = 0; b < batch; ++b)
+    for (std::size_t t = 0; t < lengths[b]; ++t) {
+      const auto id = static_cast<std::size_t>(items[static_cast<std::size_t>(offsets[b]) + t]);
+      std::copy_n(input.data() + id * input.stride(), e, x.data() + (b * longest + t) * e);
+    }
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const bool last = l + 1 == layers.size();
+    if (!last) y.resize(batch * longest, h);
+    cpu::gru_sequence(x.view(), lengths, longest, layers[l], {}, last ? matrix_view<float>{} : y.view(),
+                      last ? out : matrix_view<float>{});
+    if (!last) std::swap(x, y);
+  }
+}
+}  // namespace impl
+
+//! @brief A frozen GRU4Rec for serving: immutable copies of the weights; every method is const
+//! and may run on many threads at once.
+//!
+//! Made by train::gru4rec_model::freeze(), or from weights directly. It satisfies the
+//! `session_model` concept of stages/session_encoder.hpp, so `encode(session_encoder(model))`
+//! turns a request's session into its last hidden state for `retrieve` over an index built from
+//! item_embeddings().
+//!
+//! Bad input: an empty session encodes to the zero vector (the GRU's initial state), so every
+//! score is 0; an id outside [0, num_items) is a recpipe::error naming it (session_encoder drops
+//! unknown ids before calling encode; the evaluation harness must map ids to the catalog).
+//! NaN weights give NaN vectors and scores (no check).
+//! @code
+//! recpipe::models::gru4rec serving = trained.freeze();
+//! std::vector<float> scores(serving.num_items());
+//! serving.score_session(session_items, scores);  // next-item scores after this prefix
+//! @endcode
+class gru4rec {
+ public:
+  //! @throws recpipe::error when a shape disagrees with the config (naming it).
+  gru4rec(gru4rec_config config, matrix<float> input_embedding, std::vector<gru_layer> layers,
+          matrix<float> output_embedding)
+      : config_(config), input_(std::move(input_embedding)), layers_(std::move(layers)), output_(std::move(output_embedding)) {
+    config_.validate();
+    const char* kind = "gru4rec: ";
+    const std::size_t n = config_.num_items, h = config_.hidden_size;
+    if (input_.rows() != n || input_.cols() != config_.embedding_dim)
+      detail::fail(kind, "input_embedding must be ", n, " x ", config_.embedding_dim, " (got ", input_.rows(), " x ",
+                   input_.cols(), ")");
+    if (layers_.size() != config_.num_layers)
+      detail::fail(kind, "the config has ", config_.num_layers, " layers but ", layers_.size(), " were given");
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      const gru_layer& g = layers_[l];
+      const std::size_t in = config_.layer_input(l);
+      if (g.weight_ih.rows() != 3 * h || g.weight_ih.cols() != in || g.weight_hh.rows() != 3 * h ||
+          g.weight_hh.cols() != h || (!g.bias_ih.empty() && g.bias_ih.size() != 3 * h) ||
+          g.bias_ih.size() != g.bias_hh.size())
+        detail::fail(kind, "layer ", l, " must have weight_ih ", 3 * h, " x ", in, ", weight_hh ", 3 * h, " x ", h,
+                     " and biases of ", 3 * h, " (got weight_ih ", g.weight_ih.rows(), " x ", g.weight_ih.cols(),
+                     ", weight_hh ", g.weight_hh.rows(), " x ", g.weight_hh.cols(), ")");
+    }
+    if (!config_.tied && (output_.rows() != n || output_.cols() != h))
+      detail::fail(kind, "output_embedding must be ", n, " x ", h, " (got ", output_.rows(), " x ", output_.cols(), ")");
+    if (config_.tied && !output_.empty())
+      detail::fail(kind, "a tied model takes an empty output_embedding (it uses the input embedding)");
+  }
+
+  const gru4rec_config& config() const noexcept { return config_; }
+  std::size_t num_items() const noexcept { return config_.num_items; }
+  //! The session vector's width (hidden_size): what session_encoder's output has.
+  std::size_t embedding_dim() const noexcept { return config_.hidden_size; }
+  //! The output item vectors [num_items, hidden_size] that scores compare against (the input
+  //! embeddings when tied): build a retrieval index from these.
+  matrix_view<const float> item_embeddings() const noexcept { return config_.tied ? input_.view() : output_.view(); }
+  matrix_view<const float> input_embeddings() const noexcept { return input_.view(); }
+  const std::vector<gru_layer>& layers() const noexcept { return layers_; }
+
+  //! @brief Session vectors: out[b] = the last layer's hidden state after session b's last item
+  //! (the zero vector for an empty session).
+  //! @param offsets  batch + 1 non-decreasing entries, offsets[0] = 0, offsets[batch] = items.size()
+  //! @param items    item ids in [0, num_items), sessions concatenated in time order
+  //! @param out      [batch, hidden_size]
+  //! @throws recpipe::error for bad offsets, an id outside [0, num_items) (naming it and its
+  //!         position) or a wrong out shape.
+  void encode(std::span<const id_type> offsets, std::span<const id_type> items, matrix_view<float> out) const {
+    std::vector<cpu::gru_weights> views;
+    for (const gru_layer& g : layers_) views.push_back(g.view());
+    impl::gru4rec_encode("gru4rec: encode", config_, input_.view(), views, offsets, items, out);
+  }
+
+  //! @brief scores[b][i] = <encoded[b], item_embeddings()[i]> for every item.
+  //! @throws recpipe::error on shape mismatches.
+  void score_all_items(matrix_view<const float> encoded, matrix_view<float> scores) const {
+    if (encoded.cols() != config_.hidden_size)
+      detail::fail("gru4rec: score_all_items: encoded has ", encoded.cols(), " columns, not ", config_.hidden_size);
+    if (scores.rows() != encoded.rows() || scores.cols() != config_.num_items)
+      detail::fail("gru4rec: score_all_items: scores must be ", encoded.rows(), " x ", config_.num_items, " (got ",
+                   scores.rows(), " x ", scores.cols(), ")");
+    cpu::gemm_nt(encoded, item_embeddings(), scores);
+  }
+
+  //! @brief Next-item scores after a session prefix: scores[i] = <h, item_embeddings()[i]>, h the
+  //! hidden state after `items` (an empty prefix gives h = 0, so every score is 0).
+  //! @param scores  num_items values
+  //! @throws recpipe::error for an id outside [0, num_items) or a wrong scores size.
+  void score_session(std::span<const id_type> items, std::span<float> scores) const {
+    if (scores.size() != config_.num_items)
+      detail::fail("gru4rec: score_session: scores has ", scores.size(), " values but the catalog has ", config_.num_items);
+    const id_type offsets[2] = {0, static_cast<id_type>(items.size())};
+    std::vector<float> h(config_.hidden_size);
+    encode(offsets, items, {h.data(), 1, h.size()});
+    score_all_items({h.data(), 1, h.size()}, {scores.data(), 1, scores.size()});
+  }
+
+ private:
+  gru4rec_config config_;
+  matrix<float> input_;
+  std::vector<gru_layer> layers_;
+  matrix<float> output_;
+};
+
+}  // namespace models
+RECPIPE_NAMESPACE_END
+
+#include <recpipe/detail/epilogue.hpp>
