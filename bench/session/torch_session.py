@@ -197,9 +197,16 @@ def run_gru4rec(train, test, num_items, a, log):
     class GRU4Rec(nn.Module):
         def __init__(self):
             super().__init__()
+            # as train::gru4rec_model: input and output item embeddings U(-0.1, 0.1), scores
+            # <h, output_embedding[item]> without a bias, nn.GRU's own init
             self.embedding = nn.Embedding(num_items, a.gru_embedding)
             self.gru = nn.GRU(a.gru_embedding, a.gru_hidden, batch_first=True)
-            self.out = nn.Linear(a.gru_hidden, num_items)
+            self.output = nn.Embedding(num_items, a.gru_hidden)
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+            nn.init.uniform_(self.output.weight, -0.1, 0.1)
+
+        def out(self, h):
+            return h @ self.output.weight.T
 
     model = GRU4Rec()
     opt = torch.optim.Adam(model.parameters(), lr=a.gru_lr)
@@ -267,7 +274,7 @@ def run_gru4rec(train, test, num_items, a, log):
             "hyperparameters": {"embedding_dim": a.gru_embedding, "hidden": a.gru_hidden, "layers": 1,
                                 "batch_sessions": B, "optimizer": "Adam", "lr": a.gru_lr,
                                 "loss": "full softmax cross-entropy", "epochs": a.gru_epochs,
-                                "mini_batches": "session-parallel, truncated BPTT 1"}}
+                                "mini_batches": "session-parallel, truncated BPTT 1", "output_bias": False}}
 
 
 def main():

@@ -24,6 +24,7 @@
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/dense.hpp>
+#include <recpipe/io/sessions.hpp>
 #include <recpipe/train/optimizers.hpp>
 #include <recpipe/train/parameter.hpp>
 #include <recpipe/train/session_transformer_model.hpp>
@@ -49,6 +50,9 @@ struct session_list {
     return std::span<const id_type>(items).subspan(static_cast<std::size_t>(offsets[s]),
                                                    static_cast<std::size_t>(offsets[s + 1] - offsets[s]));
   }
+  session_list() = default;
+  //! The sessions of an io::session_log (same layout: offsets and dense items).
+  explicit session_list(const io::session_log& log) : offsets(log.offsets), items(log.items) {}
   void add(std::span<const id_type> session_items) {
     items.insert(items.end(), session_items.begin(), session_items.end());
     offsets.push_back(static_cast<id_type>(items.size()));
@@ -72,7 +76,8 @@ struct next_item_metrics {
   std::size_t predictions = 0;
 };
 
-//! @brief The next-item protocol over every prefix of every session: for prefix items[0..t]
+//! @brief The next-item protocol of train::evaluate_next_item (next_item_eval.hpp, default
+//! optimistic ties) for a session transformer, batched: for prefix items[0..t]
 //! (t + 1 < length) the target is items[t + 1]; its rank is 1 + the number of items scored
 //! strictly higher; Recall@k counts ranks <= k, MRR@k averages 1 / rank for ranks <= k (0 else).
 //! Prefixes longer than max_length keep their last max_length items, as serving does. Batched:
@@ -81,12 +86,12 @@ struct next_item_metrics {
 //! Sessions of one item (or none) give no prediction; metrics over no prediction are 0.
 //! @throws recpipe::error for an id outside the model's catalog or k = 0.
 //! @code
-//! auto m = recpipe::train::evaluate_next_item(model, test_sessions, 20);
+//! auto m = recpipe::train::evaluate_next_item_batched(model, test_sessions, 20);
 //! std::cout << m.recall << ' ' << m.mrr << '\n';
 //! @endcode
-inline next_item_metrics evaluate_next_item(session_transformer_model& model, const session_list& sessions,
+inline next_item_metrics evaluate_next_item_batched(session_transformer_model& model, const session_list& sessions,
                                             std::size_t k = 20, std::size_t batch_sessions = 256) {
-  const char* where = "train::evaluate_next_item";
+  const char* where = "train::evaluate_next_item_batched";
   const std::size_t n = model.config().num_items, e = model.config().embedding_dim, len = model.config().max_length;
   if (k == 0) detail::fail(where, ": k must be at least 1");
   sessions.validate(n, where);
@@ -344,7 +349,7 @@ class session_trainer {
     stats.loss = stats.positions == 0 ? 0.0 : weighted / static_cast<double>(stats.positions);
     stats.skipped = skipped_ - skipped_before;
     if (valid != nullptr) {
-      stats.validation = evaluate_next_item(*model_, *valid, options_.eval_k);
+      stats.validation = evaluate_next_item_batched(*model_, *valid, options_.eval_k);
       stats.validated = true;
     }
     if (options_.progress != nullptr) *options_.progress << format(stats) << std::endl;

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include <recpipe/models/session_transformer.hpp>
+#include <recpipe/io/sessions.hpp>
+#include <recpipe/train/next_item_eval.hpp>
 #include <recpipe/train/optimizers.hpp>
 #include <recpipe/train/session_training.hpp>
 #include <recpipe/train/session_transformer_model.hpp>
@@ -134,10 +136,22 @@ TEST_CASE("score_session equals the frozen serving model's scores; evaluate_next
       ++predictions;
     }
   }
-  const train::next_item_metrics m = train::evaluate_next_item(model, s, 5, 3);  // several batches
+  const train::next_item_metrics m = train::evaluate_next_item_batched(model, s, 5, 3);  // several batches
   CHECK(m.predictions == predictions);
   CHECK(m.recall == doctest::Approx(hits / static_cast<double>(predictions)));
   CHECK(m.mrr == doctest::Approx(rr / static_cast<double>(predictions)));
+  // The same numbers as the library's prefix-by-prefix protocol (next_item_eval.hpp) at k = 5.
+  recpipe::io::session_log log;
+  log.offsets = s.offsets;
+  log.items = s.items;
+  log.session_ids.resize(s.size());
+  log.times.assign(s.items.size(), 0.0);
+  const auto reference = train::evaluate_next_item(
+      [&](std::span<const id_type> prefix, std::span<float> out) { model.score_session(prefix, out); }, log, 23,
+      {.cutoffs = {5}, .threads = 1});
+  CHECK(reference.predictions == predictions);
+  CHECK(reference.recall(5) == doctest::Approx(m.recall));
+  CHECK(reference.mrr(5) == doctest::Approx(m.mrr));
   // Empty prefix: all zero; bad input is an error naming the problem.
   model.score_session({}, scores);
   for (float v : scores) CHECK(v == 0.0f);
@@ -150,8 +164,8 @@ TEST_CASE("score_session equals the frozen serving model's scores; evaluate_next
   train::session_list tiny;
   tiny.add(std::vector<id_type>{4});
   tiny.add(std::vector<id_type>{});
-  CHECK(train::evaluate_next_item(model, tiny).predictions == 0);
-  CHECK_THROWS_AS(train::evaluate_next_item(model, s, 0), recpipe::error);
+  CHECK(train::evaluate_next_item_batched(model, tiny).predictions == 0);
+  CHECK_THROWS_AS(train::evaluate_next_item_batched(model, s, 0), recpipe::error);
 }
 
 TEST_CASE("session_trainer: two threads make the same update as one") {
@@ -183,7 +197,7 @@ TEST_CASE("session_trainer learns synthetic sessions with full and sampled softm
   for (auto objective : {train::next_item_objective::full_softmax, train::next_item_objective::sampled_softmax}) {
     CAPTURE(static_cast<int>(objective));
     train::session_transformer_model model(recpipe::testing::small_session_config(static_cast<std::size_t>(items)), 6);
-    const double before = train::evaluate_next_item(model, valid, 5).recall;
+    const double before = train::evaluate_next_item_batched(model, valid, 5).recall;
     train::adam opt({.lr = 1e-2});
     std::ostringstream progress;
     train::session_trainer trainer(model, opt,
@@ -236,4 +250,30 @@ TEST_CASE("session_trainer: bad input and steps without a label") {
   CHECK(std::isnan(loss));
   CHECK(trainer.skipped() == 1);
   CHECK(opt.steps() == 0);
+}
+
+TEST_CASE("add_items grows the catalog; training with a fresh optimizer learns the new items") {
+  std::mt19937 rng(11);
+  const auto config = recpipe::testing::small_session_config(20);
+  train::session_transformer_model model(config, 5);
+  const auto before = model.find("item_embedding.weight")->value;
+  model.add_items(4, 9);
+  CHECK(model.config().num_items == 24);
+  const train::parameter& table = *model.find("item_embedding.weight");
+  REQUIRE(table.shape[0] == 24);
+  REQUIRE(table.value.size() == 24 * 16);
+  CHECK(std::equal(before.begin(), before.end(), table.value.begin()));  // old rows kept
+  CHECK(table.grad.size() == 24 * 16);
+  // The new items (20..23) follow a rule: 20 -> 21 -> 22 -> 23.
+  train::session_list s;
+  for (int i = 0; i < 40; ++i) s.add(std::vector<id_type>{20, 21, 22, 23});
+  train::adam opt({.lr = 1e-2});
+  train::session_trainer trainer(model, opt, {.batch_size = 8, .epochs = 5});
+  trainer.fit(s);
+  std::vector<float> scores(24);
+  model.score_session(std::vector<id_type>{20, 21}, scores);
+  CHECK(std::max_element(scores.begin(), scores.end()) - scores.begin() == 22);
+  CHECK(model.freeze().config().num_items == 24);
+  model.add_items(0, 1);  // nothing
+  CHECK(model.config().num_items == 24);
 }
