@@ -209,9 +209,11 @@ struct session_epoch_stats {
 //! dense optimizer step (Adam in the examples) only when every gradient is finite, and an
 //! optional validation Recall@k / MRR@k after each epoch with a progress line:
 //! `epoch 3/10  loss 5.812  2.41 s  21.6k positions/s  valid Recall@20 0.4912 MRR@20 0.2011`.
-//! With options.threads > 1 each step splits its sessions over that many replicas of the model
-//! (weights copied in before the step; gradients weighted by their share of positions and
-//! summed), which gives the same update as one thread up to float rounding.
+//! Each step cuts its batch into pieces of sessions of similar length (padding to the longest
+//! session of a forward would otherwise dominate: short sessions with a few long ones), and with
+//! options.threads > 1 shares the pieces out over that many replicas of the model (weights copied
+//! in before the step); every piece's gradient is weighted by its share of the positions, so the
+//! update is the whole batch's, the same for any thread count up to float rounding.
 //! The model and optimizer must outlive the trainer; not thread-safe itself.
 //! @code
 //! recpipe::train::session_transformer_model model(config, 42);
@@ -264,29 +266,70 @@ class session_trainer {
   //! @throws recpipe::error for ids outside the catalog (nothing is written).
   std::pair<double, std::size_t> step(const session_list& sessions) {
     sessions.validate(model_->config().num_items, "train::session_trainer: step");
-    const std::size_t parts = std::min(options_.threads, std::max<std::size_t>(sessions.size(), 1));
-    // Contiguous split of the sessions, balanced by clicks.
-    std::vector<session_list> pieces(parts);
-    const std::size_t per = (sessions.clicks() + parts - 1) / std::max<std::size_t>(parts, 1);
-    for (std::size_t s = 0, p = 0; s < sessions.size(); ++s) {
-      if (p + 1 < parts && pieces[p].clicks() >= per) ++p;
-      pieces[p].add(sessions.session(s));
+    const std::size_t len = model_->config().max_length;
+    const auto kept = [&](std::size_t s) {
+      return std::min(static_cast<std::size_t>(sessions.offsets[s + 1] - sessions.offsets[s]), len);
+    };
+    // Pieces of sessions of similar length: the encoder pads every session of a forward to the
+    // longest, and a random batch of short sessions with a few long ones would be mostly padding
+    // (about 6x on YOOCHOOSE). Sessions sorted by kept length are cut where the padding would
+    // pass a quarter; each piece's gradient is weighted by its share of the positions, so the
+    // sum is the gradient of the whole batch's mean loss.
+    std::vector<std::size_t> order;
+    order.reserve(sessions.size());
+    for (std::size_t s = 0; s < sessions.size(); ++s)
+      if (kept(s) >= 2) order.push_back(s);
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return kept(a) < kept(b); });
+    struct piece {
+      session_list sessions;
+      std::size_t positions = 0, area = 0;
+    };
+    std::vector<piece> pieces;
+    std::size_t real = 0, total = 0;
+    for (std::size_t s : order) {
+      const std::size_t k = kept(s);
+      if (pieces.empty() || (pieces.back().sessions.size() >= min_piece_sessions &&
+                             4 * k * (pieces.back().sessions.size() + 1) > 5 * (real + k))) {
+        pieces.emplace_back();
+        real = 0;
+      }
+      piece& p = pieces.back();
+      p.sessions.add(sessions.session(s));
+      p.positions += k - 1;
+      real += k;
+      p.area = k * p.sessions.size();
+      total += k - 1;
     }
-    std::vector<std::size_t> counts(parts);
-    std::size_t total = 0;
-    for (std::size_t p = 0; p < parts; ++p) total += counts[p] = labelled_positions(pieces[p]);
     if (total == 0) return {0.0, 0};
+    // Pieces to threads: longest work first, each to the least loaded thread.
+    const std::size_t parts = std::min(options_.threads, pieces.size());
+    std::vector<std::vector<std::size_t>> assigned(parts);
+    {
+      std::vector<std::size_t> by_area(pieces.size()), load(parts, 0);
+      for (std::size_t i = 0; i < by_area.size(); ++i) by_area[i] = i;
+      std::stable_sort(by_area.begin(), by_area.end(), [&](std::size_t a, std::size_t b) { return pieces[a].area > pieces[b].area; });
+      for (std::size_t i : by_area) {
+        const std::size_t t = static_cast<std::size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+        assigned[t].push_back(i);
+        load[t] += pieces[i].area;
+      }
+    }
     draw_negatives();
     std::vector<double> losses(parts, 0.0);
     const auto run = [&](std::size_t p) {
       session_transformer_model& m = p == 0 ? *model_ : *replicas_[p - 1];
       if (p != 0) copy_weights(*model_, m);
       m.zero_grad();
-      if (counts[p] == 0) return;
-      const auto targets = session_transformer_model::next_item_targets(pieces[p].offsets, pieces[p].items);
-      losses[p] = options_.objective == next_item_objective::full_softmax
-                      ? m.next_item_loss(pieces[p].offsets, pieces[p].items, targets)
-                      : m.next_item_loss_sampled(pieces[p].offsets, pieces[p].items, targets, negatives_, log_q_);
+      for (std::size_t i : assigned[p]) {
+        const piece& pc = pieces[i];
+        const auto targets = session_transformer_model::next_item_targets(pc.sessions.offsets, pc.sessions.items);
+        m.loss_scale = static_cast<float>(pc.positions) / static_cast<float>(total);
+        const float loss = options_.objective == next_item_objective::full_softmax
+                               ? m.next_item_loss(pc.sessions.offsets, pc.sessions.items, targets)
+                               : m.next_item_loss_sampled(pc.sessions.offsets, pc.sessions.items, targets, negatives_, log_q_);
+        losses[p] += static_cast<double>(loss) * static_cast<double>(pc.positions);
+      }
+      m.loss_scale = 1.0f;
     };
     if (parts == 1) {
       run(0);
@@ -295,30 +338,27 @@ class session_trainer {
       for (std::size_t p = 1; p < parts; ++p) workers.emplace_back(run, p);
       run(0);
       for (auto& w : workers) w.join();
-      // Each part's loss (and gradient) is its own mean: weigh them by their share.
-      const auto scale_add = [&](std::size_t p, float weight) {
-        std::size_t i = 0;
-        const auto replica = p == 0 ? std::vector<parameter*>{} : replicas_[p - 1]->parameters();
-        for (parameter* dst : params_) {
-          if (p == 0) {
-            for (float& g : dst->grad) g *= weight;
-          } else {
-            const std::vector<float>& src = replica[i]->grad;
-            for (std::size_t j = 0; j < src.size(); ++j) dst->grad[j] += weight * src[j];
-          }
-          ++i;
+      for (std::size_t p = 1; p < parts; ++p) {
+        const std::vector<parameter*> replica = replicas_[p - 1]->parameters();
+        for (std::size_t i = 0; i < params_.size(); ++i) {
+          std::vector<float>& dst = params_[i]->grad;
+          const std::vector<float>& src = replica[i]->grad;
+          for (std::size_t j = 0; j < src.size(); ++j) dst[j] += src[j];
         }
-      };
-      for (std::size_t p = 0; p < parts; ++p) scale_add(p, static_cast<float>(counts[p]) / static_cast<float>(total));
+      }
     }
     double loss = 0.0;
-    for (std::size_t p = 0; p < parts; ++p) loss += losses[p] * static_cast<double>(counts[p]) / static_cast<double>(total);
+    for (double l : losses) loss += l;
+    loss /= static_cast<double>(total);
     if (!optimizer_->step_if_finite(params_)) {
       ++skipped_;
       return {std::numeric_limits<double>::quiet_NaN(), total};
     }
     return {loss, total};
   }
+
+  //! Smallest piece a batch is cut into (see step()); fewer sessions per forward cost overhead.
+  std::size_t min_piece_sessions = 8;
 
   //! @brief One epoch over `train` (shuffled when options.shuffle), then validation on `valid`
   //! when given; prints the progress line when options.progress is set.
@@ -385,15 +425,6 @@ class session_trainer {
   }
 
  private:
-  std::size_t labelled_positions(const session_list& s) const {
-    std::size_t total = 0;
-    for (std::size_t b = 0; b < s.size(); ++b) {
-      const auto len = static_cast<std::size_t>(s.offsets[b + 1] - s.offsets[b]);
-      if (len > 1) total += std::min(len, model_->config().max_length) - 1;
-    }
-    return total;
-  }
-
   static void copy_weights(session_transformer_model& from, session_transformer_model& to) {
     std::vector<parameter*> src = from.parameters(), dst = to.parameters();
     for (std::size_t i = 0; i < src.size(); ++i) std::copy(src[i]->value.begin(), src[i]->value.end(), dst[i]->value.begin());

@@ -334,7 +334,8 @@ class session_transformer_model {
       loss += static_cast<double>(softmax_cross_entropy(
                   logits_.view(), std::span<const id_type>(labelled_targets_).subspan(first, count), d_logits_.view())) *
               weight;
-      for (float& v : d_logits_.values()) v *= weight;
+      const float grad_weight = weight * loss_scale;
+      for (float& v : d_logits_.values()) v *= grad_weight;
       cpu::gemm(true, false, d_logits_.view(), queries_.view(), items_grad, 1.0f, 1.0f);  // tied scores
       cpu::gemm(false, false, d_logits_.view(), items_view, d_queries_.view());
       for (std::size_t r = 0; r < count; ++r)
@@ -346,6 +347,10 @@ class session_transformer_model {
 
   //! Positions per logits block in next_item_loss (memory: loss_chunk_rows * num_items floats).
   std::size_t loss_chunk_rows = 256;
+  //! next_item_loss and next_item_loss_sampled multiply the gradients (not the returned loss) by
+  //! this: a batch computed in pieces weighs each piece by its share of the positions
+  //! (train::session_trainer), so the accumulated gradient is that of the whole batch's mean.
+  float loss_scale = 1.0f;
 
   //! @brief The sampled-softmax version of next_item_loss for large catalogs: every labelled
   //! position scores its target and `negatives` (ids shared by the whole batch, e.g. drawn from
@@ -395,7 +400,7 @@ class session_transformer_model {
     std::fill(d_negatives_.values().begin(), d_negatives_.values().end(), 0.0f);
     double loss = 0.0;
     const std::size_t chunk = std::max<std::size_t>(loss_chunk_rows, 1);
-    const float inv_total = total == 0 ? 0.0f : 1.0f / static_cast<float>(total);
+    const float inv_total = total == 0 ? 0.0f : loss_scale / static_cast<float>(total);
     for (std::size_t first = 0; first < total; first += chunk) {
       const std::size_t count = std::min(chunk, total - first);
       queries_.resize(count, e);
