@@ -86,36 +86,27 @@ inline serving_report serve_sessions(const recpipe::models::session_transformer&
 }
 
 struct new_items_report {
-  std::size_t fresh = 0, stream_sessions = 0, targets = 0, index_size = 0;
+  std::size_t fresh = 0, stream_sessions = 0, targets = 0, index_size = 0, base_sessions = 0;
   double seconds = 0, recall_before = 0, recall_after = 0;
+  bool held_back = false;  //!< the stream was the last part of the training log (base model trained here)
 };
 
-//! @brief Items first clicked after training (in `stream`, the later click log with original ids)
-//! join the vocabulary; the model grows rows for them; training continues on the first half of
-//! the stream's sessions (`passes` passes, fresh Adam); their vectors go into the index. Returns
-//! Recall@k, through the index, of the second half's next clicks on a new item, before and after.
-inline new_items_report learn_new_items(recpipe::train::session_transformer_model& model, const trained_options& o,
-                                        const recpipe::io::session_log& train_log,
-                                        std::span<const recpipe::io::session_click> stream, recpipe::cpu::hnsw_index& ann,
-                                        recpipe::cpu::exact_index& exact, std::size_t passes = 3, std::size_t k = 20) {
+//! @brief The core: `model` knows items [0, known); `first` and `second` (later sessions, in
+//! time order) use ids up to total - 1, the ones >= known being new. The model grows rows for
+//! the new items, training continues on `first` (`passes` passes, fresh Adam), and every vector
+//! is republished to the index. Recall@k through the index of `second`'s next clicks on a new
+//! item, before and after.
+inline new_items_report continue_with_new_items(recpipe::train::session_transformer_model& model, const trained_options& o,
+                                                std::size_t known, std::size_t total, const recpipe::train::session_list& first,
+                                                const recpipe::train::session_list& second, std::vector<std::size_t> counts,
+                                                recpipe::cpu::hnsw_index& ann, recpipe::cpu::exact_index& exact,
+                                                std::size_t passes = 3, std::size_t k = 20) {
   using namespace recpipe;
   new_items_report report;
-  const std::size_t known = train_log.num_items();
-  io::item_vocabulary grown = train_log.vocabulary;
-  {
-    std::vector<io::session_click> ordered(stream.begin(), stream.end());
-    std::stable_sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) { return a.time < b.time; });
-    for (const auto& c : ordered) grown.add(c.item);
-  }
-  report.fresh = grown.size() - known;
-  if (report.fresh == 0) return report;
-  const io::session_log log = io::make_session_log(stream, grown, 2);
-  const std::size_t half = log.num_sessions() / 2;
-  train::session_list first, second;
-  for (std::size_t s = 0; s < log.num_sessions(); ++s) (s < half ? first : second).add(log.session(s));
+  report.fresh = total - known;
   report.stream_sessions = first.size();
   const auto recall = [&](const models::session_transformer& m) {
-    std::size_t hits = 0, total = 0;
+    std::size_t hits = 0, count = 0;
     std::vector<id_type> ids(k), prefix;
     std::vector<float> scores(k);
     matrix<float> q(1, m.embedding_dim());
@@ -132,20 +123,19 @@ inline new_items_report learn_new_items(recpipe::train::session_transformer_mode
         const std::size_t found = ann.search(q.row(0), k, ids, scores);
         hits += std::find(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(found), session[t]) !=
                 ids.begin() + static_cast<std::ptrdiff_t>(found);
-        ++total;
+        ++count;
       }
     }
-    report.targets = total;
-    return total == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(total);
+    report.targets = count;
+    return count == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(count);
   };
   report.recall_before = recall(model.freeze());
-  model.add_items(report.fresh, o.seed + 1);
+  model.add_items(total - known, o.seed + 1);
   train::adam optimizer({.lr = o.lr});
   auto options = transformer_training(o, o.threads, 1);
   options.progress = nullptr;
   train::session_trainer trainer(model, optimizer, options);
-  std::vector<std::size_t> counts(grown.size(), 0);
-  for (id_type i : train_log.items) ++counts[static_cast<std::size_t>(i)];
+  counts.resize(total, 0);
   for (id_type i : first.items) ++counts[static_cast<std::size_t>(i)];
   trainer.set_item_counts(counts);
   const auto start = std::chrono::steady_clock::now();
@@ -158,11 +148,90 @@ inline new_items_report learn_new_items(recpipe::train::session_transformer_mode
     }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   // Publish: every item's vector again (the old ones moved with training), the new ones added.
-  std::vector<id_type> all_ids(grown.size());
+  std::vector<id_type> all_ids(total);
   std::iota(all_ids.begin(), all_ids.end(), id_type{0});
   index_items(model, ann, exact, all_ids);
   report.index_size = ann.size();
   report.recall_after = recall(model.freeze());
+  return report;
+}
+
+//! @brief New items from a later click stream with original ids (`stream`): the ones unseen in
+//! `train_log` are new. The trained `model` and its index continue.
+inline new_items_report learn_new_items(recpipe::train::session_transformer_model& model, const trained_options& o,
+                                        const recpipe::io::session_log& train_log,
+                                        std::span<const recpipe::io::session_click> stream, recpipe::cpu::hnsw_index& ann,
+                                        recpipe::cpu::exact_index& exact) {
+  using namespace recpipe;
+  const std::size_t known = train_log.num_items();
+  io::item_vocabulary grown = train_log.vocabulary;
+  std::vector<io::session_click> ordered(stream.begin(), stream.end());
+  std::stable_sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) { return a.time < b.time; });
+  for (const auto& c : ordered) grown.add(c.item);
+  if (grown.size() == known) return {};
+  const io::session_log log = io::make_session_log(stream, grown, 2);
+  train::session_list first, second;
+  for (std::size_t s = 0; s < log.num_sessions(); ++s) (s < log.num_sessions() / 2 ? first : second).add(log.session(s));
+  return continue_with_new_items(model, o, known, grown.size(), first, second, train_log.item_counts(), ann, exact);
+}
+
+//! @brief When the later clicks hold no unseen item (a prepared split such as session-rec's
+//! filters them out): hold back the last `held_fraction` of the training sessions (by start
+//! time) as the click stream, train a base transformer on the rest (its catalog = the items seen
+//! there), index its items, and continue with the stream (half for training, half to measure).
+inline new_items_report learn_new_items_held_back(const trained_options& o, const recpipe::io::session_log& train_log,
+                                                  double held_fraction = 0.2) {
+  using namespace recpipe;
+  const std::size_t sessions = train_log.num_sessions();
+  const std::size_t cut = sessions - static_cast<std::size_t>(held_fraction * static_cast<double>(sessions));
+  std::vector<id_type> remap(train_log.num_items(), -1);
+  std::size_t next = 0;
+  train::session_list base, held;
+  std::vector<id_type> buffer;
+  for (std::size_t s = 0; s < sessions; ++s) {
+    buffer.clear();
+    for (id_type i : train_log.session(s)) {
+      id_type& r = remap[static_cast<std::size_t>(i)];
+      if (r < 0 && s < cut) r = static_cast<id_type>(next++);
+      buffer.push_back(r);
+    }
+    if (s < cut) base.add(buffer);
+  }
+  const std::size_t known = next;
+  for (std::size_t s = cut; s < sessions; ++s) {
+    buffer.clear();
+    for (id_type i : train_log.session(s)) {
+      id_type& r = remap[static_cast<std::size_t>(i)];
+      if (r < 0) r = static_cast<id_type>(next++);
+      buffer.push_back(r);
+    }
+    held.add(buffer);
+  }
+  new_items_report report;
+  report.held_back = true;
+  report.base_sessions = base.size();
+  if (next == known) return report;
+  train::session_transformer_model model(transformer_config(o, known), o.seed);
+  train::adam optimizer({.lr = o.lr});
+  auto options = transformer_training(o, o.threads, o.epochs);
+  options.progress = nullptr;
+  train::session_trainer trainer(model, optimizer, options);
+  trainer.fit(base);
+  const std::size_t dim = o.dim;
+  cpu::hnsw_index ann(dim, metric::inner_product, next + 64, 16, 200, 7);
+  cpu::exact_index exact(dim, metric::inner_product, next + 64);
+  std::vector<id_type> ids(known);
+  std::iota(ids.begin(), ids.end(), id_type{0});
+  index_items(model, ann, exact, ids);
+  ann.set_ef(200);
+  train::session_list first, second;
+  for (std::size_t s = 0; s < held.size(); ++s) (s < held.size() / 2 ? first : second).add(held.session(s));
+  std::vector<std::size_t> counts(known, 0);
+  for (id_type i : base.items) ++counts[static_cast<std::size_t>(i)];
+  const std::size_t base_sessions = report.base_sessions;
+  report = continue_with_new_items(model, o, known, next, first, second, counts, ann, exact);
+  report.held_back = true;
+  report.base_sessions = base_sessions;
   return report;
 }
 
