@@ -16,6 +16,7 @@
 #include <ostream>
 #include <span>
 #include <sstream>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
