@@ -90,6 +90,18 @@ TEST_CASE("next_item_loss_sampled: gradients match finite differences; all negat
       CHECK(std::fabs(numeric - p.grad[i]) <= 2e-2 * peak + 1e-4);
     }
   });
+  // Bad input names the problem; no negatives leaves only the positive: loss 0.
+  const std::vector<id_type> outside{1, 23};
+  CHECK_THROWS_WITH_AS(model.next_item_loss_sampled(s.offsets, s.items, targets, outside, log_q),
+                       doctest::Contains("negatives[1] = 23 is outside [0, 23)"), recpipe::error);
+  const std::vector<float> short_log_q(5);
+  CHECK_THROWS_WITH_AS(model.next_item_loss_sampled(s.offsets, s.items, targets, negatives, short_log_q),
+                       doctest::Contains("log_q has 5 values"), recpipe::error);
+  {
+    train::session_transformer_model lone = model;
+    lone.zero_grad();
+    CHECK(lone.next_item_loss_sampled(s.offsets, s.items, targets, {}, log_q) == doctest::Approx(0.0f));
+  }
   // Every item once as a negative and no correction: the target's own negative entry is an
   // accidental hit, so the softmax runs over the catalog exactly once: the full softmax loss.
   std::vector<id_type> all(23);
