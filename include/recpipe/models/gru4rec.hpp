@@ -5,23 +5,32 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <filesystem>
+#include <memory>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/cpu/gru.hpp>
+#include <recpipe/io/safetensors.hpp>
+#include <recpipe/io/safetensors_writer.hpp>
+#include <recpipe/models/parameters.hpp>
 
 #include <recpipe/detail/prologue.hpp>
 
 RECPIPE_NAMESPACE_BEGIN
 namespace models {
 
-//! @brief Config of a GRU4Rec model.
+//! @brief Config of a GRU4Rec model. JSON (the `recpipe.config` metadata of its safetensors):
+//! `{"model": "gru4rec", "num_items": 5000, "embedding_dim": 64, "hidden_size": 100,
+//! "num_layers": 1, "tied": false}`.
 //!
 //! Items are ids in [0, num_items). Each item has an input embedding of `embedding_dim` values;
 //! `num_layers` stacked GRU layers (nn.GRU semantics, the first of input size embedding_dim, the
@@ -43,6 +52,21 @@ struct gru4rec_config {
                    embedding_dim, ", ", hidden_size, ", ", num_layers, ")");
     if (tied && embedding_dim != hidden_size)
       detail::fail(kind, "tied embeddings need embedding_dim = hidden_size (got ", embedding_dim, " and ", hidden_size, ")");
+  }
+  static gru4rec_config from_json(const nlohmann::json& j) {
+    const char* kind = "gru4rec";
+    gru4rec_config c;
+    c.num_items = impl::size_field(j, kind, "num_items");
+    c.embedding_dim = impl::size_field(j, kind, "embedding_dim");
+    c.hidden_size = impl::size_field(j, kind, "hidden_size");
+    c.num_layers = impl::size_field(j, kind, "num_layers");
+    c.tied = impl::bool_field(j, kind, "tied", false);
+    c.validate();
+    return c;
+  }
+  nlohmann::json to_json() const {
+    return {{"model", "gru4rec"}, {"num_items", num_items}, {"embedding_dim", embedding_dim}, {"hidden_size", hidden_size},
+            {"num_layers", num_layers}, {"tied", tied}};
   }
   //! Input width of GRU layer `layer`.
   std::size_t layer_input(std::size_t layer) const noexcept { return layer == 0 ? embedding_dim : hidden_size; }
@@ -139,6 +163,68 @@ class gru4rec {
       detail::fail(kind, "output_embedding must be ", n, " x ", h, " (got ", output_.rows(), " x ", output_.cols(), ")");
     if (config_.tied && !output_.empty())
       detail::fail(kind, "a tied model takes an empty output_embedding (it uses the input embedding)");
+  }
+
+  //! @brief Loads a checkpoint written by to_safetensors() (or by a PyTorch GRU4Rec with these
+  //! names: `item_embedding.weight` [N, E], `gru.weight_ih_l{k}` [3H, in], `gru.weight_hh_l{k}`
+  //! [3H, H], `gru.bias_ih_l{k}`, `gru.bias_hh_l{k}` [3H] (nn.GRU's state_dict under `gru.`),
+  //! `output_embedding.weight` [N, H] unless tied), the config from its metadata or given.
+  //! @throws recpipe::io_error naming the tensor for a missing tensor, a shape that does not match
+  //!         the config, non-finite values or an unused tensor (see models::load_options).
+  //! @code
+  //! auto model = recpipe::models::gru4rec::load("gru4rec.safetensors");
+  //! @endcode
+  static gru4rec load(const std::filesystem::path& path, const load_options& options = {}) {
+    return load(open_weights(path), options);
+  }
+  static gru4rec load(std::shared_ptr<const io::safetensors_file> file, const load_options& options = {}) {
+    if (!file) detail::fail("gru4rec: no safetensors file given");
+    const nlohmann::json j = impl::config_from_metadata(*file, "gru4rec", options.prefix);
+    return load(std::move(file), gru4rec_config::from_json(j), options);
+  }
+  static gru4rec load(std::shared_ptr<const io::safetensors_file> file, const gru4rec_config& config,
+                      const load_options& options = {}) {
+    config.validate();
+    parameter_set params(std::move(file), "gru4rec", options);
+    const std::size_t n = config.num_items, e = config.embedding_dim, h = config.hidden_size;
+    const auto copy = [](matrix_view<const float> m) {
+      matrix<float> out(m.rows(), m.cols());
+      for (std::size_t r = 0; r < m.rows(); ++r) std::copy_n(m.data() + r * m.stride(), m.cols(), out.data() + r * m.cols());
+      return out;
+    };
+    const auto vec = [](std::span<const float> v) { return std::vector<float>(v.begin(), v.end()); };
+    matrix<float> input = copy(params.matrix("item_embedding.weight", n, e));
+    std::vector<gru_layer> layers(config.num_layers);
+    for (std::size_t l = 0; l < config.num_layers; ++l) {
+      const std::string k = std::to_string(l);
+      layers[l].weight_ih = copy(params.matrix("gru.weight_ih_l" + k, 3 * h, config.layer_input(l)));
+      layers[l].weight_hh = copy(params.matrix("gru.weight_hh_l" + k, 3 * h, h));
+      layers[l].bias_ih = vec(params.vector("gru.bias_ih_l" + k, 3 * h));
+      layers[l].bias_hh = vec(params.vector("gru.bias_hh_l" + k, 3 * h));
+    }
+    matrix<float> output = config.tied ? matrix<float>() : copy(params.matrix("output_embedding.weight", n, h));
+    params.finish();
+    return gru4rec(config, std::move(input), std::move(layers), std::move(output));
+  }
+
+  //! @brief The weights under the names load() reads, with the config in the metadata.
+  //! @code
+  //! model.to_safetensors().write("gru4rec.safetensors");
+  //! @endcode
+  io::safetensors_writer to_safetensors() const {
+    io::safetensors_writer out;
+    out.set_metadata("recpipe.model", "gru4rec");
+    out.set_metadata("recpipe.config", config_.to_json().dump());
+    out.add("item_embedding.weight", input_.view());
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      const std::string k = std::to_string(l);
+      out.add("gru.weight_ih_l" + k, layers_[l].weight_ih.view());
+      out.add("gru.weight_hh_l" + k, layers_[l].weight_hh.view());
+      out.add("gru.bias_ih_l" + k, std::span<const float>(layers_[l].bias_ih), {layers_[l].bias_ih.size()});
+      out.add("gru.bias_hh_l" + k, std::span<const float>(layers_[l].bias_hh), {layers_[l].bias_hh.size()});
+    }
+    if (!config_.tied) out.add("output_embedding.weight", output_.view());
+    return out;
   }
 
   const gru4rec_config& config() const noexcept { return config_; }

@@ -13,6 +13,12 @@
 #include <utility>
 #include <vector>
 
+#include <recpipe/cpu/exact_index.hpp>
+#include <recpipe/stages/filter.hpp>
+#include <recpipe/stages/order.hpp>
+#include <recpipe/stages/retrieve.hpp>
+#include <recpipe/stages/score.hpp>
+#include <recpipe/stages/session_encoder.hpp>
 #include <recpipe/train/gru4rec_model.hpp>
 #include <recpipe/train/optimizers.hpp>
 
@@ -35,7 +41,8 @@ std::multiset<std::pair<id_type, id_type>> all_transitions(const std::vector<id_
 }
 
 // Finite differences of the float loss (central, step h) against the analytic gradient, per tensor:
-// max |num - ana| / max |num|.
+// max |num - ana| / max(max |num|, 0.01). The floor: the float loss's differences carry an
+// absolute noise of ~1e-5 (measured), which would dominate a tensor whose gradient is ~1e-3.
 template <class Loss>
 double fd_error(std::span<float> values, std::span<const float> analytic, Loss&& loss, float h = 1e-2f) {
   double peak = 0.0, err = 0.0;
@@ -50,7 +57,7 @@ double fd_error(std::span<float> values, std::span<const float> analytic, Loss&&
     peak = std::max(peak, std::abs(num));
     err = std::max(err, std::abs(num - static_cast<double>(analytic[i])));
   }
-  return err / std::max(peak, 1e-12);
+  return err / std::max(peak, 1e-2);
 }
 
 }  // namespace
@@ -153,7 +160,7 @@ void check_model_gradients(const grad_case& gc) {
   std::vector<std::vector<float>> grads;
   for (train::parameter* p : model.parameters()) grads.push_back(p->grad);
   const auto table_grads = model.table_gradients();
-  // Tolerance: float loss, step 1e-2; correct gradients measured <= 1.9e-3 on these cases, while
+  // Tolerance: float loss, step 1e-2; correct gradients measured <= 1.8e-3 on these cases, while
   // a gradient with one term of BPR-max's regulariser off by half measured 1.5e-2 .. 1e-1.
   for (std::size_t k = 0; k < grads.size(); ++k) {
     train::parameter* p = model.parameters()[k];
@@ -194,7 +201,7 @@ TEST_CASE("gru4rec_model: the whole loss's gradients match finite differences") 
   }
 }
 
-TEST_CASE("gru4rec_model: slot states carry over and reset; freeze() scores as the trainable model") {
+TEST_CASE("gru4rec_model: slot states carry over and reset, freeze() scores as the trainable model") {
   train::gru4rec_model model({12, 6, 8, 1, false}, {}, sgd_rows(0.05f), sgd_rows(0.05f), 1);
   train::adagrad opt({.lr = 0.05});
   const auto step = [&](auto params) { opt.step(params); };
@@ -302,4 +309,65 @@ TEST_CASE("gru4rec_model: popularity sampling follows count^alpha") {
   const auto counts = train::gru4rec_model::item_counts(std::vector<id_type>{1, 1, 2}, 4);
   CHECK(counts == std::vector<double>{0, 2, 1, 0});
   CHECK_THROWS_AS(train::gru4rec_model::item_counts(std::vector<id_type>{5}, 4), recpipe::error);
+}
+
+static_assert(recpipe::session_model<models::gru4rec>, "models::gru4rec serves in session_encoder");
+
+TEST_CASE("a frozen gru4rec serves a session pipeline: encode >> retrieve >> filter_seen >> top_k") {
+  using namespace recpipe;
+  train::gru4rec_model model({20, 6, 8, 1, false}, {}, sgd_rows(0.1f), sgd_rows(0.1f), 4);
+  train::sgd opt({.lr = 0.1});
+  train::session_parallel_batches batches(std::vector<id_type>{0, 4, 7}, std::vector<id_type>{1, 2, 3, 4, 5, 6, 7}, 2);
+  train::session_batch b;
+  while (batches.next(b)) model.train_step(b, [&](auto p) { opt.step(p); });
+  const models::gru4rec frozen = model.freeze();
+  const matrix_view<const float> vectors = frozen.item_embeddings();
+  cpu::exact_index items(8);
+  for (id_type i = 0; i < 20; ++i) items.add(i, vectors.row(static_cast<std::size_t>(i)));
+  const auto next_items = encode(session_encoder(frozen)) >> retrieve(items, 6) >> filter_seen<col::session_items>() >>
+                          top_k<col::retrieval_score>(3);
+  batch<col::session_items> sessions(3);
+  sessions.get<col::session_items>().assign({0, 3, 6, 6}, {4, 7, 4, 2, 999, -5});  // unknown ids are dropped
+  const auto out = next_items.run(sessions);
+  matrix<float> query(3, 8);
+  frozen.encode(std::vector<id_type>{0, 3, 4, 4}, std::vector<id_type>{4, 7, 4, 2}, query.view());
+  for (std::size_t r = 0; r < 3; ++r) {
+    std::vector<id_type> ids(6);
+    std::vector<float> scores(6);
+    const std::size_t found = items.search(query.row(r), 6, ids, scores);
+    const auto seen = sessions.get<col::session_items>().row(r);
+    std::vector<id_type> expected;
+    for (std::size_t i = 0; i < found && expected.size() < 3; ++i)
+      if (std::find(seen.begin(), seen.end(), ids[i]) == seen.end()) expected.push_back(ids[i]);
+    const auto got = out.get<col::candidates>().row(r);
+    CHECK(std::vector<id_type>(got.begin(), got.end()) == expected);
+  }
+  // the empty session encodes to zeros: every item scores 0 and the lowest ids win the tie
+  const auto empty = out.get<col::candidates>().row(2);
+  CHECK(std::vector<id_type>(empty.begin(), empty.end()) == std::vector<id_type>{0, 1, 2});
+}
+
+TEST_CASE("models::gru4rec round-trips through safetensors, a checkpoint that does not match its config is an error") {
+  using namespace recpipe;
+  for (const bool tied : {false, true}) {
+    train::gru4rec_model model({15, 6, tied ? 6u : 7u, 2, tied}, {}, sgd_rows(0.1f), sgd_rows(0.1f), 8);
+    const models::gru4rec frozen = model.freeze();
+    const auto file = std::make_shared<const io::safetensors_file>(
+        io::safetensors_file::from_bytes(frozen.to_safetensors().to_bytes(), "gru4rec test"));
+    const models::gru4rec loaded = models::gru4rec::load(file);
+    CHECK(loaded.config().tied == tied);
+    std::vector<float> a(15), b(15);
+    const std::vector<id_type> session{3, 1, 4, 1, 5};
+    frozen.score_session(session, a);
+    loaded.score_session(session, b);
+    CHECK(a == b);
+  }
+  train::gru4rec_model model({15, 6, 7, 1, false}, {}, sgd_rows(0.1f), sgd_rows(0.1f), 8);
+  const auto file = std::make_shared<const io::safetensors_file>(
+      io::safetensors_file::from_bytes(model.freeze().to_safetensors().to_bytes(), "gru4rec test"));
+  CHECK_THROWS_WITH_AS(models::gru4rec::load(file, models::gru4rec_config{15, 6, 8, 1, false}),
+                       doctest::Contains("gru.weight_ih_l0"), recpipe::error);
+  CHECK_THROWS_WITH_AS(models::gru4rec::load(file, models::gru4rec_config{16, 6, 7, 1, false}),
+                       doctest::Contains("item_embedding.weight"), recpipe::error);
+  CHECK_THROWS_AS(models::gru4rec::load(file, models::gru4rec_config{15, 6, 7, 2, false}), recpipe::error);
 }
