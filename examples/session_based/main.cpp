@@ -13,10 +13,16 @@
 //   example_session_based --diginetica train-item-views.csv       raw Diginetica views, preprocessed
 //   example_session_based                                         synthetic sessions (says so)
 //   example_session_based --smoke                                 small synthetic sessions (ctest)
-//   options: --models pop,iknn,vsknn  --threads N  --max-sessions N  --ties optimistic|expected|pessimistic
+//   example_session_based DIR --peer-json a.json,b.json           add the PyTorch peer's rows (bench/session/torch_session.py)
+//   example_session_based DIR --speed                             also time one epoch at 1 and 2 threads
+//   options: --models pop,iknn,vsknn,transformer,gru4rec  --threads N (evaluation)  --max-sessions N  --ties optimistic|expected|pessimistic
 //            --test-days D (raw logs)  --neighbors N --lambda L --alpha A (item-kNN)
 //            --k N --sample-size N --weighting linear|same|div|quadratic (V-SKNN)
-#include "models.hpp"
+//            --train-threads N --epochs N --dim N --layers N --heads N --ffn N --max-length N --batch N --lr X
+//            --negatives K (transformer: sampled softmax) --gru-epochs N --gru-hidden N --gru-batch N --gru-lr X
+#include "serving.hpp"
+
+#include <nlohmann/json.hpp>
 
 #include <recpipe/io/sessions.hpp>
 #include <recpipe/train/next_item_eval.hpp>
@@ -27,6 +33,9 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <unordered_map>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -36,6 +45,7 @@
 namespace fs = std::filesystem;
 namespace io = recpipe::io;
 namespace train = recpipe::train;
+using recpipe::id_type;
 
 namespace {
 
@@ -44,7 +54,10 @@ struct options {
   enum class source { synthetic, session_rec, rsc15, diginetica } kind = source::synthetic;
   bool smoke = false;
   bool tuning = false;
-  std::vector<std::string> models = {"pop", "iknn", "vsknn"};
+  std::vector<std::string> models = {"pop", "iknn", "vsknn", "transformer", "gru4rec"};
+  std::vector<std::string> peer_json;
+  bool speed = false;
+  session_example::trained_options trained;
   std::size_t threads = 0;
   std::size_t max_sessions = 0;
   double test_days = 1.0;
@@ -65,6 +78,8 @@ int usage(const char* argv0) {
                "usage: %s [DATA_DIR | --rsc15 FILE | --diginetica FILE] [--smoke] [--tuning] [--models pop,iknn,vsknn]\n"
                "          [--threads N] [--max-sessions N] [--ties optimistic|expected|pessimistic] [--test-days D]\n"
                "          [--neighbors N] [--lambda L] [--alpha A] [--k N] [--sample-size N] [--weighting linear|same|div|quadratic]\n"
+               "          [--peer-json FILES] [--speed] [--train-threads N] [--epochs N] [--dim N] [--layers N] [--heads N] [--ffn N]\n"
+               "          [--max-length N] [--batch N] [--lr X] [--negatives K] [--gru-epochs N] [--gru-hidden N] [--gru-batch N] [--gru-lr X]\n"
                "DATA_DIR: a session-rec folder (yoochoose-rsc15-100k) or a folder holding one; default $RECPIPE_DATA_DIR,\n"
                "else synthetic sessions.\n",
                argv0);
@@ -84,11 +99,38 @@ fs::path find_session_rec_folder(const fs::path& dir) {
   return {};
 }
 
-std::vector<session_example::model_spec> make_specs(const options& o) {
+std::vector<session_example::model_spec> make_specs(const options& o, std::shared_ptr<session_example::trained_runs> runs) {
   std::vector<session_example::model_spec> specs;
   session_example::add_baselines(specs, o.baselines);
-  // Trained session models add their rows here, e.g. session_example::add_transformer(specs, o.transformer);
+  session_example::add_transformer(specs, o.trained, runs);
+  session_example::add_gru4rec(specs, o.trained, runs);
   return specs;
+}
+
+// The test-side click stream with original ids (items unseen in training included), for the
+// new-items section: the test file of a session-rec folder.
+std::vector<io::session_click> read_test_stream(const std::string& folder, bool tuning) {
+  const std::string suffix = tuning ? "_train_valid.txt" : "_test.txt";
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    const std::string name = entry.path().filename().string();
+    if (name.ends_with(suffix)) return io::read_session_rec_clicks(entry.path());
+  }
+  return {};
+}
+
+// One row of the speed table: seconds per epoch (wall and processor) at 1 and 2 threads.
+struct speed_row {
+  std::string model;
+  double recall = -1, mrr = -1;
+  double wall[3] = {-1, -1, -1}, cpu[3] = {-1, -1, -1};  // by thread count 1, 2
+  std::string note;
+};
+
+std::string cell(double v, const char* fmt) {
+  if (v < 0) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, fmt, v);
+  return buf;
 }
 
 const char* ties_name(train::rank_ties t) {
@@ -117,6 +159,22 @@ int main(int argc, char** argv) {
       else if (a == "--diginetica") o.data = value(), o.kind = options::source::diginetica;
       else if (a == "--models") o.models = split_list(value());
       else if (a == "--threads") o.threads = std::stoul(value());
+      else if (a == "--peer-json") o.peer_json = split_list(value());
+      else if (a == "--speed") o.speed = true;
+      else if (a == "--train-threads") o.trained.threads = std::stoul(value());
+      else if (a == "--epochs") o.trained.epochs = std::stoul(value());
+      else if (a == "--dim") o.trained.dim = std::stoul(value());
+      else if (a == "--layers") o.trained.layers = std::stoul(value());
+      else if (a == "--heads") o.trained.heads = std::stoul(value());
+      else if (a == "--ffn") o.trained.ffn = std::stoul(value());
+      else if (a == "--max-length") o.trained.max_length = std::stoul(value());
+      else if (a == "--batch") o.trained.batch = std::stoul(value());
+      else if (a == "--lr") o.trained.lr = std::stod(value());
+      else if (a == "--negatives") o.trained.negatives = std::stoul(value());
+      else if (a == "--gru-epochs") o.trained.gru_epochs = std::stoul(value());
+      else if (a == "--gru-hidden") o.trained.gru_hidden = std::stoul(value());
+      else if (a == "--gru-batch") o.trained.gru_batch = std::stoul(value());
+      else if (a == "--gru-lr") o.trained.gru_lr = std::stod(value());
       else if (a == "--max-sessions") o.max_sessions = std::stoul(value());
       else if (a == "--test-days") o.test_days = std::stod(value());
       else if (a == "--neighbors") o.baselines.item_knn.neighbors = std::stoul(value());
@@ -161,10 +219,17 @@ int main(int argc, char** argv) {
     const auto load_start = std::chrono::steady_clock::now();
     io::session_split split;
     std::string described;
+    std::vector<io::session_click> stream;  // later clicks with original ids (new-items section)
+    if (o.smoke) {
+      auto& t = o.trained;
+      t.dim = 32, t.ffn = 64, t.layers = 1, t.max_length = 20, t.batch = 64, t.epochs = 4, t.lr = 5e-3;
+      t.gru_hidden = 32, t.gru_embedding = 32, t.gru_epochs = 3, t.gru_lr = 5e-3;
+    }
     switch (o.kind) {
       case options::source::session_rec:
         split = io::read_session_rec_folder(o.data, o.tuning ? io::session_rec_pair::tuning : io::session_rec_pair::full);
         described = o.data + (o.tuning ? " (train_tr -> train_valid)" : " (train_full -> test)");
+        stream = read_test_stream(o.data, o.tuning);
         break;
       case options::source::rsc15:
       case options::source::diginetica: {
@@ -181,7 +246,23 @@ int main(int argc, char** argv) {
         io::synthetic_sessions_config cfg;
         if (o.smoke) cfg.sessions = 1'500, cfg.items = 300;
         else cfg.sessions = 20'000, cfg.items = 2'000;
-        split = io::preprocess_sessions(io::synthetic_sessions(cfg), {.min_item_support = 1, .test_days = 1.0});
+        // New items for the last section: the last 5% of item ids are never clicked before the
+        // test day (sessions starting earlier that click one are left out of the log).
+        auto clicks = io::synthetic_sessions(cfg);
+        double last = 0;
+        for (const auto& c : clicks) last = std::max(last, c.time);
+        const id_type first_fresh = static_cast<id_type>(cfg.items - cfg.items / 20);
+        std::unordered_map<id_type, double> start;
+        std::unordered_map<id_type, bool> has_fresh;
+        for (const auto& c : clicks) {
+          auto [it, fresh] = start.try_emplace(c.session, c.time);
+          if (!fresh) it->second = std::min(it->second, c.time);
+          if (c.item >= first_fresh) has_fresh[c.session] = true;
+        }
+        std::erase_if(clicks, [&](const io::session_click& c) { return has_fresh.count(c.session) && start[c.session] < last - 86400.0; });
+        split = io::preprocess_sessions(clicks, {.min_item_support = 1, .test_days = 1.0});
+        for (const auto& c : clicks)
+          if (start[c.session] >= last - 86400.0) stream.push_back(c);
         std::ostringstream d;
         d << "SYNTHETIC sessions (no data folder given: pass one or set RECPIPE_DATA_DIR): " << cfg.sessions << " sessions over "
           << cfg.items << " items, " << cfg.successors << " successors per item, noise " << cfg.noise << ", test = last day";
@@ -203,7 +284,8 @@ int main(int argc, char** argv) {
 
     // ---- models
     std::vector<train::next_item_row> rows;
-    for (const auto& spec : make_specs(o)) {
+    auto runs = std::make_shared<session_example::trained_runs>();
+    for (const auto& spec : make_specs(o, runs)) {
       if (std::find(o.models.begin(), o.models.end(), spec.key) == o.models.end()) continue;
       const auto fit_start = std::chrono::steady_clock::now();
       const auto model = spec.fit(split);
@@ -219,10 +301,140 @@ int main(int argc, char** argv) {
       rows.push_back({spec.name, spec.params, fit_seconds, std::move(result)});
     }
     if (rows.empty()) {
-      std::fprintf(stderr, "no model selected (--models takes a list of pop, iknn, vsknn)\n");
+      std::fprintf(stderr, "no model selected (--models takes a list of pop, iknn, vsknn, transformer, gru4rec)\n");
       return 2;
     }
     train::print_next_item_table(std::cout, rows, 20);
+
+    // ---- training speed, ours and the peer's (PyTorch on the same split, from its JSON files)
+    std::vector<speed_row> speed;
+    const auto result_of = [&](const std::string& name) -> const train::next_item_result* {
+      for (const auto& r : rows)
+        if (r.model == name) return &r.result;
+      return nullptr;
+    };
+    for (const auto& [key, run] : runs->runs) {
+      speed_row r;
+      r.model = key == "transformer" ? "session transformer" : "GRU4Rec";
+      if (const auto* res = result_of(r.model)) r.recall = res->recall(20), r.mrr = res->mrr(20);
+      if (run.threads <= 2) {
+        r.wall[run.threads] = run.seconds_per_epoch();
+        r.cpu[run.threads] = run.cpu_seconds_per_epoch();
+      }
+      r.note = "recpipe, " + std::to_string(run.seconds.size()) + " epochs at " + std::to_string(run.threads) + " threads";
+      speed.push_back(r);
+    }
+    if (o.speed) {
+      // One more epoch at each thread count from the trained weights (time per epoch does not
+      // depend on them): 1 thread; 2 threads as the batch split (transformer) or 2 BLAS threads.
+      for (auto& r : speed) {
+        for (std::size_t count : {1, 2}) {
+          if (r.wall[count] >= 0) continue;
+          double wall = 0, cpu = 0;
+          if (r.model == "session transformer" && runs->transformer) {
+            train::session_transformer_model copy = *runs->transformer;
+            train::adam opt({.lr = o.trained.lr});
+            auto opts = session_example::transformer_training(o.trained, count, 1);
+            opts.progress = nullptr;
+            recpipe::cpu::set_num_threads(1);
+            train::session_trainer t(copy, opt, opts);
+            const auto st = t.fit(train::session_list(split.train)).front();
+            wall = st.seconds, cpu = st.cpu_seconds;
+          } else if (r.model == "GRU4Rec") {
+            auto again = o.trained;
+            again.threads = count, again.gru_epochs = 1, again.progress = false;
+            auto scratch = std::make_shared<session_example::trained_runs>();
+            std::vector<session_example::model_spec> one;
+            session_example::add_gru4rec(one, again, scratch);
+            one.front().fit(split);
+            wall = scratch->runs["gru4rec"].seconds.front(), cpu = scratch->runs["gru4rec"].cpu_seconds.front();
+          }
+          r.wall[count] = wall, r.cpu[count] = cpu;
+        }
+      }
+    }
+    for (const std::string& file : o.peer_json) {
+      std::ifstream in(file);
+      if (!in) {
+        std::printf("peer: %s not found; its rows are left out\n", file.c_str());
+        continue;
+      }
+      const nlohmann::json j = nlohmann::json::parse(in);
+      const auto peer_threads = j.at("threads").get<std::size_t>();
+      for (const auto& [name, m] : j.at("models").items()) {
+        const std::string model = (name == "transformer" ? "session transformer" : "GRU4Rec");
+        const std::string label = model + " (" + j.at("peer").get<std::string>() + ")";
+        auto it = std::find_if(speed.begin(), speed.end(), [&](const speed_row& r) { return r.model == label; });
+        if (it == speed.end()) {
+          speed.push_back(speed_row{label, -1, -1, {-1, -1, -1}, {-1, -1, -1}, ""});
+          it = speed.end() - 1;
+          it->recall = m.at("recall").get<double>(), it->mrr = m.at("mrr").get<double>();
+          it->note = "PyTorch, " + std::to_string(m.at("epochs").size()) + " epochs at " + std::to_string(peer_threads) + " threads";
+        }
+        if (peer_threads <= 2) {
+          it->wall[peer_threads] = m.at("seconds_per_epoch").get<double>();
+          it->cpu[peer_threads] = m.value("cpu_seconds_per_epoch", -1.0);
+        }
+      }
+    }
+    if (!speed.empty()) {
+      std::printf("\ntraining speed: seconds per epoch over split.train (wall clock; processor seconds in brackets)\n");
+      std::printf("| model | Recall@20 | MRR@20 | s/epoch, 1 thread | s/epoch, 2 threads | metrics from |\n|---|---|---|---|---|---|\n");
+      for (const auto& r : speed)
+        std::printf("| %s | %s | %s | %s (%s) | %s (%s) | %s |\n", r.model.c_str(), cell(r.recall, "%.4f").c_str(),
+                    cell(r.mrr, "%.4f").c_str(), cell(r.wall[1], "%.2f").c_str(), cell(r.cpu[1], "%.2f").c_str(),
+                    cell(r.wall[2], "%.2f").c_str(), cell(r.cpu[2], "%.2f").c_str(), r.note.c_str());
+      for (const auto& ours : speed) {
+        if (ours.note.rfind("recpipe", 0) != 0) continue;
+        for (const auto& peer : speed) {
+          if (peer.model.rfind(ours.model + " (", 0) != 0) continue;
+          for (std::size_t t : {1, 2})
+            if (ours.wall[t] > 0 && peer.wall[t] > 0)
+              std::printf("%s: recpipe trains %.1fx as fast per epoch as %s at %zu thread%s (processor time: %.1fx)\n",
+                          ours.model.c_str(), peer.wall[t] / ours.wall[t], peer.model.c_str(), t, t == 1 ? "" : "s",
+                          ours.cpu[t] > 0 && peer.cpu[t] > 0 ? peer.cpu[t] / ours.cpu[t] : 0.0);
+        }
+      }
+    }
+
+    // ---- serving the trained transformer, and new items
+    if (runs->transformer) {
+      auto& model = *runs->transformer;
+      const std::size_t n = split.num_items(), dim = model.config().embedding_dim;
+      recpipe::cpu::hnsw_index ann(dim, recpipe::metric::inner_product, n + n / 2 + 64, 16, 200, 7);
+      recpipe::cpu::exact_index exact(dim, recpipe::metric::inner_product, n + n / 2 + 64);
+      std::vector<id_type> ids(n);
+      std::iota(ids.begin(), ids.end(), id_type{0});
+      auto start = std::chrono::steady_clock::now();
+      session_example::index_items(model, ann, exact, ids);
+      ann.set_ef(200);
+      std::printf("\nserving: hnsw index (M 16, ef_construction 200, ef 200) of the %zu trained item vectors built in %.2f s\n", n,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      const auto served = model.freeze();
+      const auto rep = session_example::serve_sessions(served, ann, exact, split.test, o.smoke ? 300 : 3000);
+      std::printf("encode(session_encoder) >> retrieve(hnsw, 100) >> filter_seen >> top_k(20), one session per request:\n"
+                  "  %zu requests (test prefixes), p50 %.1f us, p99 %.1f us per request; ANN recall@20 against exact retrieval %.4f\n",
+                  rep.requests, rep.p50_us, rep.p99_us, rep.ann_recall);
+      auto fresh = session_example::learn_new_items(model, o.trained, split.train, stream, ann, exact);
+      if (fresh.fresh == 0) fresh = session_example::learn_new_items_held_back(o.trained, split.train);
+      if (fresh.held_back)
+        std::printf("new items: the later clicks hold no item unseen in training (the split filtered them), so the last 20%%\n"
+                    "  of the training sessions are held back as the click stream: a base transformer trained on the first\n"
+                    "  %zu sessions (same hyperparameters), its items indexed;\n",
+                    fresh.base_sessions);
+      if (fresh.fresh == 0)
+        std::printf("new items: none in the click stream\n");
+      else
+        std::printf("new items: %zu items first clicked in the stream; training continued on its first %zu sessions\n"
+                    "  (3 passes, %.2f s), every vector republished to the index (%zu items). Recall@20 through the index of\n"
+                    "  the %zu next clicks on a new item in the rest of the stream: %.4f before, %.4f after\n",
+                    fresh.fresh, fresh.stream_sessions, fresh.seconds, fresh.index_size, fresh.targets, fresh.recall_before,
+                    fresh.recall_after);
+      if (o.smoke && fresh.fresh != 0 && !(fresh.recall_after > fresh.recall_before)) {
+        std::fprintf(stderr, "smoke: continued training did not make the new items retrievable\n");
+        return 1;
+      }
+    }
     if (o.smoke) {
       // The synthetic sessions have structure: kNN must beat popularity clearly.
       const auto find = [&](const std::string& name) -> const train::next_item_result* {
@@ -232,6 +444,12 @@ int main(int argc, char** argv) {
       };
       const auto* pop = find("popularity");
       const auto* knn = find("item-kNN");
+      const auto* transformer = find("session transformer");
+      if (pop && transformer && !(transformer->recall(20) > pop->recall(20) + 0.2)) {
+        std::fprintf(stderr, "smoke: the session transformer (%.4f) does not beat popularity (%.4f) on synthetic sessions\n",
+                     transformer->recall(20), pop->recall(20));
+        return 1;
+      }
       if (pop && knn && !(knn->recall(20) > pop->recall(20) + 0.2)) {
         std::fprintf(stderr, "smoke: item-kNN (%.4f) does not beat popularity (%.4f) on synthetic sessions\n", knn->recall(20),
                      pop->recall(20));

@@ -125,6 +125,29 @@ class session_transformer_model {
     std::fill_n(add("final_norm.weight", {e}).value.begin(), e, 1.0f);
     add("final_norm.bias", {e});
     traces_.resize(config_.num_layers);
+    embedding_std_ = embedding_std;
+  }
+
+  //! @brief Grows the catalog by `count` items (ids num_items .. num_items + count - 1): new rows
+  //! of item_embedding drawn N(0, embedding_std) from `seed` (deterministic), gradients 0. For
+  //! items that appear after training: continued training on the click stream then learns
+  //! their rows. Optimizer state sized for the old catalog no longer fits: continue with a fresh
+  //! optimizer (dense_optimizer checks the sizes and says so).
+  //! @code
+  //! model.add_items(10, 7);  // ids n .. n + 9
+  //! recpipe::train::adam fresh({.lr = 1e-3});
+  //! @endcode
+  void add_items(std::size_t count, std::uint64_t seed) {
+    if (count == 0) return;
+    parameter& table = params_[0];
+    const std::size_t e = config_.embedding_dim, old = config_.num_items;
+    impl::init_rng rng{seed ^ (0x51ED27ull * (old + 1))};
+    table.value.reserve((old + count) * e);
+    for (std::size_t i = 0; i < count * e; ++i) table.value.push_back(rng.normal(embedding_std_));
+    table.grad.resize((old + count) * e, 0.0f);
+    table.shape[0] = old + count;
+    config_.num_items = old + count;
+    forward_done_ = false;
   }
 
   const models::session_transformer_config& config() const noexcept { return config_; }
@@ -292,16 +315,7 @@ class session_transformer_model {
         detail::fail(where, ": targets[", i, "] = ", targets[i], " is outside [0, ", config_.num_items, ")");
     forward(offsets, items);
     const std::size_t e = config_.embedding_dim, n = config_.num_items;
-    // Labelled positions: (padded row, target).
-    labelled_rows_.clear();
-    labelled_targets_.clear();
-    for (std::size_t b = 0; b < lengths_.size(); ++b)
-      for (std::size_t t = 0; t < lengths_[b]; ++t) {
-        const id_type target = targets[windows_[b] + t];
-        if (target < 0) continue;
-        labelled_rows_.push_back(b * longest_ + t);
-        labelled_targets_.push_back(target);
-      }
+    collect_labelled(targets);
     d_hidden_.resize(hidden_.rows(), e);
     std::fill(d_hidden_.values().begin(), d_hidden_.values().end(), 0.0f);
     const std::size_t total = labelled_rows_.size();
@@ -324,7 +338,8 @@ class session_transformer_model {
       loss += static_cast<double>(softmax_cross_entropy(
                   logits_.view(), std::span<const id_type>(labelled_targets_).subspan(first, count), d_logits_.view())) *
               weight;
-      for (float& v : d_logits_.values()) v *= weight;
+      const float grad_weight = weight * loss_scale;
+      for (float& v : d_logits_.values()) v *= grad_weight;
       cpu::gemm(true, false, d_logits_.view(), queries_.view(), items_grad, 1.0f, 1.0f);  // tied scores
       cpu::gemm(false, false, d_logits_.view(), items_view, d_queries_.view());
       for (std::size_t r = 0; r < count; ++r)
@@ -336,6 +351,150 @@ class session_transformer_model {
 
   //! Positions per logits block in next_item_loss (memory: loss_chunk_rows * num_items floats).
   std::size_t loss_chunk_rows = 256;
+  //! next_item_loss and next_item_loss_sampled multiply the gradients (not the returned loss) by
+  //! this: a batch computed in pieces weighs each piece by its share of the positions
+  //! (train::session_trainer), so the accumulated gradient is that of the whole batch's mean.
+  float loss_scale = 1.0f;
+
+  //! @brief The sampled-softmax version of next_item_loss for large catalogs: every labelled
+  //! position scores its target and `negatives` (ids shared by the whole batch, e.g. drawn from
+  //! the item popularity by train::session_trainer), with the log-Q correction (Yi et al. 2019):
+  //! s(p, j) = <h_p, item_j> - log_q[j] for the target and for every negative; a negative equal
+  //! to the position's target (an accidental hit) is left out of that position's softmax.
+  //! loss = mean over labelled positions of [logsumexp_j s(p, j) - s(p, target_p)]; backward into
+  //! every parameter as next_item_loss (grads accumulate). Cost O(P K E) for P positions and K
+  //! negatives instead of O(P N E).
+  //! @param negatives  K item ids in [0, num_items) (duplicates are allowed and each counts once
+  //!                   per draw, as in sampled softmax with replacement)
+  //! @param log_q      num_items values: the log of each item's sampling probability (any
+  //!                   constant offset cancels); empty for no correction
+  //! @throws recpipe::error as next_item_loss, for a negative id outside the catalog, or a
+  //!                   log_q of the wrong size.
+  //! @code
+  //! float loss = model.next_item_loss_sampled(offsets, items, targets, negative_ids, log_q);
+  //! @endcode
+  float next_item_loss_sampled(std::span<const id_type> offsets, std::span<const id_type> items,
+                               std::span<const id_type> targets, std::span<const id_type> negatives,
+                               std::span<const float> log_q) {
+    const char* where = "train::session_transformer_model: next_item_loss_sampled";
+    check_sessions("next_item_loss_sampled", offsets, items);
+    const std::size_t e = config_.embedding_dim, n = config_.num_items, k = negatives.size();
+    if (targets.size() != items.size())
+      detail::fail(where, ": targets has ", targets.size(), " entries but there are ", items.size(), " items");
+    for (std::size_t i = 0; i < targets.size(); ++i)
+      if (targets[i] >= static_cast<id_type>(n))
+        detail::fail(where, ": targets[", i, "] = ", targets[i], " is outside [0, ", n, ")");
+    for (std::size_t j = 0; j < k; ++j)
+      if (negatives[j] < 0 || negatives[j] >= static_cast<id_type>(n))
+        detail::fail(where, ": negatives[", j, "] = ", negatives[j], " is outside [0, ", n, ")");
+    if (!log_q.empty() && log_q.size() != n)
+      detail::fail(where, ": log_q has ", log_q.size(), " values but there are ", n, " items (or pass it empty)");
+    forward(offsets, items);
+    collect_labelled(targets);
+    d_hidden_.resize(hidden_.rows(), e);
+    std::fill(d_hidden_.values().begin(), d_hidden_.values().end(), 0.0f);
+    const std::size_t total = labelled_rows_.size();
+    parameter& table = params_[0];
+    const auto lq = [&](id_type id) { return log_q.empty() ? 0.0f : log_q[static_cast<std::size_t>(id)]; };
+    // Gather the negatives' rows once: [K, E].
+    negatives_.resize(k, e);
+    for (std::size_t j = 0; j < k; ++j)
+      std::copy_n(table.value.data() + static_cast<std::size_t>(negatives[j]) * e, e, negatives_.data() + j * e);
+    d_negatives_.resize(k, e);
+    std::fill(d_negatives_.values().begin(), d_negatives_.values().end(), 0.0f);
+    double loss = 0.0;
+    const std::size_t chunk = std::max<std::size_t>(loss_chunk_rows, 1);
+    const float inv_total = total == 0 ? 0.0f : loss_scale / static_cast<float>(total);
+    for (std::size_t first = 0; first < total; first += chunk) {
+      const std::size_t count = std::min(chunk, total - first);
+      queries_.resize(count, e);
+      d_queries_.resize(count, e);
+      logits_.resize(count, k);
+      for (std::size_t r = 0; r < count; ++r)
+        std::copy_n(hidden_.data() + labelled_rows_[first + r] * e, e, queries_.data() + r * e);
+      if (k != 0) cpu::gemm_nt(queries_.view(), negatives_.view(), logits_.view());
+      positive_grad_.assign(count, 0.0f);
+      for (std::size_t r = 0; r < count; ++r) {
+        const id_type target = labelled_targets_[first + r];
+        const float* q = queries_.data() + r * e;
+        const float* p = table.value.data() + static_cast<std::size_t>(target) * e;
+        double dot = 0.0;
+        for (std::size_t c = 0; c < e; ++c) dot += static_cast<double>(q[c]) * p[c];
+        const double positive = dot - lq(target);
+        float* row = logits_.data() + r * k;
+        double peak = positive;
+        for (std::size_t j = 0; j < k; ++j) {
+          if (negatives[j] == target) continue;  // accidental hit
+          row[j] -= lq(negatives[j]);
+          peak = std::max(peak, static_cast<double>(row[j]));
+        }
+        double sum = std::exp(positive - peak);
+        for (std::size_t j = 0; j < k; ++j)
+          if (negatives[j] != target) sum += std::exp(static_cast<double>(row[j]) - peak);
+        const double log_z = peak + std::log(sum);
+        loss += log_z - positive;
+        // d s(p, j) = softmax_j / total (the positive also - 1 / total); masked negatives get 0.
+        for (std::size_t j = 0; j < k; ++j)
+          row[j] = negatives[j] == target ? 0.0f : static_cast<float>(std::exp(static_cast<double>(row[j]) - log_z)) * inv_total;
+        positive_grad_[r] = static_cast<float>((std::exp(positive - log_z) - 1.0) * inv_total);
+      }
+      // logits_ now holds d loss / d <q, negative>.
+      if (k != 0) {
+        cpu::gemm(false, false, logits_.view(), negatives_.view(), d_queries_.view());
+        cpu::gemm(true, false, logits_.view(), queries_.view(), d_negatives_.view(), 1.0f, 1.0f);
+      } else {
+        std::fill(d_queries_.values().begin(), d_queries_.values().end(), 0.0f);
+      }
+      for (std::size_t r = 0; r < count; ++r) {
+        const float g = positive_grad_[r];
+        const float* q = queries_.data() + r * e;
+        const std::size_t target = static_cast<std::size_t>(labelled_targets_[first + r]);
+        const float* p = table.value.data() + target * e;
+        float* dp = table.grad.data() + target * e;
+        float* dq = d_queries_.data() + r * e;
+        for (std::size_t c = 0; c < e; ++c) {
+          dq[c] += g * p[c];
+          dp[c] += g * q[c];
+        }
+        std::copy_n(dq, e, d_hidden_.data() + labelled_rows_[first + r] * e);
+      }
+    }
+    for (std::size_t j = 0; j < k; ++j) {
+      float* dst = table.grad.data() + static_cast<std::size_t>(negatives[j]) * e;
+      const float* src = d_negatives_.data() + j * e;
+      for (std::size_t c = 0; c < e; ++c) dst[c] += src[c];
+    }
+    backward(d_hidden_.view());
+    return total == 0 ? 0.0f : static_cast<float>(loss / static_cast<double>(total));
+  }
+
+  //! @brief Inference for one session (the next-item evaluator's interface): scores[i] =
+  //! <h_last, item_embedding[i]> for every item i, where h_last is the hidden state after the
+  //! last item of `prefix` (its last max_length items are kept), i.e.
+  //! models::session_transformer::score_all_items of freeze(). An empty prefix gives all 0.
+  //! Uses the training workspace: not while a forward awaits its backward, not concurrently.
+  //! @param scores  num_items values (overwritten)
+  //! @throws recpipe::error for an id outside [0, num_items) or a wrong scores size.
+  //! @code
+  //! std::vector<float> scores(model.config().num_items);
+  //! model.score_session(std::vector<recpipe::id_type>{3, 17, 4}, scores);
+  //! @endcode
+  void score_session(std::span<const id_type> prefix, std::span<float> scores) {
+    const std::size_t e = config_.embedding_dim, n = config_.num_items;
+    if (scores.size() != n)
+      detail::fail("train::session_transformer_model: score_session: scores has ", scores.size(), " values but there are ",
+                   n, " items");
+    std::fill(scores.begin(), scores.end(), 0.0f);
+    if (prefix.empty()) return;
+    const std::size_t keep = std::min(prefix.size(), config_.max_length);
+    const std::span<const id_type> window = prefix.subspan(prefix.size() - keep);
+    const id_type offsets[2] = {0, static_cast<id_type>(keep)};
+    check_sessions("score_session", offsets, window);
+    forward(offsets, window);
+    forward_done_ = false;  // nothing to back-propagate
+    const matrix_view<const float> last(hidden_.data() + (keep - 1) * e, 1, e);
+    cpu::gemm_nt(last, matrix_view<const float>(params_[0].value.data(), n, e), matrix_view<float>(scores.data(), 1, n));
+  }
 
   //! @brief The parameters as a safetensors image the serving model loads: tensors named as
   //! above, metadata `recpipe.model` = "session_transformer" and `recpipe.config` = the config.
@@ -398,6 +557,19 @@ class session_transformer_model {
             p[11].grad};
   }
 
+  // Labelled positions of the last forward: (padded row, target) for every kept item with one.
+  void collect_labelled(std::span<const id_type> targets) {
+    labelled_rows_.clear();
+    labelled_targets_.clear();
+    for (std::size_t b = 0; b < lengths_.size(); ++b)
+      for (std::size_t t = 0; t < lengths_[b]; ++t) {
+        const id_type target = targets[windows_[b] + t];
+        if (target < 0) continue;
+        labelled_rows_.push_back(b * longest_ + t);
+        labelled_targets_.push_back(target);
+      }
+  }
+
   void check_sessions(const char* what, std::span<const id_type> offsets, std::span<const id_type> items) const {
     const char* kind = "train::session_transformer_model: ";
     if (offsets.empty()) detail::fail(kind, what, ": offsets must have batch + 1 entries (got 0)");
@@ -415,6 +587,7 @@ class session_transformer_model {
   }
 
   models::session_transformer_config config_;
+  float embedding_std_ = 0.1f;
   std::vector<parameter> params_;
   std::vector<cpu::transformer_layer_trace> traces_;
   // Last forward: kept lengths, first kept item of each session, the items, padded length.
@@ -422,7 +595,8 @@ class session_transformer_model {
   std::vector<id_type> items_;
   std::size_t longest_ = 0;
   bool forward_done_ = false;
-  matrix<float> x_, y_, hidden_, d_, d_hidden_, queries_, d_queries_, logits_, d_logits_;
+  matrix<float> x_, y_, hidden_, d_, d_hidden_, queries_, d_queries_, logits_, d_logits_, negatives_, d_negatives_;
+  std::vector<float> positive_grad_;
   std::vector<std::size_t> labelled_rows_;
   std::vector<id_type> labelled_targets_;
 };
