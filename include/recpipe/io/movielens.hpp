@@ -21,6 +21,7 @@
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/types.hpp>
+#include <recpipe/detail/text.hpp>
 
 #include <recpipe/detail/prologue.hpp>
 
@@ -85,12 +86,6 @@ struct movielens_movies {
 
 namespace movielens_impl {
 
-inline std::string_view ml_trim(std::string_view s) {
-  while (!s.empty() && (s.back() == '\r' || s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  return s;
-}
-
 // Splits one line by the format's separator; whitespace formats collapse runs of blanks.
 inline std::vector<std::string_view> ml_split(std::string_view line, ratings_format format) {
   std::vector<std::string_view> fields;
@@ -106,27 +101,7 @@ inline std::vector<std::string_view> ml_split(std::string_view line, ratings_for
     }
     return fields;
   }
-  const std::string_view sep = format == ratings_format::csv ? std::string_view(",") : std::string_view("::");
-  std::size_t start = 0;
-  for (;;) {
-    const std::size_t at = line.find(sep, start);
-    if (at == std::string_view::npos) {
-      fields.push_back(ml_trim(line.substr(start)));
-      break;
-    }
-    fields.push_back(ml_trim(line.substr(start, at - start)));
-    start = at + sep.size();
-  }
-  return fields;
-}
-
-template <class T>
-bool ml_parse(std::string_view text, T& out) {
-  if (text.empty()) return false;
-  if (text.front() == '+') text.remove_prefix(1);
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, out);
-  return ec == std::errc() && ptr == end;
+  return detail::split_fields(line, format == ratings_format::csv ? std::string_view(",") : std::string_view("::"));
 }
 
 // Records one malformed line, or throws when the options say so.
@@ -136,27 +111,6 @@ inline void ml_malformed(malformed_report& report, const movielens_options& opti
   if (options.malformed == on_malformed::fail) detail::fail<io_error>(reader, ": ", message);
   ++report.count;
   if (report.messages.size() < options.max_messages) report.messages.push_back(std::move(message));
-}
-
-// Calls fn(line_number, line) for every line (the last may lack its newline).
-template <class Fn>
-void ml_for_each_line(std::string_view text, Fn&& fn) {
-  std::size_t start = 0, number = 0;
-  while (start < text.size()) {
-    std::size_t end = text.find('\n', start);
-    if (end == std::string_view::npos) end = text.size();
-    fn(++number, text.substr(start, end - start));
-    start = end + 1;
-  }
-}
-
-inline std::string ml_read_file(const std::filesystem::path& path, std::string_view reader) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) detail::fail<io_error>(reader, ": cannot open ", path.string());
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) detail::fail<io_error>(reader, ": error reading ", path.string());
-  return std::move(buffer).str();
 }
 
 inline const char* ml_format_name(ratings_format f) {
@@ -192,7 +146,7 @@ inline movielens_ratings parse_movielens_ratings(std::string_view text, std::str
     while (start < text.size()) {
       std::size_t end = text.find('\n', start);
       if (end == std::string_view::npos) end = text.size();
-      const std::string_view line = movielens_impl::ml_trim(text.substr(start, end - start));
+      const std::string_view line = detail::trim_blanks(text.substr(start, end - start));
       if (!line.empty()) {
         if (line.find("::") != std::string_view::npos) out.format = ratings_format::double_colon;
         else if (line.find(',') != std::string_view::npos) out.format = ratings_format::csv;
@@ -205,16 +159,16 @@ inline movielens_ratings parse_movielens_ratings(std::string_view text, std::str
   }
   out.events.reserve(text.size() / 24);
   bool first_content = true;
-  movielens_impl::ml_for_each_line(text, [&](std::size_t number, std::string_view raw) {
+  detail::for_each_line(text, [&](std::size_t number, std::string_view raw) {
     out.lines = number;
-    const std::string_view line = movielens_impl::ml_trim(raw);
+    const std::string_view line = detail::trim_blanks(raw);
     if (line.empty()) return;
     const auto fields = movielens_impl::ml_split(line, out.format);
     const bool was_first = first_content;
     first_content = false;
     if (was_first && !fields.empty()) {
       id_type probe = 0;
-      if (!movielens_impl::ml_parse(fields[0], probe) && fields[0].find_first_of("0123456789") == std::string_view::npos)
+      if (!detail::parse_number(fields[0], probe) && fields[0].find_first_of("0123456789") == std::string_view::npos)
         return;  // header (userId,movieId,rating,timestamp)
     }
     if (fields.size() != 4) {
@@ -225,18 +179,18 @@ inline movielens_ratings parse_movielens_ratings(std::string_view text, std::str
     }
     rating_event e;
     double rating = 0.0;
-    if (!movielens_impl::ml_parse(fields[0], e.user) || !movielens_impl::ml_parse(fields[1], e.item)) {
+    if (!detail::parse_number(fields[0], e.user) || !detail::parse_number(fields[1], e.item)) {
       movielens_impl::ml_malformed(out.malformed, options, reader, name, number,
                            detail::concat("user and item must be integers (got '", fields[0], "', '",
                                                    fields[1], "')"));
       return;
     }
-    if (!movielens_impl::ml_parse(fields[2], rating) || !std::isfinite(rating) || rating < 0.0) {
+    if (!detail::parse_number(fields[2], rating) || !std::isfinite(rating) || rating < 0.0) {
       movielens_impl::ml_malformed(out.malformed, options, reader, name, number,
                            detail::concat("rating must be a finite number >= 0 (got '", fields[2], "')"));
       return;
     }
-    if (!movielens_impl::ml_parse(fields[3], e.timestamp)) {
+    if (!detail::parse_number(fields[3], e.timestamp)) {
       movielens_impl::ml_malformed(out.malformed, options, reader, name, number,
                            detail::concat("timestamp must be an integer (got '", fields[3], "')"));
       return;
@@ -255,7 +209,7 @@ inline movielens_ratings parse_movielens_ratings(std::string_view text, std::str
 //! @endcode
 inline movielens_ratings read_movielens_ratings(const std::filesystem::path& path,
                                                 const movielens_options& options = {}) {
-  const std::string text = movielens_impl::ml_read_file(path, "movielens ratings");
+  const std::string text = detail::read_text_file(path, "movielens ratings");
   return parse_movielens_ratings(text, path.string(), options);
 }
 
@@ -274,9 +228,9 @@ inline movielens_movies parse_movielens_movies(std::string_view text, std::strin
   movielens_movies out;
   std::map<std::string, std::uint32_t, std::less<>> genre_index;
   bool first_content = true;
-  movielens_impl::ml_for_each_line(text, [&](std::size_t number, std::string_view raw) {
+  detail::for_each_line(text, [&](std::size_t number, std::string_view raw) {
     out.lines = number;
-    const std::string_view line = movielens_impl::ml_trim(raw);
+    const std::string_view line = detail::trim_blanks(raw);
     if (line.empty()) return;
     // RFC 4180 fields: a quoted field may hold commas and "" for a quote.
     std::vector<std::string> fields(1);
@@ -306,7 +260,7 @@ inline movielens_movies parse_movielens_movies(std::string_view text, std::strin
     const bool was_first = first_content;
     first_content = false;
     id_type movie = 0;
-    if (was_first && !movielens_impl::ml_parse(std::string_view(fields[0]), movie)) return;  // header
+    if (was_first && !detail::parse_number(std::string_view(fields[0]), movie)) return;  // header
     if (unterminated) {
       movielens_impl::ml_malformed(out.malformed, options, reader, name, number, "quoted title is never closed");
       return;
@@ -316,17 +270,17 @@ inline movielens_movies parse_movielens_movies(std::string_view text, std::strin
                            detail::concat("expected 3 fields (movieId, title, genres), got ", fields.size()));
       return;
     }
-    if (!movielens_impl::ml_parse(std::string_view(movielens_impl::ml_trim(fields[0])), movie)) {
+    if (!detail::parse_number(std::string_view(detail::trim_blanks(fields[0])), movie)) {
       movielens_impl::ml_malformed(out.malformed, options, reader, name, number,
                            detail::concat("movieId must be an integer (got '", fields[0], "')"));
       return;
     }
     std::vector<std::uint32_t> genres;
-    std::string_view rest = movielens_impl::ml_trim(fields[2]);
+    std::string_view rest = detail::trim_blanks(fields[2]);
     if (rest != "(no genres listed)") {
       while (!rest.empty()) {
         const std::size_t bar = rest.find('|');
-        const std::string_view genre = movielens_impl::ml_trim(rest.substr(0, bar));
+        const std::string_view genre = detail::trim_blanks(rest.substr(0, bar));
         if (!genre.empty()) {
           auto it = genre_index.find(genre);
           if (it == genre_index.end()) {
@@ -350,7 +304,7 @@ inline movielens_movies parse_movielens_movies(std::string_view text, std::strin
 //! auto m = recpipe::io::read_movielens_movies("ml-latest-small/movies.csv");
 //! @endcode
 inline movielens_movies read_movielens_movies(const std::filesystem::path& path, const movielens_options& options = {}) {
-  const std::string text = movielens_impl::ml_read_file(path, "movielens movies");
+  const std::string text = detail::read_text_file(path, "movielens movies");
   return parse_movielens_movies(text, path.string(), options);
 }
 

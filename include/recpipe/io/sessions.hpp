@@ -24,6 +24,7 @@
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/types.hpp>
+#include <recpipe/detail/text.hpp>
 
 #include <recpipe/detail/prologue.hpp>
 
@@ -124,35 +125,6 @@ struct session_log {
 
 namespace sessions_impl {
 
-inline std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.back() == '\r' || s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  return s;
-}
-
-inline std::vector<std::string_view> split(std::string_view line, char sep) {
-  std::vector<std::string_view> fields;
-  std::size_t start = 0;
-  for (;;) {
-    const std::size_t at = line.find(sep, start);
-    if (at == std::string_view::npos) {
-      fields.push_back(trim(line.substr(start)));
-      return fields;
-    }
-    fields.push_back(trim(line.substr(start, at - start)));
-    start = at + 1;
-  }
-}
-
-template <class T>
-bool parse_number(std::string_view text, T& out) {
-  if (text.empty()) return false;
-  if (text.front() == '+') text.remove_prefix(1);
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, out);
-  return ec == std::errc() && ptr == end;
-}
-
 // Days since 1970-01-01 of a proleptic Gregorian date (the civil-from-days inverse, era based).
 constexpr std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
   y -= m <= 2;
@@ -225,26 +197,6 @@ inline bool parse_iso8601(std::string_view s, double& out) {
   return true;
 }
 
-inline std::string read_file(const std::filesystem::path& path, std::string_view reader) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) detail::fail<io_error>(reader, ": cannot open ", path.string());
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) detail::fail<io_error>(reader, ": error reading ", path.string());
-  return std::move(buffer).str();
-}
-
-template <class Fn>
-void for_each_line(std::string_view text, Fn&& fn) {
-  std::size_t start = 0, number = 0;
-  while (start < text.size()) {
-    std::size_t end = text.find('\n', start);
-    if (end == std::string_view::npos) end = text.size();
-    fn(++number, text.substr(start, end - start));
-    start = end + 1;
-  }
-}
-
 template <class... Parts>
 [[noreturn]] void malformed(std::string_view reader, std::string_view name, std::size_t line, const Parts&... parts) {
   detail::fail<io_error>(reader, ": ", name, ":", line, ": ", parts...);
@@ -273,10 +225,10 @@ inline std::vector<session_click> parse_session_rec_clicks(std::string_view text
   out.reserve(text.size() / 28);
   std::size_t col_session = 0, col_item = 1, col_time = 2, width = 3;
   bool first = true;
-  sessions_impl::for_each_line(text, [&](std::size_t number, std::string_view raw) {
-    const std::string_view line = sessions_impl::trim(raw);
+  detail::for_each_line(text, [&](std::size_t number, std::string_view raw) {
+    const std::string_view line = detail::trim_blanks(raw);
     if (line.empty()) return;
-    const auto fields = sessions_impl::split(line, '\t');
+    const auto fields = detail::split_fields(line, "\t");
     if (first) {
       first = false;
       if (!sessions_impl::looks_numeric(fields[0])) {  // header
@@ -296,10 +248,10 @@ inline std::vector<session_click> parse_session_rec_clicks(std::string_view text
     if (fields.size() != width)
       sessions_impl::malformed(reader, name, number, "expected ", width, " tab-separated fields, got ", fields.size());
     session_click c;
-    if (!sessions_impl::parse_number(fields[col_session], c.session) || !sessions_impl::parse_number(fields[col_item], c.item))
+    if (!detail::parse_number(fields[col_session], c.session) || !detail::parse_number(fields[col_item], c.item))
       sessions_impl::malformed(reader, name, number, "SessionId and ItemId must be integers (got '", fields[col_session], "', '",
                                fields[col_item], "')");
-    if (!sessions_impl::parse_number(fields[col_time], c.time) || !std::isfinite(c.time))
+    if (!detail::parse_number(fields[col_time], c.time) || !std::isfinite(c.time))
       sessions_impl::malformed(reader, name, number, "Time must be a finite number of seconds (got '", fields[col_time], "')");
     out.push_back(c);
   });
@@ -312,7 +264,7 @@ inline std::vector<session_click> parse_session_rec_clicks(std::string_view text
 //! auto clicks = recpipe::io::read_session_rec_clicks(dir / "yoochoose-clicks-100k_test.txt");
 //! @endcode
 inline std::vector<session_click> read_session_rec_clicks(const std::filesystem::path& path) {
-  const std::string text = sessions_impl::read_file(path, "io::read_session_rec_clicks");
+  const std::string text = detail::read_text_file(path, "io::read_session_rec_clicks");
   return parse_session_rec_clicks(text, path.string());
 }
 
@@ -329,15 +281,15 @@ inline std::vector<session_click> parse_rsc15_clicks(std::string_view text, std:
   constexpr std::string_view reader = "io::parse_rsc15_clicks";
   std::vector<session_click> out;
   out.reserve(text.size() / 48);
-  sessions_impl::for_each_line(text, [&](std::size_t number, std::string_view raw) {
-    const std::string_view line = sessions_impl::trim(raw);
+  detail::for_each_line(text, [&](std::size_t number, std::string_view raw) {
+    const std::string_view line = detail::trim_blanks(raw);
     if (line.empty()) return;
-    const auto fields = sessions_impl::split(line, ',');
+    const auto fields = detail::split_fields(line, ",");
     if (fields.size() != 4)
       sessions_impl::malformed(reader, name, number, "expected 4 comma-separated fields (session, timestamp, item, category), got ",
                                fields.size());
     session_click c;
-    if (!sessions_impl::parse_number(fields[0], c.session) || !sessions_impl::parse_number(fields[2], c.item))
+    if (!detail::parse_number(fields[0], c.session) || !detail::parse_number(fields[2], c.item))
       sessions_impl::malformed(reader, name, number, "session and item must be integers (got '", fields[0], "', '", fields[2], "')");
     if (!sessions_impl::parse_iso8601(fields[1], c.time))
       sessions_impl::malformed(reader, name, number, "timestamp must be ISO 8601 like 2014-04-07T10:51:09.277Z (got '", fields[1],
@@ -349,7 +301,7 @@ inline std::vector<session_click> parse_rsc15_clicks(std::string_view text, std:
 
 //! Reads `yoochoose-clicks.dat` (see parse_rsc15_clicks). @throws recpipe::io_error (path:line).
 inline std::vector<session_click> read_rsc15_clicks(const std::filesystem::path& path) {
-  const std::string text = sessions_impl::read_file(path, "io::read_rsc15_clicks");
+  const std::string text = detail::read_text_file(path, "io::read_rsc15_clicks");
   return parse_rsc15_clicks(text, path.string());
 }
 
@@ -368,10 +320,10 @@ inline std::vector<session_click> parse_diginetica_views(std::string_view text, 
   std::vector<session_click> out;
   out.reserve(text.size() / 32);
   bool first = true;
-  sessions_impl::for_each_line(text, [&](std::size_t number, std::string_view raw) {
-    const std::string_view line = sessions_impl::trim(raw);
+  detail::for_each_line(text, [&](std::size_t number, std::string_view raw) {
+    const std::string_view line = detail::trim_blanks(raw);
     if (line.empty()) return;
-    const auto fields = sessions_impl::split(line, ';');
+    const auto fields = detail::split_fields(line, ";");
     if (first) {
       first = false;
       if (!sessions_impl::looks_numeric(fields[0])) return;  // header
@@ -382,10 +334,10 @@ inline std::vector<session_click> parse_diginetica_views(std::string_view text, 
                                fields.size());
     session_click c;
     std::int64_t timeframe = 0;
-    if (!sessions_impl::parse_number(fields[0], c.session) || !sessions_impl::parse_number(fields[2], c.item))
+    if (!detail::parse_number(fields[0], c.session) || !detail::parse_number(fields[2], c.item))
       sessions_impl::malformed(reader, name, number, "sessionId and itemId must be integers (got '", fields[0], "', '", fields[2],
                                "')");
-    if (!sessions_impl::parse_number(fields[3], timeframe) || timeframe < 0)
+    if (!detail::parse_number(fields[3], timeframe) || timeframe < 0)
       sessions_impl::malformed(reader, name, number, "timeframe must be a non-negative integer (milliseconds; got '", fields[3], "')");
     double day = 0;
     if (fields[4].size() != 10 || !sessions_impl::parse_date(fields[4], day))
@@ -398,7 +350,7 @@ inline std::vector<session_click> parse_diginetica_views(std::string_view text, 
 
 //! Reads `train-item-views.csv` (see parse_diginetica_views). @throws recpipe::io_error (path:line).
 inline std::vector<session_click> read_diginetica_views(const std::filesystem::path& path) {
-  const std::string text = sessions_impl::read_file(path, "io::read_diginetica_views");
+  const std::string text = detail::read_text_file(path, "io::read_diginetica_views");
   return parse_diginetica_views(text, path.string());
 }
 
