@@ -3,6 +3,8 @@
 // lines, empty files, and (when the data set is there) the real ml-latest-small row count.
 #include <doctest/doctest.h>
 
+#include "common/file_fixtures.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -14,25 +16,12 @@
 namespace io = recpipe::io;
 namespace fs = std::filesystem;
 
+using recpipe::testing::error_of;
+
 namespace {
 
-// Writes `text` to a file under the test binary folder and returns its path.
 fs::path write_file(const std::string& name, const std::string& text) {
-  const fs::path dir = fs::path(RECPIPE_TEST_BINARY_DIR) / "movielens_fixtures";
-  fs::create_directories(dir);
-  const fs::path path = dir / name;
-  std::ofstream(path, std::ios::binary) << text;
-  return path;
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const recpipe::io_error& e) {
-    return e.what();
-  }
-  return "";
+  return recpipe::testing::write_fixture_file("movielens_fixtures", name, text);
 }
 
 }  // namespace
@@ -108,7 +97,7 @@ TEST_CASE("movielens malformed lines are skipped and counted with file and line,
 
   io::movielens_options fatal;
   fatal.malformed = io::on_malformed::fail;
-  const std::string message = error_of([&] { (void)io::read_movielens_ratings(path, fatal); });
+  const std::string message = error_of<recpipe::io_error>([&] { (void)io::read_movielens_ratings(path, fatal); });
   CHECK(message.find("recpipe: movielens ratings: ") == 0);
   CHECK(message.find("bad.csv:3:") != std::string::npos);
 }
@@ -137,7 +126,7 @@ TEST_CASE("movielens truncated last line") {
 }
 
 TEST_CASE("movielens missing file is an io_error naming it") {
-  const std::string message = error_of([] { (void)io::read_movielens_ratings("/nonexistent/ratings.csv"); });
+  const std::string message = error_of<recpipe::io_error>([] { (void)io::read_movielens_ratings("/nonexistent/ratings.csv"); });
   CHECK(message.find("cannot open /nonexistent/ratings.csv") != std::string::npos);
 }
 
@@ -169,7 +158,7 @@ TEST_CASE("movielens movies.csv: quoted titles with commas, genres, no genres") 
   CHECK(m.malformed.messages[2].find(":8: expected 3 fields") != std::string::npos);
   io::movielens_options fatal;
   fatal.malformed = io::on_malformed::fail;
-  CHECK(error_of([&] { (void)io::read_movielens_movies(path, fatal); }).find("movies.csv:6:") != std::string::npos);
+  CHECK(error_of<recpipe::io_error>([&] { (void)io::read_movielens_movies(path, fatal); }).find("movies.csv:6:") != std::string::npos);
 }
 
 TEST_CASE("movielens ml-latest-small: the real files") {

@@ -4,6 +4,8 @@
 // (malformed lines with file and line, empty files), and the real YOOCHOOSE sample when present.
 #include <doctest/doctest.h>
 
+#include "common/file_fixtures.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -15,24 +17,12 @@ namespace io = recpipe::io;
 namespace fs = std::filesystem;
 using recpipe::id_type;
 
+using recpipe::testing::error_of;
+
 namespace {
 
 fs::path write_file(const std::string& name, const std::string& text) {
-  const fs::path dir = fs::path(RECPIPE_TEST_BINARY_DIR) / "session_fixtures";
-  fs::create_directories(dir);
-  const fs::path path = dir / name;
-  std::ofstream(path, std::ios::binary) << text;
-  return path;
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const recpipe::error& e) {
-    return e.what();
-  }
-  return "";
+  return recpipe::testing::write_fixture_file("session_fixtures", name, text);
 }
 
 std::vector<id_type> originals(const io::session_log& log, std::size_t s) {

@@ -3,6 +3,8 @@
 // hand-computed scores, and their bad input: empty prefixes, ids outside the catalog, wrong sizes.
 #include <doctest/doctest.h>
 
+#include "common/file_fixtures.hpp"
+
 #include <cmath>
 #include <string>
 #include <vector>
@@ -12,6 +14,8 @@
 namespace io = recpipe::io;
 namespace models = recpipe::models;
 using recpipe::id_type;
+
+using recpipe::testing::error_of;
 
 namespace {
 
@@ -34,16 +38,6 @@ std::vector<float> scores_of(const Model& m, std::vector<id_type> prefix) {
   std::vector<float> s(m.num_items(), -1.0f);
   m.score_session(prefix, s);
   return s;
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const recpipe::error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 void check_close(const std::vector<float>& got, const std::vector<double>& want) {

@@ -4,6 +4,8 @@
 // baselines on the synthetic sessions (structure a learner can find: kNN beats popularity).
 #include <doctest/doctest.h>
 
+#include "common/file_fixtures.hpp"
+
 #include <algorithm>
 #include <filesystem>
 #include <functional>
@@ -19,6 +21,8 @@
 namespace io = recpipe::io;
 namespace train = recpipe::train;
 using recpipe::id_type;
+
+using recpipe::testing::error_of;
 
 namespace {
 
@@ -44,16 +48,6 @@ struct fixed_scores {
     std::copy(values.begin(), values.end(), scores.begin());
   }
 };
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const recpipe::error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 
