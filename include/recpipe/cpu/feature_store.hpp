@@ -77,6 +77,26 @@ enum class on_missing {
   fail,         //!< throw recpipe::error naming the id and the store's column
 };
 
+namespace detail {
+//! The key and value columns a feature store may have (every store type checks them here: the
+//! in-memory feature_store, io::redis_feature_store), and what the lookup stage reads of them.
+template <column Key, column Value>
+struct store_columns {
+  static constexpr bool keyed_by_candidates = std::is_same_v<Key, col::candidates>;
+  // READ THIS IF YOUR COMPILE BREAKS HERE: per-request keys (user_id) give per-request values;
+  // the candidates column gives per-candidate values.
+  static_assert(std::is_same_v<typename Key::value_type, id_type> &&
+                    (Key::shape == column_shape::per_request || keyed_by_candidates),
+                "recpipe: STORE_KEY_NOT_AN_ID_COLUMN - the key column must be a per-request id column or col::candidates");
+  static_assert(keyed_by_candidates == is_per_candidate_v<Value>,
+                "recpipe: LOOKUP_SHAPE_MISMATCH - a store keyed by col::candidates must hold a per-candidate column, and "
+                "a store keyed by a per-request id must hold a per-request column");
+  static constexpr bool holds_vectors =
+      Value::shape == column_shape::per_request_vector || Value::shape == column_shape::per_candidate_vector;
+  static constexpr bool holds_lists = Value::shape == column_shape::per_request_list;
+};
+}  // namespace detail
+
 //! @brief Features keyed by id, read by the `lookup` stage: `Key` is the column holding the ids
 //! (`col::user_id` for per-request features, `col::candidates` for per-item features) and `Value`
 //! is the column the lookup writes.
@@ -104,24 +124,14 @@ enum class on_missing {
 //! @endcode
 template <column Key, column Value>
 class feature_store {
-  static constexpr bool keyed_by_candidates = std::is_same_v<Key, col::candidates>;
-  static constexpr bool per_candidate_value = is_per_candidate_v<Value>;
-  // READ THIS IF YOUR COMPILE BREAKS HERE: per-request keys (user_id) give per-request values;
-  // the candidates column gives per-candidate values.
-  static_assert(std::is_same_v<typename Key::value_type, id_type> &&
-                    (Key::shape == column_shape::per_request || keyed_by_candidates),
-                "recpipe: STORE_KEY_NOT_AN_ID_COLUMN - the key column must be a per-request id column or col::candidates");
-  static_assert(keyed_by_candidates == per_candidate_value,
-                "recpipe: LOOKUP_SHAPE_MISMATCH - a store keyed by col::candidates must hold a per-candidate column, and "
-                "a store keyed by a per-request id must hold a per-request column");
+  using columns_checked = detail::store_columns<Key, Value>;
 
  public:
   using key_column = Key;
   using value_column = Value;
   using value_type = typename Value::value_type;
-  static constexpr bool holds_vectors =
-      Value::shape == column_shape::per_request_vector || Value::shape == column_shape::per_candidate_vector;
-  static constexpr bool holds_lists = Value::shape == column_shape::per_request_list;
+  static constexpr bool holds_vectors = columns_checked::holds_vectors;
+  static constexpr bool holds_lists = columns_checked::holds_lists;
 
   //! @param dim     width of each vector (ignored for lists and single values; must be >= 1 for vectors)
   //! @param missing what lookups do with unknown ids

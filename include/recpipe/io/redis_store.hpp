@@ -173,16 +173,7 @@ using redis_reply_ptr = std::unique_ptr<redisReply, redis_reply_deleter>;
 //! @endcode
 template <column Key, column Value>
 class redis_feature_store {
-  static constexpr bool keyed_by_candidates = std::is_same_v<Key, col::candidates>;
-  static constexpr bool per_candidate_value = is_per_candidate_v<Value>;
-  // READ THIS IF YOUR COMPILE BREAKS HERE: as for feature_store, per-request keys (user_id) give
-  // per-request values; the candidates column gives per-candidate values.
-  static_assert(std::is_same_v<typename Key::value_type, id_type> &&
-                    (Key::shape == column_shape::per_request || keyed_by_candidates),
-                "recpipe: STORE_KEY_NOT_AN_ID_COLUMN - the key column must be a per-request id column or col::candidates");
-  static_assert(keyed_by_candidates == per_candidate_value,
-                "recpipe: LOOKUP_SHAPE_MISMATCH - a store keyed by col::candidates must hold a per-candidate column, and "
-                "a store keyed by a per-request id must hold a per-request column");
+  using columns_checked = detail::store_columns<Key, Value>;  // the same column rules as feature_store
   static_assert(std::is_trivially_copyable_v<typename Value::value_type>,
                 "recpipe: REDIS_VALUE_NOT_TRIVIALLY_COPYABLE - Redis values are the raw bytes of the column's values");
   static_assert(std::endian::native == std::endian::little,
@@ -193,9 +184,8 @@ class redis_feature_store {
   using value_column = Value;
   using value_type = typename Value::value_type;
   using clock = std::chrono::steady_clock;
-  static constexpr bool holds_vectors =
-      Value::shape == column_shape::per_request_vector || Value::shape == column_shape::per_candidate_vector;
-  static constexpr bool holds_lists = Value::shape == column_shape::per_request_list;
+  static constexpr bool holds_vectors = columns_checked::holds_vectors;
+  static constexpr bool holds_lists = columns_checked::holds_lists;
 
   //! @param dim     width of each vector (ignored for lists and single values; must be >= 1 for vectors)
   //! @param options where Redis is, timeouts, cache and fallback (see redis_store_options)
