@@ -226,16 +226,8 @@ struct transformer_layer_weights {
   bool norm_first = false;
 };
 
-//! @brief One transformer encoder layer (inference; no dropout):
-//! post-norm  y = LN2(h + FF(h)), h = LN1(x + MHA(x));
-//! pre-norm   y = h + FF(LN2(h)), h = x + MHA(LN1(x)); FF(z) = linear2(act(linear1(z))).
-//! Sessions, masks and padding as in multi_head_attention(); padded output rows are 0.
-//! @param out same shape as x, must not overlap it.
-//! @throws recpipe::error naming the weight or argument whose shape disagrees.
-//! @code
-//! recpipe::cpu::transformer_encoder_layer(x.view(), lengths, max_len, weights, true, y.view());
-//! @endcode
 namespace impl {
+// The shape checks every encoder layer variant runs on its input, weights and output.
 inline void check_layer_weights(const char* where, matrix_view<const float> x, std::span<const std::size_t> lengths,
                                 std::size_t max_len, const transformer_layer_weights& w, matrix_view<float> out) {
   impl::check_sessions(where, x, lengths, max_len);
@@ -253,22 +245,21 @@ inline void check_layer_weights(const char* where, matrix_view<const float> x, s
 }
 }  // namespace impl
 
+//! @brief One transformer encoder layer (inference; no dropout):
+//! post-norm  y = LN2(h + FF(h)), h = LN1(x + MHA(x));
+//! pre-norm   y = h + FF(LN2(h)), h = x + MHA(LN1(x)); FF(z) = linear2(act(linear1(z))).
+//! Sessions, masks and padding as in multi_head_attention(); padded output rows are 0.
+//! @param out same shape as x, must not overlap it.
+//! @throws recpipe::error naming the weight or argument whose shape disagrees.
+//! @code
+//! recpipe::cpu::transformer_encoder_layer(x.view(), lengths, max_len, weights, true, y.view());
+//! @endcode
+
 inline void transformer_encoder_layer(matrix_view<const float> x, std::span<const std::size_t> lengths,
                                       std::size_t max_len, const transformer_layer_weights& w, bool causal,
                                       matrix_view<float> out) {
-  const char* where = "cpu::transformer_encoder_layer";
-  impl::check_sessions(where, x, lengths, max_len);
+  impl::check_layer_weights("cpu::transformer_encoder_layer", x, lengths, max_len, w, out);
   const std::size_t e = x.cols(), rows = x.rows(), ff = w.linear1_weight.rows();
-  impl::check_mha(where, e, w.attention);
-  impl::check_shape(where, "linear1_weight", w.linear1_weight, ff, e);
-  impl::check_bias(where, "linear1_bias", w.linear1_bias, ff);
-  impl::check_shape(where, "linear2_weight", w.linear2_weight, e, ff);
-  impl::check_bias(where, "linear2_bias", w.linear2_bias, e);
-  impl::check_bias(where, "norm1_weight", w.norm1_weight, e);
-  impl::check_bias(where, "norm1_bias", w.norm1_bias, e);
-  impl::check_bias(where, "norm2_weight", w.norm2_weight, e);
-  impl::check_bias(where, "norm2_bias", w.norm2_bias, e);
-  impl::check_shape(where, "out", out, rows, e);
   if (rows == 0 || e == 0) return;
   const matrix_view<float> a(impl::scratch(5, rows * e), rows, e);
   const matrix_view<float> hidden(impl::scratch(6, rows * std::max<std::size_t>(ff, 1)), rows, ff);
