@@ -345,10 +345,10 @@ struct trainer_state {
   }
 
   // One sampled-softmax step of the initial training (shuffled positives: in-batch negatives).
-  float tt_step(std::span<const tt_example> batch, const feature_state& f) {
-    train::example_batch b(genres, 3);
-    std::vector<id_type> ids;
-    std::vector<float> lq;
+  // Appends the two-tower examples of `batch` (item genres as dense input; user id, the user's
+  // earlier likes and the item id as bags), their target items and their log-Q corrections.
+  void add_tt_examples(std::span<const tt_example> batch, const feature_state& f, train::example_batch& b,
+                       std::vector<id_type>& ids, std::vector<float>& lq) const {
     for (const tt_example& e : batch) {
       b.begin_example(1.0f);
       auto row = b.dense_row();
@@ -360,6 +360,13 @@ struct trainer_state {
       ids.push_back(e.item);
       lq.push_back(log_q[e.item]);
     }
+  }
+
+  float tt_step(std::span<const tt_example> batch, const feature_state& f) {
+    train::example_batch b(genres, 3);
+    std::vector<id_type> ids;
+    std::vector<float> lq;
+    add_tt_examples(batch, f, b, ids, lq);
     return train::train_step_sampled_softmax(*two_tower, tt_ws, b, ids, lq, train::optimizer_step(tt_adam)).loss;
   }
 
@@ -373,18 +380,8 @@ struct trainer_state {
     train::example_batch b(genres, 3);
     std::vector<id_type> ids;
     std::vector<float> lq;
-    for (auto part : {fresh, replay})
-      for (const tt_example& e : part) {
-        b.begin_example(1.0f);
-        auto row = b.dense_row();
-        for (id_type g : genre_bags->bag(e.item))
-          if (g != genre_bags->unknown_id()) row[static_cast<std::size_t>(g)] = 1.0f;
-        b.add_id(0, e.user);
-        for (id_type i : f.liked_before(e.user, e.liked_count)) b.add_id(1, i);
-        b.add_id(2, e.item);
-        ids.push_back(e.item);
-        lq.push_back(log_q[e.item]);
-      }
+    add_tt_examples(fresh, f, b, ids, lq);
+    add_tt_examples(replay, f, b, ids, lq);
     std::unordered_set<id_type> keep;
     for (const tt_example& e : fresh) keep.insert(e.item), touched_items.push_back(e.item);
     const std::vector<train::parameter*> params = two_tower->parameters();
