@@ -7,11 +7,13 @@
 #include <recpipe/models/two_tower.hpp>
 #include <recpipe/train/dynamic_table.hpp>
 #include <recpipe/train/optimizers.hpp>
+#include <recpipe/train/session_transformer_model.hpp>
 #include <recpipe/train/two_tower_model.hpp>
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <random>
 
 namespace recpipe::testing {
 
@@ -41,6 +43,15 @@ inline models::session_transformer_config small_session_config(std::size_t items
   c.ffn_dim = 32;
   c.num_layers = 1;
   return c;
+}
+
+//! Moves every weight of `m` by up to +-0.2, away from the init (norms at exactly 1 and biases at
+//! 0 would hide wiring mistakes that swap them).
+inline void perturb(train::session_transformer_model& m, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(-0.2f, 0.2f);
+  m.for_each_parameter([&](train::parameter& p) {
+    for (float& v : p.value) v += d(rng);
+  });
 }
 
 }  // namespace recpipe::testing

@@ -26,6 +26,8 @@ namespace models = recpipe::models;
 using recpipe::id_type;
 using recpipe::matrix;
 
+using recpipe::testing::perturb;
+
 namespace {
 
 // Synthetic sessions of `items` items: each next click is (previous * 7 + 3) mod items with
@@ -42,13 +44,6 @@ train::session_list synthetic(std::mt19937& rng, std::size_t sessions, id_type i
     out.add(v);
   }
   return out;
-}
-
-void perturb(train::session_transformer_model& m, std::mt19937& rng) {
-  std::uniform_real_distribution<float> d(-0.2f, 0.2f);
-  m.for_each_parameter([&](train::parameter& p) {
-    for (float& v : p.value) v += d(rng);
-  });
 }
 
 }  // namespace

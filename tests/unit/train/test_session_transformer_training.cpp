@@ -20,6 +20,8 @@ namespace models = recpipe::models;
 using recpipe::id_type;
 using recpipe::matrix;
 
+using recpipe::testing::perturb;
+
 namespace {
 
 models::session_transformer_config small_config(bool norm_first, recpipe::cpu::activation act, std::size_t layers = 2) {
@@ -54,15 +56,6 @@ sessions random_sessions(std::mt19937& rng, std::size_t num_items) {
     s.add(v);
   }
   return s;
-}
-
-// Also perturbs the weights away from the init (norms at exactly 1 and biases at 0 would hide
-// wiring mistakes that swap them).
-void perturb(train::session_transformer_model& m, std::mt19937& rng) {
-  std::uniform_real_distribution<float> d(-0.2f, 0.2f);
-  m.for_each_parameter([&](train::parameter& p) {
-    for (float& v : p.value) v += d(rng);
-  });
 }
 
 }  // namespace
