@@ -78,6 +78,16 @@ inline std::vector<float> random(std::size_t n, std::mt19937& rng, float scale =
   return v;
 }
 
+//! Values drawn as floats and kept in double: the double reference and the float kernels see
+//! exactly the same numbers.
+inline std::vector<double> random_d(std::size_t n, std::mt19937& rng, float scale) {
+  std::vector<double> v(n);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  for (double& x : v) x = static_cast<double>(dist(rng));
+  return v;
+}
+inline std::vector<float> to_float(std::span<const double> v) { return {v.begin(), v.end()}; }
+
 //! Finite differences in double carry ~1e-9 error; the fp32 analytic gradients carry a few ulps
 //! of accumulated rounding over short sums.
 inline constexpr double tolerance = 2e-5;

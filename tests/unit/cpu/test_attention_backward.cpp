@@ -12,6 +12,7 @@
 
 #include <recpipe/cpu/attention_backward.hpp>
 
+#include "unit/cpu/gradcheck.hpp"
 #include "unit/cpu/reference.hpp"
 
 namespace cpu = recpipe::cpu;
@@ -21,15 +22,8 @@ using recpipe::matrix_view;
 namespace {
 using dvec = std::vector<double>;
 
-// Values drawn as floats and kept in double: the double reference and the float kernels see
-// exactly the same numbers.
-dvec random_d(std::size_t n, std::mt19937& rng, float scale) {
-  dvec v(n);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  for (double& x : v) x = static_cast<double>(dist(rng));
-  return v;
-}
-std::vector<float> to_float(const dvec& v) { return std::vector<float>(v.begin(), v.end()); }
+using gradcheck::random_d;
+using gradcheck::to_float;
 
 // ---- double reference forward (padded layout; padded output rows are 0) ----
 struct mha_params {

@@ -20,13 +20,8 @@ using recpipe::matrix_view;
 namespace {
 using dvec = std::vector<double>;
 
-dvec random_d(std::size_t n, std::mt19937& rng, float scale) {
-  dvec v(n);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  for (double& x : v) x = static_cast<double>(dist(rng));
-  return v;
-}
-std::vector<float> to_float(const dvec& v) { return {v.begin(), v.end()}; }
+using gradcheck::random_d;
+using gradcheck::to_float;
 
 // The problem: a GRU of input I, hidden H over ragged sequences, with an initial state.
 struct problem {
