@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -63,14 +64,19 @@ int main(int argc, char** argv) {
   std::printf("hnsw index (M 32, ef_construction 200) built in %.2f s\n",
               std::chrono::duration<double>(clock::now() - start).count());
 
+  // Popularity for the cold-start path: users the stores have never seen get the most clicked items.
+  const auto& clicks = catalog.histories.values();
+  const auto popular = popular_items::from_interactions(std::span<const id_type>(clicks.data(), clicks.size()));
+
   // 3. The recommender: one expression, checked by the compiler.
-  const auto recommend = lookup(user_vectors)                              // user_id -> user_embedding
+  const auto recommend = lookup(user_vectors).flag_missing()               // user_id -> user_embedding, user_unknown
                          >> lookup(histories)                              // user_id -> history
                          >> retrieve<col::user_embedding>(ann, fetch)      // -> 500 candidates
                          >> filter_seen()                                  // drop what the user saw
                          >> lookup(item_vectors)                           // candidates -> item_embedding
                          >> score(dot_product_scorer<>{})                  // -> one score per candidate
-                         >> softmax_sample(recommendations, 0.05f, 2026);  // -> 10, ordered
+                         >> softmax_sample(recommendations, 0.05f, 2026)   // -> 10, ordered
+                         >> cold_start(popular, recommendations);          // unknown users: the 10 most popular
 
   // 4. Serve batches of users.
   std::vector<id_type> users(batch_size);
@@ -93,6 +99,16 @@ int main(int argc, char** argv) {
                   catalog.item_topic[static_cast<std::size_t>(recs.values()[at])], static_cast<double>(scores[at]));
     std::printf("\n");
   }
+
+  // A user the stores have never seen: the lookup flags it, cold_start serves popular items
+  // (without the flag every unknown user would get the same arbitrary items with score 0).
+  const auto cold = recommend.run(make_batch<col::user_id>(std::vector<id_type>{static_cast<id_type>(config.users + 7)}));
+  std::printf("  new user %zu (unknown):", config.users + 7);
+  for (std::size_t at = 0; at < cold.get<col::candidates>().total(); ++at)
+    std::printf(" %lld:%u %.0f", static_cast<long long>(cold.get<col::candidates>().values()[at]),
+                catalog.item_topic[static_cast<std::size_t>(cold.get<col::candidates>().values()[at])],
+                static_cast<double>(cold.get<col::score>()[at]));
+  std::printf("  (the most clicked items; score = clicks)\n");
 
   std::printf("\nper-stage latency over %zu batches of %zu users (%.0f users/s on one thread):\n", batches, batch_size,
               static_cast<double>(batches * batch_size) / seconds);

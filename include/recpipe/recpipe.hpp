@@ -45,6 +45,7 @@
 #include <recpipe/models/two_tower.hpp>
 
 // stages: the pipeline's building blocks
+#include <recpipe/stages/cold_start.hpp>
 #include <recpipe/stages/filter.hpp>
 #include <recpipe/stages/lookup.hpp>
 #include <recpipe/stages/mlp_scorer.hpp>

@@ -121,6 +121,26 @@ class batch {
     candidates.assign(std::move(offsets), std::move(ids), "select_candidates");
   }
 
+  //! A pick in replace_candidates() that adds a new candidate instead of keeping an old one.
+  static constexpr std::size_t new_candidate = static_cast<std::size_t>(-1);
+
+  //! @brief Like select_candidates(), but a pick equal to `new_candidate` adds the item
+  //! `fresh_ids[i]` (picks and fresh_ids have equal length; fresh_ids[i] is read only for new
+  //! picks) with zero in every per-candidate column. Used to replace whole candidate lists, e.g.
+  //! cold_start's popular items for unknown users.
+  void replace_candidates(std::vector<std::size_t> offsets, const std::vector<std::size_t>& picks,
+                          const std::vector<id_type>& fresh_ids) {
+    static_assert(contains<col::candidates>, "recpipe: STAGE_READS_MISSING_COLUMN - replace_candidates needs col::candidates");
+    if (fresh_ids.size() != picks.size())
+      detail::fail("replace_candidates: ", picks.size(), " picks but ", fresh_ids.size(), " ids");
+    (select_column<Cs>(picks), ...);
+    auto& candidates = get<col::candidates>();
+    std::vector<id_type> ids(picks.size());
+    for (std::size_t i = 0; i < picks.size(); ++i)
+      ids[i] = picks[i] == new_candidate ? fresh_ids[i] : candidates.values()[picks[i]];
+    candidates.assign(std::move(offsets), std::move(ids), "replace_candidates");
+  }
+
  private:
   template <column... Ds>
   friend class batch;
@@ -169,12 +189,14 @@ class batch {
     if constexpr (C::shape == column_shape::per_candidate) {
       auto& old = get<C>();
       std::vector<typename C::value_type> fresh(picks.size());
-      for (std::size_t i = 0; i < picks.size(); ++i) fresh[i] = old[picks[i]];
+      for (std::size_t i = 0; i < picks.size(); ++i)
+        fresh[i] = picks[i] == new_candidate ? typename C::value_type{} : old[picks[i]];
       old = std::move(fresh);
     } else if constexpr (C::shape == column_shape::per_candidate_vector) {
       auto& old = get<C>();
       matrix<typename C::value_type> fresh(picks.size(), old.cols());
       for (std::size_t i = 0; i < picks.size(); ++i) {
+        if (picks[i] == new_candidate) continue;  // matrix rows start zeroed
         const auto source = old.row(picks[i]);
         std::copy(source.begin(), source.end(), fresh.row(i).begin());
       }

@@ -24,6 +24,8 @@ RECPIPE_COLUMN(retrieval_score, per_candidate, float);         //!< similarity f
 RECPIPE_COLUMN(item_embedding, per_candidate_vector, float);   //!< a stored item vector
 RECPIPE_COLUMN(item_features, per_candidate_vector, float);    //!< dense item features for a model
 RECPIPE_COLUMN(score, per_candidate, float);                   //!< the ranking model's score
+RECPIPE_COLUMN(user_unknown, per_request, std::uint8_t);       //!< 1: a lookup found no stored row (flag_missing)
+RECPIPE_COLUMN(item_unknown, per_candidate, std::uint8_t);     //!< 1: an item lookup found no stored row
 }  // namespace col
 RECPIPE_NAMESPACE_END
 

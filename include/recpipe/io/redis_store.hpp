@@ -219,11 +219,15 @@ class redis_feature_store {
   //! @brief Reads the features of `keys` into `out` (what the lookup stage calls once per batch):
   //! a matrix of keys.size() x dim() rows, a ragged list with one row per key, or one value per key.
   //! Unknown ids follow on_missing; ids Redis could not answer for follow `when_unavailable`.
+  //! `defaulted`, when given, is resized to keys.size() and set to 1 where the id got the default
+  //! value (unknown, malformed or unavailable), 0 where its stored value was read (what
+  //! `lookup(store).flag_missing()` reports).
   //! @code
   //! recpipe::matrix<float> rows;
   //! users.lookup_batch(std::vector<recpipe::id_type>{7, 8}, rows);  // rows is 2 x 64
   //! @endcode
-  void lookup_batch(std::span<const id_type> keys, column_storage_t<Value>& out) const {
+  void lookup_batch(std::span<const id_type> keys, column_storage_t<Value>& out,
+                    std::vector<std::uint8_t>* defaulted = nullptr) const {
     const std::size_t n = keys.size();
     // Where each id's bytes come from: the cache (kept alive by `held`), a reply, or nowhere.
     struct source {
@@ -312,6 +316,10 @@ class redis_feature_store {
     }
     if (missing != 0) missing_count_.fetch_add(missing, std::memory_order_relaxed);
 
+    if (defaulted != nullptr) {
+      defaulted->resize(n);
+      for (std::size_t i = 0; i < n; ++i) (*defaulted)[i] = sources[i].found ? 0 : 1;
+    }
     // Copy into the column in key order.
     if constexpr (holds_vectors) {
       out.resize(n, dim_);

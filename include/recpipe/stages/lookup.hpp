@@ -2,8 +2,10 @@
 // recpipe stage: lookup - read per-request or per-candidate features from a feature store.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string_view>
+#include <type_traits>
 
 #include <recpipe/core/pipeline.hpp>
 #include <recpipe/detail/component.hpp>
@@ -16,23 +18,59 @@ RECPIPE_NAMESPACE_BEGIN
 
 namespace detail {
 inline constexpr std::string_view lookup_prefix = "lookup";
+template <class Value, class Flag>
+struct lookup_writes {
+  using type = columns<Value, Flag>;
+};
+template <class Value>
+struct lookup_writes<Value, void> {
+  using type = columns<Value>;
+};
 }
 
 //! The description of a lookup: which store to read, and how the stage holds it (`Ref`: a
 //! reference, a std::shared_ptr or a slot; see detail::component). Built by recpipe::lookup().
-template <class Store, class Ref = const Store&>
-struct lookup_stage : stage<lookup_stage<Store, Ref>> {
-  using reads = columns<typename Store::key_column>;
-  using writes = columns<typename Store::value_column>;
+//! `Flag` (void by default) is the column that marks ids the store did not hold; see flag_missing().
+template <class Store, class Ref = const Store&, class Flag = void>
+struct lookup_stage : stage<lookup_stage<Store, Ref, Flag>> {
+  using key_column = typename Store::key_column;
+  using value_column = typename Store::value_column;
+  using flag_column = Flag;
+  using reads = columns<key_column>;
+  using writes = typename detail::lookup_writes<value_column, Flag>::type;
   static constexpr std::string_view name = detail::stage_name_v<detail::lookup_prefix, Store::value_column::name>;
 
   template <class Arg>
+    requires(!std::is_same_v<std::remove_cvref_t<Arg>, lookup_stage>)
   explicit lookup_stage(Arg&& store) : store_(std::forward<Arg>(store)) {}
   //! The store (for a slot: the version this run pinned).
   const Store& store() const { return store_.get(); }
   void pin_versions(detail::run_pins& pins) const { store_.pin(pins); }
 
+  //! @brief The same lookup, also writing `MissingFlag`: 1 for each id whose row the store does not
+  //! hold (it got the store's default: zeros, an empty list), else 0. A later stage reads it, e.g.
+  //! `cold_start<col::user_unknown>(popular, k)` serves popular items to unknown users.
+  //! The default flag is col::user_unknown for per-request keys and col::item_unknown for
+  //! col::candidates. For list stores a known id with an empty list is not flagged.
+  //! @code
+  //! auto users = recpipe::lookup(user_vectors).flag_missing();  // also writes col::user_unknown
+  //! @endcode
+  template <class MissingFlag = std::conditional_t<std::is_same_v<key_column, col::candidates>, col::item_unknown,
+                                                   col::user_unknown>>
+  auto flag_missing() const {
+    static_assert(std::is_void_v<Flag>, "recpipe: LOOKUP_ALREADY_FLAGS_MISSING - flag_missing() was called twice");
+    static_assert(column<MissingFlag> && std::is_same_v<typename MissingFlag::value_type, std::uint8_t>,
+                  "recpipe: MISSING_FLAG_NOT_A_UINT8_COLUMN - the missing flag is a std::uint8_t column");
+    static_assert(std::is_same_v<key_column, col::candidates> ? MissingFlag::shape == column_shape::per_candidate
+                                                              : MissingFlag::shape == column_shape::per_request,
+                  "recpipe: MISSING_FLAG_SHAPE - flag per request for per-request keys, per candidate for col::candidates");
+    return lookup_stage<Store, Ref, MissingFlag>(store_);
+  }
+
  private:
+  template <class, class, class>
+  friend struct lookup_stage;
+  explicit lookup_stage(const detail::component<Ref>& store) : store_(store) {}
   detail::component<Ref> store_;
 };
 
@@ -45,7 +83,8 @@ struct lookup_stage : stage<lookup_stage<Store, Ref>> {
 //!              reference and must outlive the pipeline; a `std::shared_ptr<Store>` is shared (the
 //!              pipeline keeps it alive); a `recpipe::slot<Store>` reads the version each run pinned.
 //! Unknown ids follow the store's on_missing policy: zeros / an empty list (default) or a
-//! recpipe::error naming the id. Cost: one hash or table probe and one row copy per id.
+//! recpipe::error naming the id; `.flag_missing()` also marks them in a column (cold start).
+//! Cost: one hash or table probe and one row copy per id.
 //!
 //! @code
 //! recpipe::feature_store<recpipe::col::user_id, recpipe::col::history> histories;

@@ -264,6 +264,20 @@ TEST_CASE("the missing-id policy and bad writes") {
   lists.erase(7);
   CHECK_THROWS_AS(lists.lookup_batch(std::vector<id_type>{7}, out), error);
 
+  // flag_missing: the lookup stage marks ids that got the default (unknown or unavailable), and
+  // a known, empty list is not flagged.
+  redis_feature_store<col::user_id, col::user_embedding> lenient(2, options_for(server));
+  lenient.put(1, {1.f, 2.f});
+  lists.put(7, std::span<const id_type>{});
+  batch<col::user_id> requests(3);
+  requests.get<col::user_id>() = {1, 42, 7};
+  const auto flagged = requests >> lookup(lenient).flag_missing();
+  CHECK(flagged.get<col::user_unknown>() == std::vector<std::uint8_t>{0, 1, 1});
+  std::vector<std::uint8_t> defaulted;
+  redis_feature_store<col::user_id, col::history> lenient_lists(1, options_for(server));
+  lenient_lists.lookup_batch(std::vector<id_type>{7, 8}, out, &defaulted);
+  CHECK(defaulted == std::vector<std::uint8_t>{0, 1});
+
   // Another database keeps its own keys; a database Redis does not have falls back, counted.
   auto db1 = options_for(server);
   db1.database = 1;

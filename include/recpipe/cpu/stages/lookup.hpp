@@ -3,9 +3,11 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <span>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <recpipe/core/backend.hpp>
 #include <recpipe/core/batch.hpp>
@@ -15,10 +17,12 @@
 
 RECPIPE_NAMESPACE_BEGIN
 
-template <class Store, class Ref>
-struct stage_impl<lookup_stage<Store, Ref>, cpu_backend> {
+template <class Store, class Ref, class Flag>
+struct stage_impl<lookup_stage<Store, Ref, Flag>, cpu_backend> {
+  static constexpr bool flags = !std::is_void_v<Flag>;
+
   template <class Batch>
-  static auto run(const lookup_stage<Store, Ref>& stage, Batch&& batch, cpu_backend&) {
+  static auto run(const lookup_stage<Store, Ref, Flag>& stage, Batch&& batch, cpu_backend&) {
     using key = typename Store::key_column;
     using value = typename Store::value_column;
     const Store& store = stage.store();
@@ -41,10 +45,33 @@ struct stage_impl<lookup_stage<Store, Ref>, cpu_backend> {
         copy(store.find_or_apply_policy(id));
     };
     column_storage_t<value> out;
+    // 1 where the id got the store's default (flag_missing); sized only when the stage flags.
+    std::vector<std::uint8_t> defaulted(flags ? keys.size() : 0, 0);
+    const auto mark = [&](std::size_t i, bool empty, id_type id) {
+      if constexpr (flags) {
+        // An empty vector row is always a default; an empty list may be a known, empty list.
+        if constexpr (Store::holds_lists) {
+          if constexpr (requires { store.contains(id); })
+            defaulted[i] = empty && !store.contains(id) ? 1 : 0;
+          else
+            defaulted[i] = empty ? 1 : 0;
+        } else {
+          defaulted[i] = empty ? 1 : 0;
+        }
+      } else {
+        (void)i, (void)empty, (void)id;
+      }
+    };
     if constexpr (requires { store.lookup_batch(keys, out); }) {
       // A store over a remote service (io/redis_store.hpp) reads the whole batch at once: one
       // round trip per batch instead of one per id.
-      store.lookup_batch(keys, out);
+      if constexpr (flags) {
+        static_assert(requires { store.lookup_batch(keys, out, &defaulted); },
+                      "recpipe: STORE_CANNOT_FLAG_MISSING - flag_missing() needs lookup_batch(keys, out, std::vector<std::uint8_t>*)");
+        store.lookup_batch(keys, out, &defaulted);
+      } else {
+        store.lookup_batch(keys, out);
+      }
     } else if constexpr (Store::holds_vectors) {
       out.resize(keys.size(), store.dim());  // zero rows stay for unknown ids (use_default)
       for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -52,21 +79,29 @@ struct stage_impl<lookup_stage<Store, Ref>, cpu_backend> {
         read(keys[i], [&](std::span<const typename value::value_type> found) {
           if (found.empty()) std::fill(row.begin(), row.end(), typename value::value_type{});
           else std::copy(found.begin(), found.end(), row.begin());
+          mark(i, found.empty(), keys[i]);
         });
       }
     } else if constexpr (Store::holds_lists) {
       out.clear();
       out.reserve(keys.size(), keys.size() * 8);
-      for (const id_type id : keys)
-        read(id, [&](std::span<const typename value::value_type> found) { out.push_row(found); });
+      for (std::size_t i = 0; i < keys.size(); ++i)
+        read(keys[i], [&](std::span<const typename value::value_type> found) {
+          out.push_row(found);
+          mark(i, found.empty(), keys[i]);
+        });
     } else {
       out.assign(keys.size(), typename value::value_type{});
       for (std::size_t i = 0; i < keys.size(); ++i)
         read(keys[i], [&](std::span<const typename value::value_type> found) {
           if (!found.empty()) out[i] = found.front();
+          mark(i, found.empty(), keys[i]);
         });
     }
-    return std::forward<Batch>(batch).template with<value>(std::move(out));
+    if constexpr (flags)
+      return std::forward<Batch>(batch).template with<value>(std::move(out)).template with<Flag>(std::move(defaulted));
+    else
+      return std::forward<Batch>(batch).template with<value>(std::move(out));
   }
 };
 
