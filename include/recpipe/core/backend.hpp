@@ -8,13 +8,23 @@
 
 RECPIPE_NAMESPACE_BEGIN
 
-enum class backend_kind { cpu, cuda };
-
 //! @brief The CPU backend: the default and the reference. Stateless; stages keep their scratch
 //! thread-locally, so one pipeline may run on many threads at once.
+//!
+//! What a backend is (the CPU and CUDA backends, or your own): a type with a `name`, passed to
+//! `pipeline.run(batch, backend)`, for which stages specialise stage_impl. Optionally it says
+//! what a stage without an implementation for it reads as: a member template
+//! `missing_stage_impl<Stage>` whose instantiation fails with the backend's own message (core/
+//! names no backend in its errors, so a new backend needs no edit here).
 struct cpu_backend {
-  static constexpr backend_kind kind = backend_kind::cpu;
   static constexpr std::string_view name = "cpu";
+
+  // READ THIS IF YOUR COMPILE BREAKS HERE: the stage named in this diagnostic has no CPU
+  // implementation; specialise recpipe::stage_impl<Stage, recpipe::cpu_backend>.
+  template <class Stage>
+  struct missing_stage_impl {
+    static_assert(sizeof(Stage) == 0, "recpipe: RECPIPE_STAGE_HAS_NO_CPU_IMPL - this stage has no stage_impl<Stage, cpu_backend>");
+  };
 };
 
 //! @brief How stage `Stage` runs on `Backend`. A backend specialises it with

@@ -11,6 +11,7 @@
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
+#include <recpipe/core/ragged_view.hpp>
 #include <recpipe/detail/meta.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -82,16 +83,13 @@ class ragged {
     offsets_.back() = values_.size();
   }
 
-  //! Throws recpipe::error naming `what` when the offsets are not a valid row partition.
+  //! Throws recpipe::error naming `what` when the offsets are not a valid row partition
+  //! (check_offsets in core/ragged_view.hpp).
   void validate(std::string_view what) const {
-    if (offsets_.empty() || offsets_.front() != 0)
-      detail::fail(what, ": offsets must start with 0");
-    for (std::size_t r = 0; r + 1 < offsets_.size(); ++r)
-      if (offsets_[r + 1] < offsets_[r])
-        detail::fail(what, ": offsets decrease at row ", r, " (", offsets_[r], " then ", offsets_[r + 1], ")");
-    if (offsets_.back() != values_.size())
-      detail::fail(what, ": last offset is ", offsets_.back(), " but there are ", values_.size(), " values");
+    check_offsets<std::size_t>(what, offsets_, values_.size());
   }
+  //! The rows as a non-owning ragged_view (what the session models take without a copy).
+  ragged_view<const T> view() const { return {offsets_, values_}; }
 
  private:
   std::vector<std::size_t> offsets_{0};

@@ -56,15 +56,29 @@ struct STAGE_READS_MISSING_COLUMN {
   using type = stage_failed;
 };
 
+// The message of a backend without its own missing_stage_impl (see cpu_backend).
+template <class Stage, class Backend>
+struct generic_missing_stage_impl {
+  static_assert(always_false<Stage, Backend>,
+                "recpipe: RECPIPE_STAGE_HAS_NO_BACKEND_IMPL - this stage has no stage_impl<Stage, Backend> for the "
+                "backend named in STAGE_HAS_NO_BACKEND_IMPL<Stage, Backend> in this diagnostic");
+};
+template <class Stage, class Backend>
+struct missing_stage_impl_message {
+  using type = generic_missing_stage_impl<Stage, Backend>;
+};
+template <class Stage, class Backend>
+  requires requires { typename Backend::template missing_stage_impl<Stage>; }
+struct missing_stage_impl_message<Stage, Backend> {
+  using type = typename Backend::template missing_stage_impl<Stage>;
+};
+
 // READ THIS IF YOUR COMPILE BREAKS HERE: the stage (first argument) has no implementation for the
 // backend (second argument); specialise recpipe::stage_impl<Stage, Backend> or use another backend.
+// The backend words the error (its missing_stage_impl<Stage>), so core/ names no backend.
 template <class Stage, class Backend>
 struct STAGE_HAS_NO_BACKEND_IMPL {
-  static_assert(Backend::kind != backend_kind::cpu || always_false<Stage>,
-                "recpipe: RECPIPE_STAGE_HAS_NO_CPU_IMPL - this stage has no stage_impl<Stage, cpu_backend>");
-  static_assert(Backend::kind != backend_kind::cuda || always_false<Stage>,
-                "recpipe: RECPIPE_STAGE_HAS_NO_CUDA_IMPL - this stage has no stage_impl<Stage, cuda_backend>; "
-                "run it on cpu_backend");
+  static_assert(sizeof(typename missing_stage_impl_message<Stage, Backend>::type) != 0);
   using type = stage_failed;
 };
 

@@ -21,6 +21,7 @@
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
+#include <recpipe/core/ragged_view.hpp>
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/cpu/isa.hpp>
@@ -268,14 +269,9 @@ inline void check_offsets(const char* where, std::span<const id_type> offsets, s
   if (offsets.size() != batch && offsets.size() != batch + 1)
     detail::fail(where, ": offsets has ", offsets.size(), " entries for ", batch, " bags (need ", batch, " or ",
                  batch + 1, ")");
-  if (!offsets.empty() && offsets[0] != 0) detail::fail(where, ": offsets[0] must be 0 (got ", offsets[0], ")");
-  for (std::size_t b = 0; b < offsets.size(); ++b) {
-    if (offsets[b] < 0 || static_cast<std::uint64_t>(offsets[b]) > ids)
-      detail::fail(where, ": offsets[", b, "] = ", offsets[b], " is outside [0, ", ids, "]");
-    if (b > 0 && offsets[b] < offsets[b - 1])
-      detail::fail(where, ": offsets must not decrease (offsets[", b, "] = ", offsets[b], " < offsets[", b - 1,
-                   "] = ", offsets[b - 1], ")");
-  }
+  // PyTorch's layouts: batch offsets (the last bag runs to the end) or batch + 1 whose last entry
+  // need not be ids.size() (include_last_offset ignores what follows it).
+  recpipe::check_offsets<id_type>(where, offsets, ids, last_offset::may_be_implicit);
 }
 
 template <storage Type>

@@ -79,8 +79,15 @@ class device_span {
 //! @endcode
 class cuda_backend {
  public:
-  static constexpr backend_kind kind = backend_kind::cuda;
   static constexpr std::string_view name = "cuda";
+
+  // READ THIS IF YOUR COMPILE BREAKS HERE: the stage named in this diagnostic has no CUDA
+  // implementation; run it on cpu_backend, or specialise stage_impl<Stage, cuda::cuda_backend>.
+  template <class Stage>
+  struct missing_stage_impl {
+    static_assert(sizeof(Stage) == 0, "recpipe: RECPIPE_STAGE_HAS_NO_CUDA_IMPL - this stage has no stage_impl<Stage, "
+                                      "cuda_backend>; run it on cpu_backend");
+  };
 
   //! Creates a non-blocking stream and a memory pool on the current device.
   //! @throws cuda_error when no device is usable or a resource cannot be created.

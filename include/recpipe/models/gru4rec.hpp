@@ -16,6 +16,7 @@
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
+#include <recpipe/core/ragged_view.hpp>
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/cpu/gru.hpp>
@@ -83,20 +84,20 @@ struct gru_layer {
 namespace impl {
 // GRU4Rec's session encoder over weight views (shared by models::gru4rec and
 // train::gru4rec_model, which scores without copying its weights).
-inline void gru4rec_encode(const char* where, const gru4rec_config& config, matrix_view<const float> input,
-                           std::span<const cpu::gru_weights> layers, std::span<const id_type> offsets,
-                           std::span<const id_type> items, matrix_view<float> out) {
-  if (offsets.empty()) detail::fail(where, ": offsets must have batch + 1 entries (got 0)");
-  const std::size_t batch = offsets.size() - 1, e = config.embedding_dim, h = config.hidden_size;
+template <std::integral Offset>
+void gru4rec_encode(const char* where, const gru4rec_config& config, matrix_view<const float> input,
+                    std::span<const cpu::gru_weights> layers, ragged_view<const id_type, Offset> sessions,
+                    matrix_view<float> out) {
+  sessions.check(where, "items.size()");
+  const std::span<const Offset> offsets = sessions.offsets();
+  const std::span<const id_type> items = sessions.values();
+  const std::size_t batch = sessions.rows(), e = config.embedding_dim, h = config.hidden_size;
   if (out.rows() != batch || out.cols() != h)
     detail::fail(where, ": out must be ", batch, " x ", h, " (got ", out.rows(), " x ", out.cols(), ")");
-  if (offsets[0] != 0 || offsets[batch] != static_cast<id_type>(items.size()))
-    detail::fail(where, ": offsets must start at 0 and end at items.size() = ", items.size());
   std::vector<std::size_t> lengths(batch);
   std::size_t longest = 0;
   for (std::size_t b = 0; b < batch; ++b) {
-    if (offsets[b + 1] < offsets[b]) detail::fail(where, ": offsets must not decrease (at ", b + 1, ")");
-    lengths[b] = static_cast<std::size_t>(offsets[b + 1] - offsets[b]);
+    lengths[b] = sessions.row_size(b);
     longest = std::max(longest, lengths[b]);
   }
   for (std::size_t i = 0; i < items.size(); ++i)
@@ -245,9 +246,14 @@ class gru4rec {
   //! @throws recpipe::error for bad offsets, an id outside [0, num_items) (naming it and its
   //!         position) or a wrong out shape.
   void encode(std::span<const id_type> offsets, std::span<const id_type> items, matrix_view<float> out) const {
+    encode(ragged_view<const id_type, id_type>(offsets, items), out);
+  }
+  //! The same over a ragged_view with any offset type (a ragged column's view(): no copy).
+  template <std::integral Offset>
+  void encode(ragged_view<const id_type, Offset> sessions, matrix_view<float> out) const {
     std::vector<cpu::gru_weights> views;
     for (const gru_layer& g : layers_) views.push_back(g.view());
-    impl::gru4rec_encode("gru4rec: encode", config_, input_.view(), views, offsets, items, out);
+    impl::gru4rec_encode("gru4rec: encode", config_, input_.view(), views, sessions, out);
   }
 
   //! @brief scores[b][i] = <encoded[b], item_embeddings()[i]> for every item.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
@@ -16,6 +17,7 @@
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
+#include <recpipe/core/ragged_view.hpp>
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/attention.hpp>
 #include <recpipe/cpu/dense.hpp>
@@ -285,34 +287,34 @@ class session_transformer {
   //! Complexity: O(sum len * E * (E + F) + sum len^2 * E) per layer; with attend_to_padding
   //! every session costs its full window, len = max_length.
   void encode(std::span<const id_type> offsets, std::span<const id_type> items, matrix_view<float> out) const {
+    encode(ragged_view<const id_type, id_type>(offsets, items), out);
+  }
+  //! The same over a ragged_view with any offset type (a ragged column's view(): no copy).
+  template <std::integral Offset>
+  void encode(ragged_view<const id_type, Offset> sessions, matrix_view<float> out) const {
     const std::size_t e = config_.embedding_dim;
-    if (offsets.empty()) detail::fail("session_transformer: encode: offsets must have batch + 1 entries (got 0)");
-    const std::size_t batch = offsets.size() - 1;
+    sessions.check("session_transformer: encode", "items.size()");
+    const std::span<const Offset> offsets = sessions.offsets();
+    const std::span<const id_type> items = sessions.values();
+    const std::size_t batch = sessions.rows();
     if (out.rows() != batch || out.cols() != e)
       detail::fail("session_transformer: encode: out must be ", batch, " x ", e, " (got ", out.rows(), " x ", out.cols(), ")");
-    if (offsets[0] != 0) detail::fail("session_transformer: encode: offsets[0] must be 0 (got ", offsets[0], ")");
-    if (offsets[batch] != static_cast<id_type>(items.size()))
-      detail::fail("session_transformer: encode: offsets[", batch, "] = ", offsets[batch], " must equal items.size() = ",
-                   items.size());
-    for (std::size_t b = 0; b < batch; ++b)
-      if (offsets[b + 1] < offsets[b])
-        detail::fail("session_transformer: encode: offsets must not decrease (offsets[", b + 1, "] = ", offsets[b + 1],
-                     " < offsets[", b, "] = ", offsets[b], ")");
     for (std::size_t i = 0; i < items.size(); ++i)
       if (items[i] < 0 || static_cast<std::size_t>(items[i]) >= config_.num_items)
         detail::fail("session_transformer: encode: items[", i, "] = ", items[i], " is outside [0, ", config_.num_items, ")");
 
     // Sessions with the padding item dropped (it is not an item), then their last max_length items.
     std::span<const id_type> kept_items = items;
-    std::span<const id_type> kept_offsets = offsets;
+    std::span<const Offset> kept_offsets = offsets;
     if (config_.padding_id >= 0 && std::find(items.begin(), items.end(), config_.padding_id) != items.end()) {
-      thread_local std::vector<id_type> filtered_items, filtered_offsets;
+      thread_local std::vector<id_type> filtered_items;
+      thread_local std::vector<Offset> filtered_offsets;
       filtered_items.clear();
       filtered_offsets.assign(1, 0);
       for (std::size_t b = 0; b < batch; ++b) {
         for (auto i = static_cast<std::size_t>(offsets[b]); i < static_cast<std::size_t>(offsets[b + 1]); ++i)
           if (items[i] != config_.padding_id) filtered_items.push_back(items[i]);
-        filtered_offsets.push_back(static_cast<id_type>(filtered_items.size()));
+        filtered_offsets.push_back(static_cast<Offset>(filtered_items.size()));
       }
       kept_items = filtered_items;
       kept_offsets = filtered_offsets;

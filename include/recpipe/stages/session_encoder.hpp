@@ -2,6 +2,7 @@
 // recpipe: the encode stage's adapter for session models (session-based recommendation).
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <span>
@@ -54,6 +55,14 @@ class session_encoder {
   void encode(const Batch& batch, matrix_view<float> out) const {
     const auto& sessions = batch.template get<Session>();
     const auto known = static_cast<id_type>(model_->config().num_items);
+    // The common case, every item known: the model reads the column as it is (no copy).
+    if constexpr (requires { model_->encode(sessions.view(), out); }) {
+      const auto& all = sessions.values();
+      if (std::all_of(all.begin(), all.end(), [known](id_type item) { return item >= 0 && item < known; })) {
+        model_->encode(sessions.view(), out);
+        return;
+      }
+    }
     thread_local std::vector<id_type> offsets, items;  // reused across runs
     offsets.assign(1, 0);
     items.clear();

@@ -18,6 +18,7 @@
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
+#include <recpipe/core/ragged_view.hpp>
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/cpu/gru.hpp>
@@ -49,16 +50,6 @@ struct gru4rec_rng {
   std::size_t below(std::size_t n) { return static_cast<std::size_t>(unit() * static_cast<double>(n)) % n; }
 };
 
-inline void check_session_offsets(const char* where, std::span<const id_type> offsets, std::size_t items) {
-  if (offsets.empty()) detail::fail(where, ": offsets must have sessions + 1 entries (got 0)");
-  if (offsets[0] != 0 || offsets.back() != static_cast<id_type>(items))
-    detail::fail(where, ": offsets must start at 0 and end at items.size() = ", items, " (got ", offsets[0], " and ",
-                 offsets.back(), ")");
-  for (std::size_t s = 0; s + 1 < offsets.size(); ++s)
-    if (offsets[s + 1] < offsets[s])
-      detail::fail(where, ": offsets must not decrease (offsets[", s + 1, "] = ", offsets[s + 1], " < offsets[", s,
-                   "] = ", offsets[s], ")");
-}
 }  // namespace impl
 
 //! @brief One session-parallel mini-batch: row i is slot `slots[i]`'s transition
@@ -103,7 +94,7 @@ class session_parallel_batches {
         seed_(shuffle_seed) {
     constexpr const char* where = "train::session_parallel_batches";
     if (batch_size == 0) detail::fail(where, ": batch_size must be at least 1");
-    impl::check_session_offsets(where, offsets, items.size());
+    check_offsets<id_type>(where, offsets, items.size(), last_offset::equals_total, "items.size()");
     for (std::size_t s = 0; s + 1 < offsets.size(); ++s)
       if (offsets[s + 1] - offsets[s] >= 2) {
         sessions_.push_back(s);
@@ -681,7 +672,8 @@ class gru4rec_model {
   void encode(std::span<const id_type> offsets, std::span<const id_type> items, matrix_view<float> out) const {
     std::vector<cpu::gru_weights> views;
     for (std::size_t l = 0; l < config_.num_layers; ++l) views.push_back(layer(l));
-    models::impl::gru4rec_encode("train::gru4rec_model: encode", config_, input_->weights(), views, offsets, items, out);
+    models::impl::gru4rec_encode("train::gru4rec_model: encode", config_, input_->weights(), views,
+                                 ragged_view<const id_type, id_type>(offsets, items), out);
   }
 
   //! @brief A serving copy of the current weights, independent of later training.

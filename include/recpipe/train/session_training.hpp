@@ -23,6 +23,7 @@
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
+#include <recpipe/core/ragged_view.hpp>
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/io/sessions.hpp>
@@ -60,10 +61,7 @@ struct session_list {
   }
   //! @throws recpipe::error for offsets that do not describe items or an id outside [0, num_items).
   void validate(std::size_t num_items, const char* where) const {
-    if (offsets.empty() || offsets.front() != 0 || offsets.back() != static_cast<id_type>(items.size()))
-      detail::fail(where, ": sessions: offsets must start at 0 and end at items.size() = ", items.size());
-    for (std::size_t s = 0; s + 1 < offsets.size(); ++s)
-      if (offsets[s + 1] < offsets[s]) detail::fail(where, ": sessions: offsets must not decrease (at ", s + 1, ")");
+    check_offsets<id_type>(std::string(where) + ": sessions", offsets, items.size(), last_offset::equals_total, "items.size()");
     for (std::size_t i = 0; i < items.size(); ++i)
       if (items[i] < 0 || static_cast<std::size_t>(items[i]) >= num_items)
         detail::fail(where, ": sessions: item ", items[i], " (click ", i, ") is outside the catalog [0, ", num_items, ")");

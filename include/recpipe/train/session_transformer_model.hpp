@@ -14,6 +14,7 @@
 
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
+#include <recpipe/core/ragged_view.hpp>
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/attention_backward.hpp>
 #include <recpipe/cpu/dense.hpp>
@@ -286,10 +287,7 @@ class session_transformer_model {
   //! @throws recpipe::error for offsets that do not describe `items` (as forward()).
   static std::vector<id_type> next_item_targets(std::span<const id_type> offsets, std::span<const id_type> items) {
     const char* where = "train::session_transformer_model: next_item_targets";
-    if (offsets.empty() || offsets[0] != 0 || offsets.back() != static_cast<id_type>(items.size()))
-      detail::fail(where, ": offsets must start at 0 and end at items.size() = ", items.size());
-    for (std::size_t b = 0; b + 1 < offsets.size(); ++b)
-      if (offsets[b + 1] < offsets[b]) detail::fail(where, ": offsets must not decrease (at ", b + 1, ")");
+    check_offsets<id_type>(where, offsets, items.size(), last_offset::equals_total, "items.size()");
     std::vector<id_type> targets(items.size(), -1);
     for (std::size_t b = 0; b + 1 < offsets.size(); ++b)
       for (auto i = offsets[b]; i + 1 < offsets[b + 1]; ++i)
@@ -572,15 +570,7 @@ class session_transformer_model {
 
   void check_sessions(const char* what, std::span<const id_type> offsets, std::span<const id_type> items) const {
     const char* kind = "train::session_transformer_model: ";
-    if (offsets.empty()) detail::fail(kind, what, ": offsets must have batch + 1 entries (got 0)");
-    const std::size_t batch = offsets.size() - 1;
-    if (offsets[0] != 0) detail::fail(kind, what, ": offsets[0] must be 0 (got ", offsets[0], ")");
-    if (offsets[batch] != static_cast<id_type>(items.size()))
-      detail::fail(kind, what, ": offsets[", batch, "] = ", offsets[batch], " must equal items.size() = ", items.size());
-    for (std::size_t b = 0; b < batch; ++b)
-      if (offsets[b + 1] < offsets[b])
-        detail::fail(kind, what, ": offsets must not decrease (offsets[", b + 1, "] = ", offsets[b + 1], " < offsets[",
-                     b, "] = ", offsets[b], ")");
+    check_offsets<id_type>(std::string(kind) + what, offsets, items.size(), last_offset::equals_total, "items.size()");
     for (std::size_t i = 0; i < items.size(); ++i)
       if (items[i] < 0 || static_cast<std::size_t>(items[i]) >= config_.num_items)
         detail::fail(kind, what, ": items[", i, "] = ", items[i], " is outside [0, ", config_.num_items, ")");

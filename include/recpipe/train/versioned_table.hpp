@@ -245,19 +245,12 @@ class table_version {
     const std::size_t batch = out.rows();
     if (out.cols() != dim_)
       detail::fail("train::table_version: pool: out has ", out.cols(), " columns but the table's dim is ", dim_);
-    if (offsets.size() != batch && offsets.size() != batch + 1)
-      detail::fail("train::table_version: pool: offsets has ", offsets.size(), " entries for ", batch,
-                   " bags (needs ", batch, " or ", batch + 1, ")");
+    cpu::impl::check_offsets("train::table_version: pool", offsets, ids.size(), batch);
     if (!weights.empty() && weights.size() != ids.size())
       detail::fail("train::table_version: pool: ", weights.size(), " weights for ", ids.size(), " ids");
     const auto end_of = [&](std::size_t b) {
       return b + 1 < offsets.size() ? offsets[b + 1] : static_cast<id_type>(ids.size());
     };
-    if (batch > 0 && offsets[0] != 0) detail::fail("train::table_version: pool: offsets[0] is ", offsets[0], ", not 0");
-    for (std::size_t b = 0; b < batch; ++b)
-      if (end_of(b) < offsets[b] || end_of(b) > static_cast<id_type>(ids.size()))
-        detail::fail("train::table_version: pool: bag ", b, " spans [", offsets[b], ", ", end_of(b),
-                     ") outside the ", ids.size(), " ids or backwards");
     check_ids("pool", ids);
     for (std::size_t b = 0; b < batch; ++b) {
       const std::span<float> acc = out.row(b);

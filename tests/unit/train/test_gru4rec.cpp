@@ -121,9 +121,9 @@ TEST_CASE("session_parallel_batches: shuffling permutes sessions deterministical
   CHECK(seen == all_transitions(offsets, items));
   CHECK_THROWS_WITH_AS(train::session_parallel_batches(offsets, items, 0), doctest::Contains("batch_size must be at least 1"),
                        recpipe::error);
-  const std::vector<id_type> bad{0, 3, 2};
-  CHECK_THROWS_WITH_AS(train::session_parallel_batches(bad, std::vector<id_type>{1, 2}, 2),
-                       doctest::Contains("must not decrease"), recpipe::error);
+  const std::vector<id_type> bad{0, 2, 1, 3};
+  CHECK_THROWS_WITH_AS(train::session_parallel_batches(bad, std::vector<id_type>{1, 2, 3}, 2),
+                       doctest::Contains("offsets must not decrease (offsets[2] = 1 < offsets[1] = 2)"), recpipe::error);
   CHECK_THROWS_AS(train::session_parallel_batches(std::vector<id_type>{0, 5}, std::vector<id_type>{1, 2}, 2),
                   recpipe::error);
   // no sessions with a transition: no batch at all

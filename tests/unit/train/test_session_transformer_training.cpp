@@ -225,7 +225,7 @@ TEST_CASE("session_transformer_model: empty batches and bad input") {
                          recpipe::error);
     CHECK_THROWS_WITH_AS(model.forward(std::vector<id_type>{0, 2, 1, 3}, items), doctest::Contains("must not decrease"),
                          recpipe::error);
-    CHECK_THROWS_WITH_AS(model.forward(std::vector<id_type>{}, items), doctest::Contains("batch + 1 entries"), recpipe::error);
+    CHECK_THROWS_WITH_AS(model.forward(std::vector<id_type>{}, items), doctest::Contains("rows + 1 entries"), recpipe::error);
     CHECK_THROWS_WITH_AS(model.forward(std::vector<id_type>{0, 3}, std::vector<id_type>{1, 23, 2}),
                          doctest::Contains("items[1] = 23 is outside [0, 23)"), recpipe::error);
     CHECK_THROWS_WITH_AS(model.forward(std::vector<id_type>{0, 3}, std::vector<id_type>{1, -4, 2}),
@@ -235,7 +235,7 @@ TEST_CASE("session_transformer_model: empty batches and bad input") {
     CHECK_THROWS_WITH_AS(model.next_item_loss(std::vector<id_type>{0, 3}, items, std::vector<id_type>{2}),
                          doctest::Contains("targets has 1 entries"), recpipe::error);
     CHECK_THROWS_WITH_AS(train::session_transformer_model::next_item_targets(std::vector<id_type>{0, 5}, items),
-                         doctest::Contains("end at items.size() = 3"), recpipe::error);
+                         doctest::Contains("offsets[1] = 5 must equal items.size() = 3"), recpipe::error);
   }
   SUBCASE("backward needs a forward and the hidden shape") {
     matrix<float> d(3, 8);

@@ -212,9 +212,9 @@ TEST_CASE("table_version: lookup and pool match cpu::embedding_lookup and cpu::e
   CHECK(message_of([&] { v->lookup(std::vector<id_type>{0, 300}, out.view()); }) ==
         "recpipe: train::table_version: lookup: ids[1] = 300 is outside [0, 300)");
   CHECK(message_of([&] { v->pool(ids, std::vector<id_type>{1, 2}, {}, cpu::pooling::sum, out.view()); }) ==
-        "recpipe: train::table_version: pool: offsets[0] is 1, not 0");
+        "recpipe: train::table_version: pool: offsets[0] must be 0 (got 1)");
   CHECK(message_of([&] { v->pool(ids, std::vector<id_type>{0, 7}, {}, cpu::pooling::sum, out.view()); }) ==
-        "recpipe: train::table_version: pool: bag 0 spans [0, 7) outside the 6 ids or backwards");
+        "recpipe: train::table_version: pool: offsets[1] = 7 is outside [0, 6]");
   matrix<float> narrow(2, 3);
   CHECK(message_of([&] { v->pool(ids, offsets, {}, cpu::pooling::sum, narrow.view()); }) ==
         "recpipe: train::table_version: pool: out has 3 columns but the table's dim is 8");
