@@ -43,18 +43,21 @@ inline void append_indented(std::string& out, std::string_view text, std::size_t
   }
 }
 
-//! One stage's line: "name  reads: ...  adds: ...", then its parameters (a stage may provide
-//! `std::string describe_parameters() const`, e.g. transform's ops), indented.
+//! One stage's line: indent, prefix, "name  reads: ...  adds: ...", then its parameters (a stage
+//! may provide `std::string describe_parameters() const`, e.g. transform's ops), indented under
+//! its name by 2 more.
 template <class Stage>
-void describe_stage_into(std::string& out, const Stage& s, std::size_t indent) {
+void describe_stage_into(std::string& out, const Stage& s, std::size_t indent, std::string_view prefix = {}) {
   out.append(indent, ' ');
+  out += prefix;
   out += Stage::name;
   out += "  reads: ";
   append_column_names(out, typename Stage::reads{});
   out += "  adds: ";
   append_column_names(out, typename Stage::writes{});
   out += '\n';
-  if constexpr (requires { s.describe_parameters(); }) append_indented(out, s.describe_parameters(), indent + 4);
+  if constexpr (requires { s.describe_parameters(); })
+    append_indented(out, s.describe_parameters(), indent + prefix.size() + 2);
 }
 
 //! A pipeline's description (see pipeline::describe).
@@ -71,9 +74,7 @@ std::string describe_pipeline(const std::tuple<Stages...>& stages) {
       [&](const auto&... s) {
         (
             [&] {
-              std::string line = std::to_string(++index) + ". ";
-              describe_stage_into(line, s, 0);
-              append_indented(out, line, 2);
+              describe_stage_into(out, s, 2, std::to_string(++index) + ". ");
             }(),
             ...);
       },

@@ -4,6 +4,7 @@
 // per-value rule of math/features.hpp, the same function the trainer's feature code calls.
 #pragma once
 
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -87,6 +88,13 @@ struct unary : op_base {
   using reads = columns<In>;
   using writes = columns<Out>;
 };
+
+// The shortest text that reads back as x ("20", "0.5"), for describe().
+inline std::string number(double x) {
+  char text[32];
+  const auto end = std::to_chars(text, text + sizeof text, x).ptr;
+  return std::string(text, end);
+}
 
 inline std::string arrow(std::string_view in, std::string_view out) {
   std::string s(in);
@@ -184,8 +192,8 @@ struct normalize_op : impl::unary<In, Out> {
   }
   const math::normalization& normalization() const noexcept { return n_; }
   std::string describe() const {
-    return "normalize(" + impl::arrow(In::name, Out::name) + ", mean " + std::to_string(n_.mean()) + ", std " +
-           std::to_string(n_.stddev()) + ")";
+    return "normalize(" + impl::arrow(In::name, Out::name) + ", mean " + impl::number(n_.mean()) + ", std " +
+           impl::number(n_.stddev()) + ")";
   }
 
  private:
@@ -372,7 +380,7 @@ struct store_encode_op : impl::unary<Key, Out> {
   void pin_versions(detail::run_pins& pins) const { store_.pin(pins); }
   std::string describe() const {
     if constexpr (Target)
-      return "target_encode(" + impl::arrow(Key::name, Out::name) + ", smoothing " + std::to_string(smoothing_) + ")";
+      return "target_encode(" + impl::arrow(Key::name, Out::name) + ", smoothing " + impl::number(smoothing_) + ")";
     else
       return "count_encode(" + impl::arrow(Key::name, Out::name) + ", log1p(events))";
   }

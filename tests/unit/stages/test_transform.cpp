@@ -348,10 +348,20 @@ TEST_CASE("training/serving parity: a trainer featurizing with the math rules ma
 TEST_CASE("transform: describe lists the ops") {
   math::count_table store;
   const auto t = transform(ops::hash_bucket<col::user_id, user_bucket>(100), ops::log1p<price, log_price>(),
+                           ops::normalize<log_price, price_z>(1.5, 0.25), ops::bucketize<price, price_bucket>({0.0, 10.0}),
+                           ops::categorify<col::candidates, item_index>(math::vocabulary({4, 5})),
+                           ops::cross<col::user_id, col::candidates, user_x_item>(64),
+                           ops::count_encode<col::candidates, item_count>(store),
                            ops::target_encode<col::user_id, user_rate>(store, 20.0));
   CHECK(describe(t) ==
-        "transform  reads: user_id, price  adds: user_bucket, log_price, user_rate\n"
-        "    hash_bucket(user_id -> user_bucket, 100 buckets)\n"
-        "    log1p(price -> log_price, negatives -> 0)\n"
-        "    target_encode(user_id -> user_rate, smoothing 20.000000)\n");
+        "transform  reads: user_id, price, candidates  adds: user_bucket, log_price, price_z, price_bucket, item_index, "
+        "user_x_item, item_count, user_rate\n"
+        "  hash_bucket(user_id -> user_bucket, 100 buckets)\n"
+        "  log1p(price -> log_price, negatives -> 0)\n"
+        "  normalize(log_price -> price_z, mean 1.5, std 0.25)\n"
+        "  bucketize(price -> price_bucket, 2 boundaries, NaN -> 3)\n"
+        "  categorify(candidates -> item_index, 2 values, unknown -> 0)\n"
+        "  cross(user_id x candidates -> user_x_item, 64 buckets)\n"
+        "  count_encode(candidates -> item_count, log1p(events))\n"
+        "  target_encode(user_id -> user_rate, smoothing 20)\n");
 }
