@@ -19,6 +19,7 @@
 #include <recpipe/config.hpp>
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/types.hpp>
+#include <recpipe/math/random.hpp>
 
 #include <recpipe/detail/prologue.hpp>
 
@@ -44,7 +45,7 @@ class vocabulary {
     index_.reserve(values_.size());
     for (std::size_t i = 0; i < values_.size(); ++i)
       if (!index_.emplace(values_[i], static_cast<id_type>(i + 1)).second)
-        detail::fail("math::vocabulary: value ", values_[i], " appears twice (at ", index_.at(values_[i]) - 1, " and ", i, ")");
+        recpipe::detail::fail("math::vocabulary: value ", values_[i], " appears twice (at ", index_.at(values_[i]) - 1, " and ", i, ")");
   }
 
   //! @brief The vocabulary a trainer fits on its data: values seen at least `min_count` times,
@@ -84,26 +85,16 @@ class vocabulary {
   std::unordered_map<std::int64_t, id_type> index_;
 };
 
-//! @brief A 64-bit mixing function (splitmix64's finalizer): the same on every platform and in
-//! every version, unlike std::hash, so a model trained on hashed ids serves the same buckets.
-//! @code
-//! std::uint64_t h = recpipe::math::mix64(42);
-//! @endcode
-RECPIPE_HOST_DEVICE constexpr std::uint64_t mix64(std::uint64_t x) noexcept {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-//! @brief Categorify by hashing: `value` -> a bucket in [0, buckets). Every value, seen or not,
-//! lands in a bucket (there is no out-of-vocabulary index); different values may share one.
+//! @brief Categorify by hashing: `value` -> a bucket in [0, buckets) through math::mix64
+//! (splitmix64, math/random.hpp: the same on every platform and in every version, unlike
+//! std::hash, so a model trained on hashed ids serves the same buckets). Every value, seen or
+//! not, lands in a bucket (there is no out-of-vocabulary index); different values may share one.
 //! @throws recpipe::error when buckets is 0.
 //! @code
 //! recpipe::id_type b = recpipe::math::hash_bucket(user_id, 100'000);
 //! @endcode
 inline id_type hash_bucket(std::int64_t value, std::uint64_t buckets) {
-  if (buckets == 0) detail::fail("math::hash_bucket: buckets must be at least 1 (got 0)");
+  if (buckets == 0) recpipe::detail::fail("math::hash_bucket: buckets must be at least 1 (got 0)");
   return static_cast<id_type>(mix64(static_cast<std::uint64_t>(value)) % buckets);
 }
 
@@ -113,7 +104,7 @@ inline id_type hash_bucket(std::int64_t value, std::uint64_t buckets) {
 //! recpipe::id_type b = recpipe::math::hash_cross(user_id, item_id, 1'000'000);
 //! @endcode
 inline id_type hash_cross(std::int64_t a, std::int64_t b, std::uint64_t buckets) {
-  if (buckets == 0) detail::fail("math::hash_cross: buckets must be at least 1 (got 0)");
+  if (buckets == 0) recpipe::detail::fail("math::hash_cross: buckets must be at least 1 (got 0)");
   const std::uint64_t h = mix64(static_cast<std::uint64_t>(a));
   return static_cast<id_type>(mix64(h ^ (mix64(static_cast<std::uint64_t>(b)) + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2))) %
                               buckets);
@@ -130,9 +121,9 @@ inline id_type hash_cross(std::int64_t a, std::int64_t b, std::uint64_t buckets)
 class normalization {
  public:
   normalization(double mean, double stddev) : mean_(mean), std_(stddev) {
-    if (!std::isfinite(mean)) detail::fail("math::normalization: mean must be finite (got ", mean, ")");
+    if (!std::isfinite(mean)) recpipe::detail::fail("math::normalization: mean must be finite (got ", mean, ")");
     if (!(stddev > 0.0) || !std::isfinite(stddev))
-      detail::fail("math::normalization: std must be finite and > 0 (got ", stddev, ")");
+      recpipe::detail::fail("math::normalization: std must be finite and > 0 (got ", stddev, ")");
   }
   //! @brief Mean and (population) standard deviation of the finite values of `values`; a
   //! constant column gets std 1 (its values all normalize to 0).
@@ -149,7 +140,7 @@ class normalization {
         sum += static_cast<double>(v);
         ++n;
       }
-    if (n == 0) detail::fail("math::normalization::fit: no finite value among ", values.size());
+    if (n == 0) recpipe::detail::fail("math::normalization::fit: no finite value among ", values.size());
     const double mean = sum / static_cast<double>(n);
     double sq = 0.0;
     for (const T v : values)
@@ -184,12 +175,12 @@ class normalization {
 class bucket_boundaries {
  public:
   explicit bucket_boundaries(std::vector<double> boundaries) : boundaries_(std::move(boundaries)) {
-    if (boundaries_.empty()) detail::fail("math::bucket_boundaries: no boundaries (give at least one)");
+    if (boundaries_.empty()) recpipe::detail::fail("math::bucket_boundaries: no boundaries (give at least one)");
     for (std::size_t i = 0; i < boundaries_.size(); ++i) {
       if (!std::isfinite(boundaries_[i]))
-        detail::fail("math::bucket_boundaries: boundaries[", i, "] = ", boundaries_[i], " is not finite");
+        recpipe::detail::fail("math::bucket_boundaries: boundaries[", i, "] = ", boundaries_[i], " is not finite");
       if (i > 0 && !(boundaries_[i - 1] < boundaries_[i]))
-        detail::fail("math::bucket_boundaries: boundaries must increase strictly, but boundaries[", i, "] = ",
+        recpipe::detail::fail("math::bucket_boundaries: boundaries must increase strictly, but boundaries[", i, "] = ",
                      boundaries_[i], " follows boundaries[", i - 1, "] = ", boundaries_[i - 1]);
     }
   }
@@ -246,7 +237,7 @@ inline float target_encoding(const event_counts& c, double prior, double m) noex
 //! recpipe::math::check_smoothing(20.0, "my_featurizer");
 //! @endcode
 inline void check_smoothing(double m, std::string_view who) {
-  if (!(m >= 0.0) || !std::isfinite(m)) detail::fail(who, ": smoothing must be finite and >= 0 (got ", m, ")");
+  if (!(m >= 0.0) || !std::isfinite(m)) recpipe::detail::fail(who, ": smoothing must be finite and >= 0 (got ", m, ")");
 }
 
 //! @brief Online counts of labelled events per key (a store the count and target-encoding
@@ -264,7 +255,7 @@ class count_table {
   //! Adds one event of `key` with `label` in [0, 1]. @throws recpipe::error otherwise (unchanged).
   void observe(std::int64_t key, float label) {
     if (!std::isfinite(label) || label < 0.0f || label > 1.0f)
-      detail::fail("math::count_table::observe: label must be finite and in [0, 1] (got ", label, ")");
+      recpipe::detail::fail("math::count_table::observe: label must be finite and in [0, 1] (got ", label, ")");
     event_counts& c = counts_[key];
     ++c.events;
     c.likes += label;
@@ -275,7 +266,7 @@ class count_table {
   //! @throws recpipe::error when likes is not finite or not in [0, events].
   void set(std::int64_t key, event_counts counts) {
     if (!std::isfinite(counts.likes) || counts.likes < 0.0 || counts.likes > static_cast<double>(counts.events))
-      detail::fail("math::count_table::set: key ", key, ": likes must be finite and in [0, events = ", counts.events,
+      recpipe::detail::fail("math::count_table::set: key ", key, ": likes must be finite and in [0, events = ", counts.events,
                    "] (got ", counts.likes, ")");
     event_counts& c = counts_[key];
     total_.events = total_.events - c.events + counts.events;
