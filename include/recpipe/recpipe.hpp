@@ -10,6 +10,7 @@
 #include <recpipe/core/batch.hpp>
 #include <recpipe/core/column.hpp>
 #include <recpipe/core/columns.hpp>
+#include <recpipe/core/describe.hpp>
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/core/metrics.hpp>
@@ -53,3 +54,4 @@
 #include <recpipe/stages/retrieve.hpp>
 #include <recpipe/stages/score.hpp>
 #include <recpipe/stages/session_encoder.hpp>
+#include <recpipe/stages/transform.hpp>

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
@@ -14,6 +15,7 @@
 
 #include <recpipe/core/backend.hpp>
 #include <recpipe/core/batch.hpp>
+#include <recpipe/core/describe.hpp>
 #include <recpipe/core/metrics.hpp>
 #include <recpipe/core/versions.hpp>
 #include <recpipe/detail/meta.hpp>
@@ -328,6 +330,28 @@ class pipeline : public stage<pipeline<Stages...>> {
   std::tuple<Stages...> stages() && { return std::move(stages_); }
 
   static constexpr std::array<std::string_view, stage_count> stage_names{Stages::name...};
+
+  //! @brief The pipeline as text: the columns the requests must hold and the columns it adds,
+  //! then one line per stage with the columns it reads and adds (and its parameters where the
+  //! stage describes them, e.g. transform's ops). core/describe.hpp; `recpipe::describe(stage)`
+  //! describes one stage.
+  //! @code
+  //! auto p = recpipe::lookup(users) >> recpipe::retrieve<recpipe::col::user_embedding>(index, 100)
+  //!        >> recpipe::top_k<recpipe::col::retrieval_score>(10);
+  //! std::cout << p;   // same text as p.describe():
+  //! // pipeline of 3 stages (reads: user_id; adds: user_embedding, candidates, retrieval_score)
+  //! //   1. lookup(user_embedding)  reads: user_id  adds: user_embedding
+  //! //   2. retrieve(user_embedding)  reads: user_embedding  adds: candidates, retrieval_score
+  //! //   3. top_k(retrieval_score)  reads: candidates, retrieval_score  adds: -
+  //! @endcode
+  std::string describe() const { return detail::describe_pipeline<reads, writes>(stages_); }
+  //! Writes describe() to a stream (a template, so this header needs no <ostream>).
+  template <class Stream>
+    requires requires(Stream& os, const std::string& text) { os << text; }
+  friend Stream& operator<<(Stream& os, const pipeline& p) {
+    os << p.describe();
+    return os;
+  }
 
  private:
   using clock = std::chrono::steady_clock;

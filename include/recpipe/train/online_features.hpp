@@ -15,6 +15,7 @@
 #include <recpipe/config.hpp>
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/types.hpp>
+#include <recpipe/math/features.hpp>
 
 #include <recpipe/detail/prologue.hpp>
 
@@ -56,90 +57,72 @@ class online_features {
  public:
   static constexpr std::size_t dense_dim = 6;
 
-  struct counter {
-    std::uint64_t events = 0;
-    double likes = 0.0;
-  };
-  struct item_state {
-    counter count;
-    std::int64_t first_seen = 0;
-  };
+  //! Events and likes of one user or item (math::event_counts).
+  using counter = math::event_counts;
 
   online_features() = default;
   explicit online_features(online_features_config config) : config_(config) {
-    if (!(config_.smoothing >= 0.0) || !std::isfinite(config_.smoothing))
-      detail::fail("online_features: smoothing must be finite and >= 0 (got ", config_.smoothing, ")");
+    math::check_smoothing(config_.smoothing, "online_features");
   }
 
-  //! Writes the dense features of (user, item) at time `t` into out[0, dense_dim).
+  //! Writes the dense features of (user, item) at time `t` into out[0, dense_dim). The counts and
+  //! rates are math::log_count and math::target_encoding, the functions the serving `transform`
+  //! stage's ops::count_encode / ops::target_encode call on user_counts() / item_counts().
   void dense(id_type user, id_type item, std::int64_t t, std::span<float> out) const {
     if (out.size() < dense_dim)
       detail::fail("online_features::dense: out has ", out.size(), " floats but needs ", dense_dim);
-    const counter u = user_counter(user);
-    const item_state* i = find_item(item);
-    const counter ic = i ? i->count : counter{};
-    out[0] = static_cast<float>(std::log1p(static_cast<double>(u.events)));
-    out[1] = static_cast<float>(std::log1p(static_cast<double>(ic.events)));
-    out[2] = static_cast<float>(smoothed_rate(u));
-    out[3] = static_cast<float>(smoothed_rate(ic));
-    out[4] = i ? static_cast<float>(std::log1p(age_days(*i, t))) : 0.0f;
-    out[5] = i ? 0.0f : 1.0f;
+    const counter u = users_.counts(user);
+    const counter ic = items_.counts(item);
+    const auto first = first_seen_.find(item);
+    const bool seen = first != first_seen_.end();
+    out[0] = math::log_count(u.events);
+    out[1] = math::log_count(ic.events);
+    out[2] = math::target_encoding(u, prior(), config_.smoothing);
+    out[3] = math::target_encoding(ic, prior(), config_.smoothing);
+    out[4] = seen ? static_cast<float>(std::log1p(age_days(first->second, t))) : 0.0f;
+    out[5] = seen ? 0.0f : 1.0f;
   }
 
   //! Adds an event (after it was predicted). `label` in [0, 1], e.g. like = rating >= 4.
   void observe(id_type user, id_type item, float label, std::int64_t t) {
     if (!std::isfinite(label) || label < 0.0f || label > 1.0f)
       detail::fail("online_features::observe: label must be finite and in [0, 1] (got ", label, ")");
-    counter& u = users_[user];
-    ++u.events;
-    u.likes += label;
-    auto [it, inserted] = items_.try_emplace(item);
-    if (inserted) it->second.first_seen = t;
-    ++it->second.count.events;
-    it->second.count.likes += label;
-    ++global_.events;
-    global_.likes += label;
+    users_.observe(user, label);
+    items_.observe(item, label);
+    first_seen_.try_emplace(item, t);
   }
 
   //! Events of `user` observed so far.
-  std::uint64_t user_events(id_type user) const { return user_counter(user).events; }
+  std::uint64_t user_events(id_type user) const { return users_.counts(user).events; }
   //! Events of `item` observed so far.
-  std::uint64_t item_events(id_type item) const {
-    const item_state* i = find_item(item);
-    return i ? i->count.events : 0;
-  }
+  std::uint64_t item_events(id_type item) const { return items_.counts(item).events; }
   //! True when `item` was first seen less than `window` seconds before `t`, or never seen.
   bool item_is_fresh(id_type item, std::int64_t t, std::int64_t window) const {
-    const item_state* i = find_item(item);
-    return !i || t - i->first_seen < window;
+    const auto first = first_seen_.find(item);
+    return first == first_seen_.end() || t - first->second < window;
   }
   //! Like rate of everything seen so far (0.5 before the first event).
-  double prior() const { return global_.events ? global_.likes / static_cast<double>(global_.events) : 0.5; }
-  std::uint64_t events() const noexcept { return global_.events; }
+  double prior() const { return users_.prior(); }
+  std::uint64_t events() const noexcept { return users_.total().events; }
   const online_features_config& config() const noexcept { return config_; }
+  //! @brief The per-user counts (a store for the transform stage's count / target encodings).
+  //! @code
+  //! auto t = recpipe::transform(recpipe::ops::target_encode<recpipe::col::user_id, user_rate>(f.user_counts(), 20.0));
+  //! @endcode
+  const math::count_table& user_counts() const noexcept { return users_; }
+  //! The per-item counts (see user_counts()); their prior() equals prior().
+  const math::count_table& item_counts() const noexcept { return items_; }
 
  private:
-  counter user_counter(id_type user) const {
-    auto it = users_.find(user);
-    return it == users_.end() ? counter{} : it->second;
-  }
-  const item_state* find_item(id_type item) const {
-    auto it = items_.find(item);
-    return it == items_.end() ? nullptr : &it->second;
-  }
-  double smoothed_rate(const counter& c) const {
-    const double m = config_.smoothing;
-    const double denominator = static_cast<double>(c.events) + m;
-    return denominator > 0.0 ? (c.likes + m * prior()) / denominator : prior();
-  }
-  static double age_days(const item_state& i, std::int64_t t) {
-    return t > i.first_seen ? static_cast<double>(t - i.first_seen) / 86400.0 : 0.0;
+  static double age_days(std::int64_t first_seen, std::int64_t t) {
+    return t > first_seen ? static_cast<double>(t - first_seen) / 86400.0 : 0.0;
   }
 
   online_features_config config_;
-  std::unordered_map<id_type, counter> users_;
-  std::unordered_map<id_type, item_state> items_;
-  counter global_;
+  // Every event updates both tables, so their totals (and priors) are the global ones.
+  math::count_table users_;
+  math::count_table items_;
+  std::unordered_map<id_type, std::int64_t> first_seen_;
 };
 
 //! @brief Multi-hot bags of item categories (e.g. MovieLens genres), as embedding-bag ids.

@@ -7,6 +7,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -156,4 +158,27 @@ TEST_CASE("a warm pipeline's allocations do not grow with the number of requests
   const long for_one = count_for(1), for_many = count_for(4096);
   CHECK(for_one == for_many);  // a fixed number per batch (one buffer per output column), none per request
   CHECK(for_one <= 4);
+}
+
+struct nothing : stage<nothing> {
+  using reads = columns<>;
+  using writes = columns<>;
+  static constexpr std::string_view name = "nothing";
+};
+
+TEST_CASE("describe: a pipeline prints its stages and the columns each reads and adds") {
+  const auto p = double_ids{} >> add_one{} >> add_one{};
+  const std::string expected =
+      "pipeline of 3 stages (reads: user_id; adds: doubled, plus_one)\n"
+      "  1. double_ids  reads: user_id  adds: doubled\n"
+      "  2. add_one  reads: doubled  adds: plus_one\n"
+      "  3. add_one  reads: doubled  adds: plus_one\n";
+  CHECK(p.describe() == expected);
+  std::ostringstream os;
+  os << p;
+  CHECK(os.str() == expected);
+  // One stage alone, and a stage that reads and adds nothing.
+  CHECK(describe(add_one{}) == "add_one  reads: doubled  adds: plus_one\n");
+  CHECK(describe(nothing{}) == "nothing  reads: -  adds: -\n");
+  CHECK(pipeline<nothing>(nothing{}).describe() == "pipeline of 1 stage (reads: -; adds: -)\n  1. nothing  reads: -  adds: -\n");
 }

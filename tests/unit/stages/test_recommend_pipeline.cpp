@@ -7,11 +7,13 @@
 #include <recpipe/stages/order.hpp>
 #include <recpipe/stages/retrieve.hpp>
 #include <recpipe/stages/score.hpp>
+#include <recpipe/stages/transform.hpp>
 
 #include "common/catalog.hpp"
 
 #include <algorithm>
 #include <numeric>
+#include <string>
 #include <vector>
 
 using namespace recpipe;
@@ -85,4 +87,48 @@ TEST_CASE("an empty batch and fully filtered candidates flow through") {
   const auto out = recommend.run(make_batch<col::user_id>(std::vector<id_type>{0, 1}));
   CHECK(out.get<col::candidates>().row(0).empty());
   CHECK(out.get<col::candidates>().row(1).size() == 3);  // k above the catalog: everything, then 3 sampled
+}
+
+namespace {
+RECPIPE_COLUMN(user_bucket, per_request, id_type);
+// A query model for encode (describe needs only its reads).
+struct history_encoder {
+  using reads = columns<col::history>;
+  std::size_t output_dim() const { return 8; }
+  template <class Batch>
+  void encode(const Batch&, matrix_view<float>) const {}
+};
+}  // namespace
+
+TEST_CASE("describe names every stage kind with the columns it reads and adds") {
+  testing::small_catalog catalog(20, 3);
+  const auto recommend = lookup(catalog.users) >> lookup(catalog.histories) >>
+                         retrieve<col::user_embedding>(catalog.index, 50) >> filter_seen() >>
+                         filter([](id_type item) { return item != 3; }) >>
+                         transform(ops::hash_bucket<col::user_id, user_bucket>(16)) >> lookup(catalog.items) >>
+                         score(dot_product_scorer<>{}) >> top_k(10);
+  CHECK(recommend.describe() ==
+        "pipeline of 9 stages (reads: user_id; adds: user_embedding, history, candidates, retrieval_score, user_bucket, "
+        "item_embedding, score)\n"
+        "  1. lookup(user_embedding)  reads: user_id  adds: user_embedding\n"
+        "  2. lookup(history)  reads: user_id  adds: history\n"
+        "  3. retrieve(user_embedding)  reads: user_embedding  adds: candidates, retrieval_score\n"
+        "  4. filter_seen  reads: candidates, history  adds: -\n"
+        "  5. filter  reads: candidates  adds: -\n"
+        "  6. transform  reads: user_id  adds: user_bucket\n"
+        "       hash_bucket(user_id -> user_bucket, 16 buckets)\n"
+        "  7. lookup(item_embedding)  reads: candidates  adds: item_embedding\n"
+        "  8. score(score)  reads: candidates, user_embedding, item_embedding  adds: score\n"
+        "  9. top_k(score)  reads: candidates, score  adds: -\n");
+  const auto sampled = lookup(catalog.histories) >> encode(history_encoder{}) >> retrieve(catalog.index, 5) >>
+                       softmax_sample<col::retrieval_score>(3, 1.0f);
+  CHECK(sampled.describe() ==
+        "pipeline of 4 stages (reads: user_id; adds: history, query_vector, candidates, retrieval_score)\n"
+        "  1. lookup(history)  reads: user_id  adds: history\n"
+        "  2. encode(query_vector)  reads: history  adds: query_vector\n"
+        "  3. retrieve(query_vector)  reads: query_vector  adds: candidates, retrieval_score\n"
+        "  4. softmax_sample(retrieval_score)  reads: candidates, retrieval_score  adds: -\n");
+  // The pipeline runs as described.
+  const auto out = recommend.run(make_batch<col::user_id>(std::vector<id_type>{0, 1}));
+  CHECK(out.get<user_bucket>().size() == 2);
 }
