@@ -135,7 +135,8 @@ std::vector<id_type> wild_ids(std::size_t n, std::mt19937_64& rng) {
 }
 
 const rc::top_k_algorithm algorithms[] = {rc::top_k_algorithm::automatic, rc::top_k_algorithm::device_radix_sort,
-                                          rc::top_k_algorithm::segmented_radix_sort};
+                                          rc::top_k_algorithm::segmented_radix_sort,
+                                          rc::top_k_algorithm::radix_select};
 }  // namespace
 
 TEST_CASE("top_k over ragged segments matches cpu::top_k slot by slot") {
@@ -165,6 +166,30 @@ TEST_CASE("top_k on large segments (device-wide and segmented sorts) matches cpu
   // all-equal keys: the whole order comes from the ids
   std::fill(scores.begin(), scores.end(), 1.5f);
   run_segmented(backend, scores, wild_ids(scores.size(), rng), offsets, 1000, rc::top_k_algorithm::automatic);
+  run_segmented(backend, scores, wild_ids(scores.size(), rng), offsets, 1000, rc::top_k_algorithm::radix_select);
+  run_segmented(backend, scores, {}, offsets, 1000, rc::top_k_algorithm::radix_select);
+}
+
+TEST_CASE("radix_select on distinct floats: every digit pass decides, ties at the k-th key resolve by id") {
+  rc::cuda_backend backend;
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<float> value(-1e6f, 1e6f);
+  std::vector<float> scores(1000000);
+  for (auto& s : scores) s = value(rng);
+  // Long rows, a short one, k from 1 to beyond a segment's length.
+  const std::vector<std::int64_t> offsets = {0, 600000, 600010, 1000000};
+  for (std::size_t k : {std::size_t{1}, std::size_t{100}, std::size_t{2048}, std::size_t{400001}}) {
+    CAPTURE(k);
+    run_segmented(backend, scores, {}, offsets, k, rc::top_k_algorithm::radix_select);
+    run_segmented(backend, scores, wild_ids(scores.size(), rng), offsets, k, rc::top_k_algorithm::radix_select);
+  }
+  // The k-th key is tied with entries on both sides of the cut: equal scores scattered through
+  // the row; the winners among them are the smallest ids.
+  for (std::size_t i = 0; i < scores.size(); i += 997) scores[i] = 5e5f;
+  for (std::size_t k : {std::size_t{200}, std::size_t{260}, std::size_t{500}}) {
+    run_segmented(backend, scores, {}, {0, 1000000}, k, rc::top_k_algorithm::radix_select);
+    run_segmented(backend, scores, wild_ids(scores.size(), rng), {0, 1000000}, k, rc::top_k_algorithm::radix_select);
+  }
 }
 
 TEST_CASE("top_k gives hostile offsets their documented meaning") {
@@ -176,6 +201,8 @@ TEST_CASE("top_k gives hostile offsets their documented meaning") {
   for (auto algorithm : algorithms) run_segmented(backend, scores, {}, offsets, 8, algorithm);
   // offsets not starting at 0 leave a gap that belongs to no segment
   run_segmented(backend, scores, wild_ids(300, rng), {100, 150, 150, 290}, 7, rc::top_k_algorithm::device_radix_sort);
+  run_segmented(backend, scores, wild_ids(300, rng), {100, 150, 150, 290}, 7, rc::top_k_algorithm::radix_select);
+  run_segmented(backend, scores, {}, {100, 150, 150, 290}, 7, rc::top_k_algorithm::radix_select);
   // no scores at all: every slot is padding
   run_segmented(backend, {}, {}, {0, 0, 0}, 3, rc::top_k_algorithm::automatic);
 }
