@@ -429,3 +429,78 @@ TEST_CASE("device_buffer round trip and move") {
   CHECK(a.data() == nullptr);
   CHECK(rc::to_host(backend, b.const_span()) == host);
 }
+
+TEST_CASE("embedding_bags: fp32, fp16 and int8 row-wise tables in one launch match cpu::embedding_bags") {
+  rc::cuda_backend backend;
+  std::mt19937_64 rng(9);
+  const std::size_t batch = 97;
+  // 35 tables: more than one launch's 32; dims cover one lane, partial tiles and the tile loop (300).
+  const std::size_t dims[] = {24, 64, 300, 1, 7, 33};
+  const recpipe::cpu::storage formats[] = {recpipe::cpu::storage::fp32, recpipe::cpu::storage::fp16,
+                                           recpipe::cpu::storage::int8_rowwise};
+  std::vector<recpipe::cpu::embedding_table> cpu_tables;
+  std::vector<rc::device_buffer<std::byte>> device_bytes;
+  std::vector<rc::device_table> tables;
+  std::vector<std::vector<id_type>> ids;
+  std::vector<std::vector<std::int64_t>> offsets;
+  std::vector<std::vector<float>> weights;
+  std::size_t total = 0;
+  for (std::size_t t = 0; t < 35; ++t) {
+    const std::size_t dim = dims[t % 6], rows = 50 + t;
+    const auto values = random_floats(rows * dim, rng);
+    cpu_tables.push_back(recpipe::cpu::embedding_table::from_fp32(
+        recpipe::matrix_view<const float>(values.data(), rows, dim), formats[t % 3]));
+    const auto view = cpu_tables.back().view();
+    device_bytes.push_back(rc::to_device(backend, std::span<const std::byte>(view.data(), rows * view.row_bytes())));
+    const void* d = device_bytes.back().data();
+    tables.push_back(formats[t % 3] == recpipe::cpu::storage::fp32
+                         ? rc::device_table::fp32({static_cast<const float*>(d), rows, dim})
+                     : formats[t % 3] == recpipe::cpu::storage::fp16
+                         ? rc::device_table::fp16(static_cast<const std::uint16_t*>(d), rows, dim)
+                         : rc::device_table::int8_rowwise(static_cast<const std::uint8_t*>(d), rows, dim));
+    offsets.push_back(ragged_offsets(batch, 9, rng));
+    std::uniform_int_distribution<id_type> id(0, static_cast<id_type>(rows) - 1);
+    ids.emplace_back(static_cast<std::size_t>(offsets.back().back()));
+    for (auto& i : ids.back()) i = id(rng);
+    weights.push_back(t % 2 ? random_floats(ids.back().size(), rng) : std::vector<float>{});
+    total += dim;
+  }
+  std::vector<rc::device_buffer<id_type>> d_ids;
+  std::vector<rc::device_buffer<std::int64_t>> d_offsets;
+  std::vector<rc::device_buffer<float>> d_weights;
+  std::vector<rc::device_bags> inputs;
+  std::vector<recpipe::cpu::embedding_table_view> cpu_views;
+  std::vector<recpipe::cpu::bag_input> cpu_inputs;
+  for (std::size_t t = 0; t < 35; ++t) {
+    d_ids.push_back(rc::to_device(backend, cspan(ids[t])));
+    d_offsets.push_back(rc::to_device(backend, cspan(offsets[t])));
+    d_weights.push_back(rc::to_device(backend, cspan(weights[t])));
+    inputs.push_back({d_ids[t].const_span(), d_offsets[t].const_span(), d_weights[t].const_span()});
+    cpu_views.push_back(cpu_tables[t].view());
+    cpu_inputs.push_back({cspan(ids[t]), cspan(offsets[t]), cspan(weights[t])});
+  }
+  for (auto mode : {rc::pooling::sum, rc::pooling::mean}) {
+    std::vector<float> want(batch * total);
+    recpipe::cpu::embedding_bags(cpu_views, cpu_inputs,
+                                 mode == rc::pooling::mean ? recpipe::cpu::pooling::mean : recpipe::cpu::pooling::sum,
+                                 recpipe::matrix_view<float>(want.data(), batch, total));
+    rc::device_buffer<float> d_out(backend, batch * (total + 3));
+    RECPIPE_CUDA_TRY(rc::embedding_bags(backend, tables, inputs, mode,
+                                        recpipe::matrix_view<float>(d_out.data(), batch, total, total + 3)));
+    const auto strided = rc::to_host(backend, d_out.const_span());
+    std::vector<float> got(batch * total);
+    for (std::size_t b = 0; b < batch; ++b)
+      std::copy_n(strided.begin() + static_cast<std::ptrdiff_t>(b * (total + 3)), total,
+                  got.begin() + static_cast<std::ptrdiff_t>(b * total));
+    check_close(want, got, 1e-5f);
+  }
+  // Shape errors name the input.
+  inputs[3].offsets = inputs[3].offsets.subspan(0, 5);
+  rc::device_buffer<float> d_out(backend, batch * total);
+  CHECK_THROWS_WITH_AS(rc::embedding_bags(backend, tables, inputs, rc::pooling::sum,
+                                          recpipe::matrix_view<float>(d_out.data(), batch, total)),
+                       doctest::Contains("inputs[3].offsets has 5 entries for 97 bags"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::embedding_bags(backend, std::span<const rc::device_table>(tables).subspan(1), inputs,
+                                          rc::pooling::sum, recpipe::matrix_view<float>(d_out.data(), batch, total)),
+                       doctest::Contains("34 tables but 35 inputs"), recpipe::error);
+}
