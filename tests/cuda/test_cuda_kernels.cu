@@ -17,6 +17,9 @@
 
 #include <recpipe/cpu/embedding.hpp>
 #include <recpipe/cpu/topk.hpp>
+#include <recpipe/cuda/sampling.cuh>
+#include <recpipe/math/random.hpp>
+#include <recpipe/math/topk.hpp>
 #include <recpipe/math/vector.hpp>
 
 namespace rc = recpipe::cuda;
@@ -503,4 +506,63 @@ TEST_CASE("embedding_bags: fp32, fp16 and int8 row-wise tables in one launch mat
   CHECK_THROWS_WITH_AS(rc::embedding_bags(backend, std::span<const rc::device_table>(tables).subspan(1), inputs,
                                           rc::pooling::sum, recpipe::matrix_view<float>(d_out.data(), batch, total)),
                        doctest::Contains("34 tables but 35 inputs"), recpipe::error);
+}
+
+TEST_CASE("softmax_sample draws what the CPU rule (math::sampling_key, ties by id) draws, per segment") {
+  rc::cuda_backend backend;
+  std::mt19937_64 rng(10);
+  const auto offsets = ragged_offsets(40, 300, rng);
+  const std::size_t n = static_cast<std::size_t>(offsets.back()), segments = offsets.size() - 1;
+  const auto scores = tricky_scores(n, rng);
+  std::vector<std::uint64_t> request_keys(segments);
+  for (auto& key : request_keys) key = rng();
+  auto d_scores = rc::to_device(backend, cspan(scores));
+  auto d_offsets = rc::to_device(backend, cspan(offsets));
+  auto d_keys = rc::to_device(backend, cspan(request_keys));
+  for (bool explicit_ids : {false, true})
+    for (bool keyed : {false, true})
+      for (float temperature : {0.0f, 0.3f, 2.0f})
+        for (std::size_t k : {std::size_t{1}, std::size_t{17}, std::size_t{400}}) {
+          CAPTURE(explicit_ids);
+          CAPTURE(keyed);
+          CAPTURE(temperature);
+          CAPTURE(k);
+          const auto ids = explicit_ids ? wild_ids(n, rng) : std::vector<id_type>{};
+          std::vector<id_type> want_ids(segments * k, -1);
+          std::vector<float> want_scores(segments * k, std::numeric_limits<float>::quiet_NaN());
+          for (std::size_t seg = 0; seg < segments; ++seg) {
+            const auto begin = static_cast<std::size_t>(offsets[seg]), end = static_cast<std::size_t>(offsets[seg + 1]);
+            const std::uint64_t stream = recpipe::math::sampling_stream(77, keyed ? request_keys[seg] : seg);
+            struct entry {
+              double key;
+              id_type id;
+              std::size_t position;
+            };
+            std::vector<entry> row;
+            for (std::size_t i = begin; i < end; ++i) {
+              const id_type id = explicit_ids ? ids[i] : static_cast<id_type>(i - begin);
+              row.push_back({recpipe::math::sampling_key(scores[i], temperature, stream, id), id, i});
+            }
+            std::stable_sort(row.begin(), row.end(), [](const entry& a, const entry& b) {
+              return recpipe::math::ranks_before(a.key, a.id, b.key, b.id);
+            });
+            for (std::size_t j = 0; j < std::min(k, row.size()); ++j) {
+              want_ids[seg * k + j] = row[j].id;
+              want_scores[seg * k + j] = scores[row[j].position];
+            }
+          }
+          auto d_ids = rc::to_device(backend, cspan(ids));
+          rc::device_buffer<id_type> d_out_ids(backend, segments * k);
+          rc::device_buffer<float> d_out_scores(backend, segments * k);
+          RECPIPE_CUDA_TRY(rc::softmax_sample(backend, d_scores.const_span(), d_ids.const_span(), d_offsets.const_span(),
+                                              keyed ? d_keys.const_span() : rc::device_span<const std::uint64_t>(), k,
+                                              temperature, 77, d_out_ids.span(), d_out_scores.span()));
+          check_same_top_k(want_ids, want_scores, rc::to_host(backend, d_out_ids.const_span()),
+                           rc::to_host(backend, d_out_scores.const_span()));
+        }
+  rc::device_buffer<id_type> out_ids(backend, 1);
+  rc::device_buffer<float> out_scores(backend, 1);
+  CHECK_THROWS_WITH_AS(rc::softmax_sample(backend, d_scores.const_span(), {}, d_offsets.const_span(), {}, 1, -1.0f, 1,
+                                          out_ids.span(), out_scores.span()),
+                       doctest::Contains("temperature must be finite and >= 0"), recpipe::error);
 }

@@ -127,6 +127,24 @@ TEST_CASE("fm_column sums to the factorization-machine term and cross_update is 
   CHECK(math::cross_update(2.0f, 3.0f, 1.0f) == 7.0f);
 }
 
+TEST_CASE("sampling_key: temperature 0 is the score, NaN stays last, the double radix key orders like ranks_before") {
+  const std::uint64_t stream = math::sampling_stream(7, 3);
+  CHECK(math::sampling_key(1.25f, 0.0f, stream, 9) == 1.25);
+  CHECK(std::isnan(math::sampling_key(std::numeric_limits<float>::quiet_NaN(), 0.5f, stream, 9)));
+  CHECK(math::sampling_key(-std::numeric_limits<float>::infinity(), 0.5f, stream, 9) ==
+        -std::numeric_limits<double>::infinity());
+  CHECK(math::sampling_key(1.0f, 0.5f, stream, 9) == 2.0 + math::item_gumbel(stream, 9));
+  CHECK(math::item_gumbel(stream, 9) != math::item_gumbel(stream, 10));
+  CHECK(math::sampling_stream(7, 3) != math::sampling_stream(7, 4));
+  const double specials[] = {std::numeric_limits<double>::quiet_NaN(), -std::numeric_limits<double>::infinity(), -1e300,
+                             -1.0, -0.0, 0.0, 1e-320, 0.5, 1e300, std::numeric_limits<double>::infinity()};
+  for (double a : specials)
+    for (double b : specials) {
+      const bool before = math::ranks_before(a, 0, b, 0);
+      CHECK((math::descending_key(a) < math::descending_key(b)) == before);
+    }
+}
+
 TEST_CASE("uniform and gumbel noise are in range and reproducible") {
   double mean = 0;
   for (std::uint64_t i = 0; i < 100000; ++i) {

@@ -310,6 +310,64 @@ inline cudaError_t top_k(const cuda_backend& backend, const top_k_problem& probl
   return cudaSuccess;
 }
 
+//! Queues a Gumbel-top-k draw per segment: keys math::sampling_key (64-bit radix keys), ties by
+//! id, then position. Stable segmented radix sorts: by id first (explicit ids only), then by key;
+//! every candidate is sorted (no selection for 64-bit keys yet). Never throws or synchronises.
+inline cudaError_t softmax_sample(const cuda_backend& backend, const top_k_problem& problem,
+                                  const kernels::sampling_params& sampling) noexcept {
+  if (problem.num_segments == 0 || problem.k == 0) return cudaSuccess;
+  const cudaStream_t stream = backend.stream();
+  cuda::detail::scratch scratch(backend);
+  kernels::top_k_params p;
+  p.scores = problem.scores;
+  p.ids = problem.ids;
+  p.ids_period = problem.ids_period;
+  p.n = problem.n;
+  p.num_segments = problem.num_segments;
+  p.k = problem.k;
+  p.out_ids = problem.out_ids;
+  p.out_scores = problem.out_scores;
+  std::int32_t* offsets = nullptr;
+  RECPIPE_CUDA_RETURN_IF_ERROR(
+      sanitize_offsets(backend, scratch, problem.offsets, problem.num_segments + 1, problem.n, &offsets));
+  p.offsets = offsets;
+  const std::size_t slots = static_cast<std::size_t>(problem.num_segments) * problem.k;
+  if (problem.n == 0) {
+    kernels::gather_top_k_kernel<false, block_threads><<<blocks_for(slots), block_threads, 0, stream>>>(p, nullptr);
+    RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+    return cudaSuccess;
+  }
+  const std::uint32_t n = problem.n;
+  std::uint64_t *keys_a = nullptr, *keys_b = nullptr;
+  std::uint32_t *values_a = nullptr, *values_b = nullptr;
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&keys_a, n));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&keys_b, n));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&values_a, n));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&values_b, n));
+  const auto sort = [&](const std::uint64_t* in_keys, const std::uint32_t* in_values) {
+    return scratch.cub_call([&](void* storage, std::size_t& bytes) {
+      return cub::DeviceSegmentedRadixSort::SortPairs(storage, bytes, in_keys, keys_b, in_values, values_b,
+                                                      static_cast<int>(n), static_cast<int>(problem.num_segments),
+                                                      offsets, offsets + 1, 0, 64, stream);
+    });
+  };
+  const std::uint32_t* positions = nullptr;
+  if (p.ids != nullptr) {
+    kernels::id_keys_kernel<block_threads><<<blocks_for(n), block_threads, 0, stream>>>(p, keys_a, values_a);
+    RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+    RECPIPE_CUDA_RETURN_IF_ERROR(sort(keys_a, values_a));
+    positions = values_b;
+  }
+  // values_b may be `positions`: the key kernel reads it into values_a first.
+  kernels::sampling_keys_kernel<block_threads>
+      <<<blocks_for(n), block_threads, 0, stream>>>(p, sampling, positions, keys_a, values_a);
+  RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  RECPIPE_CUDA_RETURN_IF_ERROR(sort(keys_a, values_a));
+  kernels::gather_top_k_kernel<false, block_threads><<<blocks_for(slots), block_threads, 0, stream>>>(p, values_b);
+  RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  return cudaSuccess;
+}
+
 }  // namespace dispatch
 RECPIPE_CUDA_NAMESPACE_END
 

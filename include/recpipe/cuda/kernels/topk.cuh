@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include <recpipe/core/types.hpp>
+#include <recpipe/math/random.hpp>
 #include <recpipe/math/topk.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -260,6 +261,41 @@ __global__ void __launch_bounds__(BlockThreads)
   if (position >= p.n) return;  // unreachable: survivors carry valid positions
   if constexpr (IdPass) keys64[j] = ascending_id_key(id_at(p, position));
   else keys32[j] = descending_key(p.scores[position]);
+}
+
+// ---- Gumbel-top-k sampling keys ----
+
+//! What a softmax_sample call adds to top_k_params.
+struct sampling_params {
+  const std::uint64_t* request_keys = nullptr;  // one per segment; nullptr: the segment index
+  std::uint64_t seed = 0;
+  float temperature = 0.0f;  // 0: the score itself (plain top-k)
+};
+static_assert(std::is_trivially_copyable_v<sampling_params>);
+
+//! 64-bit radix keys of math::sampling_key (ascending key = descending sampling key, NaN last)
+//! for the positions in `positions` (nullable: identity; after the id pass: id order). The id of
+//! an entry is its explicit id or its position in its segment, as top_k's. Positions outside
+//! every segment get the largest key (the segmented sort never reads them anyway).
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads)
+    sampling_keys_kernel(top_k_params p, sampling_params s, const std::uint32_t* positions, std::uint64_t* keys,
+                         std::uint32_t* values) {
+  const std::uint32_t j = blockIdx.x * BlockThreads + threadIdx.x;
+  if (j >= p.n) return;
+  std::uint32_t position = positions != nullptr ? positions[j] : j;
+  if (position >= p.n) position = j;  // segmented sorts leave gaps between segments unwritten
+  values[j] = position;
+  const std::uint32_t segment = segment_of(p.offsets, p.num_segments, position);
+  if (segment >= p.num_segments) {
+    keys[j] = ~std::uint64_t{0};
+    return;
+  }
+  const id_type id = p.ids != nullptr ? id_at(p, position)
+                                      : static_cast<id_type>(position - static_cast<std::uint32_t>(p.offsets[segment]));
+  const std::uint64_t request_key = s.request_keys != nullptr ? s.request_keys[segment] : segment;
+  const std::uint64_t stream = math::sampling_stream(s.seed, request_key);
+  keys[j] = math::descending_key(math::sampling_key(p.scores[position], s.temperature, stream, id));
 }
 
 }  // namespace kernels
