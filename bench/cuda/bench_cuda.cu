@@ -10,6 +10,7 @@
 // interleaved (A B A B ...), 30 repetitions after warm-up, timed with CUDA events; the table
 // shows medians, the spread (p10-p90) and ratio = peer / ours (above 1: we are faster).
 // Not the umbrella: this file must build with nvcc alone (no Eigen) on the GPU machine.
+#include <recpipe/cuda/attention.cuh>
 #include <recpipe/cuda/backend.cuh>
 #include <recpipe/cuda/blas.cuh>
 #include <recpipe/cuda/cross.cuh>
@@ -516,6 +517,62 @@ void bench_top_k_algorithms(rc::cuda_backend& backend, std::size_t batch_rows, s
             static_cast<double>(batch_rows * cols * sizeof(float)), select, "our full radix sort", sort);
 }
 
+void bench_attention(rc::cuda_backend& backend, const rc::blas_handle& blas, std::size_t sessions, std::size_t len,
+                     std::size_t e, std::size_t heads, bool causal) {
+  std::mt19937_64 rng(19);
+  const std::size_t rows = sessions * len, hd = e / heads;
+  const auto x = random_host(rows * e, rng, 1.0f);
+  const auto in_w = random_host(3 * e * e, rng, 0.2f), in_b = random_host(3 * e, rng, 0.1f);
+  const auto out_w = random_host(e * e, rng, 0.2f), out_b = random_host(e, rng, 0.1f);
+  std::vector<std::int64_t> lengths(sessions, static_cast<std::int64_t>(len));
+  auto d_x = rc::to_device(backend, cspan(x));
+  auto d_in_w = rc::to_device(backend, cspan(in_w));
+  auto d_in_b = rc::to_device(backend, cspan(in_b));
+  auto d_out_w = rc::to_device(backend, cspan(out_w));
+  auto d_out_b = rc::to_device(backend, cspan(out_b));
+  auto d_lengths = rc::to_device(backend, cspan(lengths));
+  rc::device_buffer<float> d_y(backend, rows * e);
+  const rc::mha_weights w{{d_in_w.data(), 3 * e, e}, d_in_b.const_span(), {d_out_w.data(), e, e}, d_out_b.const_span(), heads};
+  auto ours = [&](int) {
+    RECPIPE_CUDA_TRY(rc::multi_head_attention(backend, blas, {d_x.data(), rows, e}, d_lengths.const_span(), len, w,
+                                              causal, {d_y.data(), rows, e}));
+  };
+  ours(0);
+  // Host reference for the last item of session 0 (sees every key when causal too).
+  const auto y = rc::to_host(backend, d_y.const_span());
+  std::vector<double> qkv(len * 3 * e);
+  for (std::size_t t = 0; t < len; ++t)
+    for (std::size_t o = 0; o < 3 * e; ++o) {
+      double acc = in_b[o];
+      for (std::size_t c = 0; c < e; ++c) acc += static_cast<double>(in_w[o * e + c]) * x[t * e + c];
+      qkv[t * 3 * e + o] = acc;
+    }
+  const std::size_t t = len - 1;
+  std::vector<double> context(e, 0.0);
+  for (std::size_t h = 0; h < heads; ++h) {
+    std::vector<double> p(len);
+    double peak = -1e300, total = 0;
+    for (std::size_t s = 0; s < len; ++s) {
+      double dot = 0;
+      for (std::size_t c = 0; c < hd; ++c) dot += qkv[t * 3 * e + h * hd + c] * qkv[s * 3 * e + e + h * hd + c];
+      p[s] = dot / std::sqrt(static_cast<double>(hd));
+      peak = std::max(peak, p[s]);
+    }
+    for (auto& v : p) total += (v = std::exp(v - peak));
+    for (std::size_t s = 0; s < len; ++s)
+      for (std::size_t c = 0; c < hd; ++c) context[h * hd + c] += p[s] / total * qkv[s * 3 * e + 2 * e + h * hd + c];
+  }
+  for (std::size_t o = 0; o < e; ++o) {
+    double want = out_b[o];
+    for (std::size_t c = 0; c < e; ++c) want += out_w[o * e + c] * context[c];
+    if (std::fabs(y[t * e + o] - want) > 1e-3 * (1 + std::fabs(want))) fail("multi_head_attention differs from the host reference");
+  }
+  const double bytes = static_cast<double>(rows) * e * sizeof(float) * 2;  // x in, y out (the projections' minimum)
+  time_pair(backend, "attention sessions " + std::to_string(sessions) + " L " + std::to_string(len) + " E " +
+                         std::to_string(e) + " heads " + std::to_string(heads) + (causal ? " causal" : " full"),
+            bytes, ours, "-", {});
+}
+
 void write_tsv(const char* path) {
   std::FILE* f = std::fopen(path, "w");
   if (f == nullptr) fail(std::string("cannot write ") + path);
@@ -563,6 +620,7 @@ int main(int argc, char** argv) {
   bench_cross(backend, blas, 8192, 512, 3, 64);
   bench_mlp(backend, blas, 4096);
   bench_interaction(backend, 8192, 27, 128);
+  for (std::size_t len : {50u, 200u}) bench_attention(backend, blas, 1024, len, 64, 2, true);
   std::printf("\n| case | ours (ms) | peer (ms) | ratio | fraction of ceiling |\n|---|---|---|---|---|\n");
   for (const auto& r : rows) {
     const double ratio = r.peer_ms > 0 ? r.peer_ms / r.ours_ms : 0.0;

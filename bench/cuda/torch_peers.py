@@ -9,7 +9,8 @@ ratio = peer / ours (above 1: recpipe is faster); the fraction of ceiling is ben
 over the copy bandwidth it measured in the same run, or TFLOP/s for GEMM-bound cases. Cases are
 rebuilt from the shapes in their names (bench_cuda names them). Peers: F.embedding_bag (fp32,
 fp16; int8 row-wise has none in core PyTorch), torch.topk, eager DCN-v2 cross layers, eager MLP,
-bmm + tril gather for the DLRM interaction, the FM formula, Tensor.copy_ for the copy ceiling.
+bmm + tril gather for the DLRM interaction, the FM formula, in-projection + scaled_dot_product_attention
+(every backend forced in turn, the fastest kept) + out-projection, Tensor.copy_ for the copy ceiling.
 Each peer is timed with CUDA events: 3 warm-ups, 30 repetitions, median. Exits 77 without torch
 or without a GPU.
 
@@ -147,6 +148,35 @@ def peer_for(torch, name):
         batch, f, d = numbers(name, "batch", "F", "d")
         t = rand(batch, f, d)
         return (lambda: 0.5 * (t.sum(1).square() - t.square().sum(1)).sum(1)), "eager FM formula"
+    if name.startswith("attention"):
+        sessions, length, e, heads = numbers(name, "sessions", "L", "E", "heads")
+        causal = name.endswith("causal")
+        x = rand(sessions, length, e)
+        in_w, in_b = rand(3 * e, e) * 0.2, rand(3 * e) * 0.1
+        out_w, out_b = rand(e, e) * 0.2, rand(e) * 0.1
+        hd = e // heads
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        def run_with(backend):
+            def run():
+                qkv = F.linear(x, in_w, in_b).view(sessions, length, 3, heads, hd).permute(2, 0, 3, 1, 4)
+                with sdpa_kernel([backend]):
+                    o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
+                return F.linear(o.transpose(1, 2).reshape(sessions, length, e), out_w, out_b)
+            return run
+
+        # The best SDPA backend that runs fp32 here (flash needs fp16/bf16 and is skipped then).
+        best, best_label = None, None
+        for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                        SDPBackend.MATH):
+            try:
+                fn = run_with(backend)
+                ms = median_ms(torch, fn)
+            except Exception:
+                continue
+            if best is None or ms < best[1]:
+                best, best_label = (fn, ms), f"in_proj + SDPA[{backend.name}] + out_proj (best backend)"
+        return (best[0] if best else None), (best_label or "no SDPA backend ran")
     return None, "-"
 
 

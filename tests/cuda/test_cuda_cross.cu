@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Dense layers and feature crossing on the GPU against the CPU backend (needs a GPU; exits 77 without).
+// Dense layers, feature crossing and attention on the GPU against the CPU backend (needs a GPU; exits 77 without).
 #include <doctest/doctest.h>
 
+#include <recpipe/cuda/attention.cuh>
 #include <recpipe/cuda/backend.cuh>
 #include <recpipe/cuda/blas.cuh>
 #include <recpipe/cuda/cross.cuh>
@@ -13,8 +14,10 @@
 #include <cstdlib>
 #include <random>
 #include <span>
+#include <tuple>
 #include <vector>
 
+#include <recpipe/cpu/attention.hpp>
 #include <recpipe/cpu/cross.hpp>
 #include <recpipe/cpu/dense.hpp>
 
@@ -198,4 +201,41 @@ TEST_CASE("dot_interaction and fm_second_order match the CPU (shared-memory and 
                        doctest::Contains("not a multiple of num_features = 3"), recpipe::error);
   CHECK_THROWS_WITH_AS(rc::dot_interaction(backend, feats.dcview(), 5, false, out.dview()),
                        doctest::Contains("out is 2 x 3 but must be 2 x 10"), recpipe::error);
+}
+
+TEST_CASE("multi_head_attention matches cpu::multi_head_attention: causal or not, padded sessions, lengths 0..200") {
+  rc::cuda_backend backend;
+  rc::blas_handle blas;
+  std::mt19937 rng(4);
+  for (const auto& [e, heads, max_len] : {std::tuple<std::size_t, std::size_t, std::size_t>{64, 2, 50}, {32, 1, 200},
+                                          {48, 3, 7}, {128, 2, 1}}) {
+    CAPTURE(e);
+    CAPTURE(heads);
+    CAPTURE(max_len);
+    std::vector<std::size_t> lengths = {max_len, 0, 1, max_len / 2, max_len};
+    std::vector<std::int64_t> device_lengths(lengths.begin(), lengths.end());
+    auto d_lengths = rc::to_device(backend, std::span<const std::int64_t>(device_lengths));
+    const std::size_t rows = lengths.size() * max_len;
+    twin x(backend, rows, e, rng), in_w(backend, 3 * e, e, rng, 0, 0.2f), out_w(backend, e, e, rng, 0, 0.2f);
+    const std::vector<float> in_b = random_vector(3 * e, rng), out_b = random_vector(e, rng);
+    auto d_in_b = rc::to_device(backend, std::span<const float>(in_b));
+    auto d_out_b = rc::to_device(backend, std::span<const float>(out_b));
+    const recpipe::cpu::mha_weights cw{in_w.cview(), in_b, out_w.cview(), out_b, heads};
+    const rc::mha_weights gw{in_w.dcview(), d_in_b.const_span(), out_w.dcview(), d_out_b.const_span(), heads};
+    for (bool causal : {false, true}) {
+      CAPTURE(causal);
+      twin want(backend, rows, e, rng), got(backend, rows, e, rng, 1);
+      recpipe::cpu::multi_head_attention(x.cview(), lengths, max_len, cw, causal, want.view());
+      RECPIPE_CUDA_TRY(rc::multi_head_attention(backend, blas, x.dcview(), d_lengths.const_span(), max_len, gw, causal,
+                                                got.dview()));
+      got.fetch(backend);
+      check_close(want, got, 1e-4);
+      for (std::size_t t = 0; t < max_len; ++t) CHECK(got.host[(max_len + t) * got.stride] == 0.0f);  // session 1 is empty
+    }
+  }
+  twin x(backend, 10, 8, rng), w(backend, 24, 8, rng), o(backend, 8, 8, rng);
+  rc::device_buffer<std::int64_t> lengths(backend, 2);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, x.dcview(), lengths.const_span(), 5,
+                                                {w.dcview(), {}, o.dcview(), {}, 3}, false, x.dview()),
+                       doctest::Contains("num_heads = 3 must be >= 1 and divide the embedding width 8"), recpipe::error);
 }
