@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <recpipe/cuda.cuh>
+#include <recpipe/cuda/attention.cuh>
 #include <recpipe/cuda/blas.cuh>
 #include <recpipe/cuda/cross.cuh>
 #include <recpipe/cuda/dense.cuh>
@@ -309,4 +310,32 @@ TEST_CASE("cuda::embedding_bags and cuda::softmax_sample validate before touchin
                        Contains("request_keys has 2 entries for 3 segments"), recpipe::error);
   CHECK_THROWS_WITH_AS(rc::softmax_sample(backend, scores, {}, offsets, {}, 3, 1.0f, 1, out_ids, out_scores),
                        Contains("need 9"), recpipe::error);
+}
+
+TEST_CASE("cuda::multi_head_attention validates before touching the device") {
+  using doctest::Contains;
+  rc::cuda_backend backend{cudaStream_t{}};
+  const rc::blas_handle blas(cublasHandle_t{});
+  const recpipe::matrix_view<const float> x(fake_floats, 10, 8), in_w(fake_floats, 24, 8), out_w(fake_floats, 8, 8);
+  const recpipe::matrix_view<float> out(fake_out, 10, 8);
+  const auto lengths = fake<const std::int64_t>(fake_offsets, 2);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, x, lengths, 5, {in_w, {}, out_w, {}, 3}, false, out),
+                       Contains("num_heads = 3 must be >= 1 and divide the embedding width 8"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, x, lengths, 4, {in_w, {}, out_w, {}, 2}, false, out),
+                       Contains("x has 10 rows but lengths.size() * max_len = 2 * 4"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, x, lengths, 5,
+                                                {recpipe::matrix_view<const float>(fake_floats, 16, 8), {}, out_w, {}, 2},
+                                                false, out),
+                       Contains("in_proj_weight is 16 x 8 but must be 24 x 8"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, x, lengths, 5,
+                                                {in_w, fake<const float>(fake_floats, 8), out_w, {}, 2}, false, out),
+                       Contains("in_proj_bias has 8 entries but must have 24"), recpipe::error);
+  // 8 warps x (max_len + head width) floats must fit in 48 KiB.
+  const recpipe::matrix_view<const float> long_x(fake_floats, 2000, 8);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, long_x, fake<const std::int64_t>(fake_offsets, 1), 2000,
+                                                {in_w, {}, out_w, {}, 2}, true, recpipe::matrix_view<float>(fake_out, 2000, 8)),
+                       Contains("needs more shared memory"), recpipe::error);
+  // No sessions: nothing to do, no CUDA call.
+  CHECK(rc::multi_head_attention(backend, blas, recpipe::matrix_view<const float>(fake_floats, 0, 8), {}, 5,
+                                 {in_w, {}, out_w, {}, 2}, true, recpipe::matrix_view<float>(fake_out, 0, 8)) == cudaSuccess);
 }
