@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-// CUDA benchmark: embedding-bag pooling, top-k and dot scoring against simple GPU peers.
+// CUDA benchmark: embedding bags (fp32 / fp16 / int8, one and many tables), top-k (sort and
+// radix select), dot scoring, cross layers, DLRM interaction, FM and MLP against GPU peers.
 //
-// Ceiling: 4.3 TB/s measured device-to-device copy on the H200 (docs: shared/PERFORMANCE.md).
+// Ceiling: the device-to-device copy bandwidth measured at the start of the same run (read +
+// write bytes per second of a 1 GiB cudaMemcpyAsync), and for GEMM-bound cases the cuBLAS GEMM
+// alone. `--tsv FILE` also writes the rows for bench/cuda/torch_peers.py, which times the
+// PyTorch peers of the same cases and prints the merged table.
 // Each case is checked against the CPU implementation first; then ours and the peer run
 // interleaved (A B A B ...), 30 repetitions after warm-up, timed with CUDA events; the table
 // shows medians, the spread (p10-p90) and ratio = peer / ours (above 1: we are faster).
 // Not the umbrella: this file must build with nvcc alone (no Eigen) on the GPU machine.
+#include <recpipe/cuda/attention.cuh>
 #include <recpipe/cuda/backend.cuh>
+#include <recpipe/cuda/blas.cuh>
+#include <recpipe/cuda/cross.cuh>
+#include <recpipe/cuda/dense.cuh>
 #include <recpipe/cuda/dot_score.cuh>
 #include <recpipe/cuda/embedding_bag.cuh>
 #include <recpipe/cuda/topk.cuh>
@@ -27,14 +35,16 @@
 #include <vector>
 
 #include <recpipe/cpu/topk.hpp>
+#include <recpipe/math/cross.hpp>
 #include <recpipe/math/embedding.hpp>
+#include <recpipe/math/half.hpp>
 #include <recpipe/math/vector.hpp>
 
 namespace rc = recpipe::cuda;
 using recpipe::id_type;
 
 namespace {
-constexpr double ceiling_gb_per_s = 4300.0;
+double ceiling_gb_per_s = 4300.0;  // replaced by the measured copy rate in main()
 constexpr int repetitions = 30;
 
 struct row {
@@ -263,6 +273,315 @@ void bench_dot_scores(rc::cuda_backend& backend, std::size_t requests, std::size
                          std::to_string(dim),
             bytes, ours, "naive kernel", peer);
 }
+
+// ---- copy ceiling ----------------------------------------------------------------------------
+double measure_copy_gb_per_s(rc::cuda_backend& backend) {
+  const std::size_t bytes = std::size_t{1} << 30;
+  rc::device_buffer<unsigned char> a(backend, bytes), b(backend, bytes);
+  RECPIPE_CUDA_TRY(cudaMemsetAsync(a.data(), 1, bytes, backend.stream()));
+  auto copy = [&](int) {
+    RECPIPE_CUDA_TRY(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, backend.stream()));
+  };
+  time_pair(backend, "copy ceiling: cudaMemcpy D2D 1 GiB (read + write)", 2.0 * bytes, copy, "-", {});
+  return 2.0 * bytes / (rows.back().ours_ms * 1e-3) / 1e9;
+}
+
+// ---- multi-table bags: fp32 / fp16 / int8 ----------------------------------------------------
+void bench_embedding_bags(rc::cuda_backend& backend, recpipe::cuda::kernels::row_format format, std::size_t tables,
+                          std::size_t table_rows, std::size_t dim, std::size_t bag, std::size_t batch) {
+  using rc::kernels::row_format;
+  std::mt19937_64 rng(14);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  const std::size_t row_bytes = format == row_format::fp32   ? dim * 4
+                                : format == row_format::fp16 ? dim * 2
+                                                             : dim + recpipe::math::int8_row_tail_bytes;
+  std::vector<std::vector<unsigned char>> host(tables, std::vector<unsigned char>(table_rows * row_bytes));
+  std::vector<float> row(dim);
+  for (auto& t : host)
+    for (std::size_t r = 0; r < table_rows; ++r) {
+      for (auto& v : row) v = value(rng);
+      unsigned char* dst = t.data() + r * row_bytes;
+      if (format == row_format::fp32) std::memcpy(dst, row.data(), dim * 4);
+      else if (format == row_format::fp16)
+        for (std::size_t c = 0; c < dim; ++c) {
+          const std::uint16_t h = recpipe::math::float_to_half(row[c]);
+          std::memcpy(dst + 2 * c, &h, 2);
+        }
+      else recpipe::math::quantize_row_int8(row.data(), dim, dst);
+    }
+  std::uniform_int_distribution<id_type> id(0, static_cast<id_type>(table_rows) - 1);
+  std::vector<std::vector<id_type>> ids(tables, std::vector<id_type>(batch * bag));
+  for (auto& set : ids)
+    for (auto& i : set) i = id(rng);
+  std::vector<std::int64_t> offsets(batch + 1);
+  for (std::size_t b = 0; b <= batch; ++b) offsets[b] = static_cast<std::int64_t>(b * bag);
+  std::vector<rc::device_buffer<unsigned char>> d_tables;
+  std::vector<rc::device_buffer<id_type>> d_ids;
+  auto d_offsets = rc::to_device(backend, cspan(offsets));
+  std::vector<rc::device_table> views;
+  std::vector<rc::device_bags> inputs;
+  for (std::size_t t = 0; t < tables; ++t) {
+    d_tables.push_back(rc::to_device(backend, cspan(host[t])));
+    d_ids.push_back(rc::to_device(backend, cspan(ids[t])));
+    const void* d = d_tables.back().data();
+    views.push_back(format == row_format::fp32   ? rc::device_table::fp32({static_cast<const float*>(d), table_rows, dim})
+                    : format == row_format::fp16 ? rc::device_table::fp16(static_cast<const std::uint16_t*>(d), table_rows, dim)
+                                                 : rc::device_table::int8_rowwise(static_cast<const std::uint8_t*>(d), table_rows, dim));
+    inputs.push_back({d_ids.back().const_span(), d_offsets.const_span()});
+  }
+  const std::size_t width = tables * dim;
+  rc::device_buffer<float> d_out(backend, batch * width);
+  auto ours = [&](int) {
+    RECPIPE_CUDA_TRY(rc::embedding_bags(backend, views, inputs, rc::pooling::sum,
+                                        recpipe::matrix_view<float>(d_out.data(), batch, width)));
+  };
+  ours(0);
+  const auto got = rc::to_host(backend, d_out.const_span());
+  std::vector<float> acc(dim);
+  for (std::size_t t = 0; t < tables; ++t)
+    for (std::size_t b = 0; b < batch; b += 97) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (std::size_t i = b * bag; i < (b + 1) * bag; ++i) {
+        const unsigned char* r = host[t].data() + static_cast<std::size_t>(ids[t][i]) * row_bytes;
+        if (format == row_format::fp32) recpipe::math::accumulate_row(reinterpret_cast<const float*>(r), 1.0f, acc.data(), dim);
+        else if (format == row_format::fp16)
+          recpipe::math::accumulate_row(reinterpret_cast<const std::uint16_t*>(r), 1.0f, acc.data(), dim);
+        else recpipe::math::accumulate_row_int8(r, 1.0f, acc.data(), dim);
+      }
+      for (std::size_t c = 0; c < dim; ++c)
+        if (std::fabs(got[b * width + t * dim + c] - acc[c]) > 1e-4f * (1 + std::fabs(acc[c])))
+          fail("embedding_bags differs from the CPU at table " + std::to_string(t) + " bag " + std::to_string(b));
+    }
+  const double bytes = static_cast<double>(tables * batch * bag) * (row_bytes + sizeof(id_type)) +
+                       static_cast<double>(batch * width * sizeof(float));
+  const char* name = format == row_format::fp32 ? "fp32" : format == row_format::fp16 ? "fp16" : "int8";
+  time_pair(backend, std::string("embedding_bags ") + name + " tables " + std::to_string(tables) + " rows " +
+                         std::to_string(table_rows) + " dim " + std::to_string(dim) + " bag " + std::to_string(bag) +
+                         " batch " + std::to_string(batch),
+            bytes, ours, "-", {});
+}
+
+// ---- dense: cross network, MLP, interaction, FM -----------------------------------------------
+std::vector<float> random_host(std::size_t n, std::mt19937_64& rng, float scale) {
+  std::uniform_real_distribution<float> value(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = value(rng);
+  return v;
+}
+
+void bench_cross(rc::cuda_backend& backend, const rc::blas_handle& blas, std::size_t batch, std::size_t d,
+                 std::size_t layers, std::size_t rank) {
+  std::mt19937_64 rng(15);
+  const auto x0 = random_host(batch * d, rng, 1.0f);
+  auto d_x0 = rc::to_device(backend, cspan(x0));
+  std::vector<rc::device_buffer<float>> weights;
+  std::vector<std::vector<float>> host_weights;
+  std::vector<rc::cross_params> params;
+  for (std::size_t l = 0; l < layers; ++l) {
+    if (rank == 0) {
+      host_weights.push_back(random_host(d * d, rng, 1.0f / std::sqrt(static_cast<float>(d))));
+      weights.push_back(rc::to_device(backend, cspan(host_weights.back())));
+      params.push_back({{weights.back().data(), d, d}, {}, {}, {}});
+    } else {
+      host_weights.push_back(random_host(rank * d, rng, 1.0f / std::sqrt(static_cast<float>(d))));
+      weights.push_back(rc::to_device(backend, cspan(host_weights.back())));
+      host_weights.push_back(random_host(d * rank, rng, 1.0f / std::sqrt(static_cast<float>(rank))));
+      weights.push_back(rc::to_device(backend, cspan(host_weights.back())));
+      params.push_back({{}, {weights[weights.size() - 2].data(), rank, d}, {weights.back().data(), d, rank}, {}});
+    }
+  }
+  rc::device_buffer<float> d_out(backend, batch * d), d_gemm(backend, batch * d);
+  const recpipe::matrix_view<const float> x0_view(d_x0.data(), batch, d);
+  auto ours = [&](int) {
+    RECPIPE_CUDA_TRY(rc::cross_network(backend, blas, x0_view, params, {d_out.data(), batch, d}));
+  };
+  // Ceiling peer: the same GEMMs alone (no epilogue).
+  auto gemms = [&](int) {
+    for (std::size_t l = 0; l < layers; ++l) {
+      if (rank == 0)
+        rc::dispatch::gemm_nt(blas, backend.stream(), batch, d, d, d_x0.data(), d, weights[l].data(), d, d_gemm.data(), d);
+      else {
+        rc::dispatch::gemm_nt(blas, backend.stream(), batch, rank, d, d_x0.data(), d, weights[2 * l].data(), d,
+                              d_out.data(), rank);
+        rc::dispatch::gemm_nt(blas, backend.stream(), batch, d, rank, d_out.data(), rank, weights[2 * l + 1].data(),
+                              rank, d_gemm.data(), d);
+      }
+    }
+  };
+  ours(0);
+  // Check the first rows against a host evaluation of the same layers (math::cross_update).
+  const auto got = rc::to_host(backend, d_out.const_span());
+  for (std::size_t r = 0; r < std::min<std::size_t>(batch, 4); ++r) {
+    std::vector<double> xl(x0.begin() + static_cast<std::ptrdiff_t>(r * d), x0.begin() + static_cast<std::ptrdiff_t>((r + 1) * d));
+    for (std::size_t l = 0; l < layers; ++l) {
+      std::vector<double> projected(d, 0.0);
+      if (rank == 0) {
+        for (std::size_t o = 0; o < d; ++o)
+          for (std::size_t c = 0; c < d; ++c) projected[o] += host_weights[l][o * d + c] * xl[c];
+      } else {
+        std::vector<double> low(rank, 0.0);
+        for (std::size_t o = 0; o < rank; ++o)
+          for (std::size_t c = 0; c < d; ++c) low[o] += host_weights[2 * l][o * d + c] * xl[c];
+        for (std::size_t o = 0; o < d; ++o)
+          for (std::size_t c = 0; c < rank; ++c) projected[o] += host_weights[2 * l + 1][o * rank + c] * low[c];
+      }
+      for (std::size_t c = 0; c < d; ++c) xl[c] = x0[r * d + c] * projected[c] + xl[c];
+    }
+    for (std::size_t c = 0; c < d; ++c)
+      if (std::fabs(got[r * d + c] - xl[c]) > 1e-3 * (1 + std::fabs(xl[c])))
+        fail("cross_network differs from the host reference at row " + std::to_string(r));
+  }
+  const double flops = 2.0 * batch * d * (rank == 0 ? d : 2 * rank) * layers;
+  time_pair(backend, "cross_network batch " + std::to_string(batch) + " d " + std::to_string(d) + " layers " +
+                         std::to_string(layers) + (rank ? " rank " + std::to_string(rank) : std::string(" full")),
+            flops, ours, "cuBLAS GEMMs alone (ceiling)", gemms);
+  rows.back().bytes = -flops;  // negative: a FLOP count, printed as TFLOP/s
+}
+
+void bench_mlp(rc::cuda_backend& backend, const rc::blas_handle& blas, std::size_t batch) {
+  std::mt19937_64 rng(16);
+  const std::size_t widths[] = {512, 1024, 1024, 512, 256, 1};
+  const auto x = random_host(batch * widths[0], rng, 1.0f);
+  auto d_x = rc::to_device(backend, cspan(x));
+  std::vector<rc::device_buffer<float>> buffers;
+  std::vector<rc::linear_layer> layers;
+  double flops = 0;
+  for (std::size_t i = 0; i + 1 < std::size(widths); ++i) {
+    buffers.push_back(rc::to_device(backend, cspan(random_host(widths[i + 1] * widths[i], rng, 0.05f))));
+    const float* w = buffers.back().data();
+    buffers.push_back(rc::to_device(backend, cspan(random_host(widths[i + 1], rng, 0.1f))));
+    layers.push_back({{w, widths[i + 1], widths[i]}, buffers.back().const_span(),
+                      i + 2 < std::size(widths) ? recpipe::math::activation::relu : recpipe::math::activation::sigmoid});
+    flops += 2.0 * batch * widths[i] * widths[i + 1];
+  }
+  rc::device_buffer<float> d_y(backend, batch);
+  auto ours = [&](int) {
+    RECPIPE_CUDA_TRY(rc::mlp(backend, blas, {d_x.data(), batch, widths[0]}, layers, {d_y.data(), batch, 1}));
+  };
+  ours(0);
+  const auto y = rc::to_host(backend, d_y.const_span());
+  for (float v : y)
+    if (!(v >= 0.0f && v <= 1.0f)) fail("mlp output is not a probability");
+  time_pair(backend, "mlp 512-1024-1024-512-256-1 batch " + std::to_string(batch), flops, ours, "-", {});
+  rows.back().bytes = -flops;
+}
+
+void bench_interaction(rc::cuda_backend& backend, std::size_t batch, std::size_t f, std::size_t d) {
+  std::mt19937_64 rng(17);
+  const auto feats = random_host(batch * f * d, rng, 1.0f);
+  auto d_feats = rc::to_device(backend, cspan(feats));
+  const std::size_t pairs = f * (f - 1) / 2;
+  rc::device_buffer<float> d_z(backend, batch * pairs), d_fm(backend, batch);
+  const recpipe::matrix_view<const float> view(d_feats.data(), batch, f * d);
+  auto ours = [&](int) { RECPIPE_CUDA_TRY(rc::dot_interaction(backend, view, f, false, {d_z.data(), batch, pairs})); };
+  auto fm = [&](int) { RECPIPE_CUDA_TRY(rc::fm_second_order(backend, view, f, d_fm.span())); };
+  ours(0);
+  fm(0);
+  const auto z = rc::to_host(backend, d_z.const_span());
+  for (std::size_t b = 0; b < batch; b += 501)
+    for (std::size_t p = 0; p < pairs; ++p) {
+      std::size_t i = 0, j = 0;
+      recpipe::math::interaction_pair(p, false, i, j);
+      const float want = recpipe::math::dot(&feats[b * f * d + i * d], &feats[b * f * d + j * d], d);
+      if (std::fabs(z[b * pairs + p] - want) > 1e-4f * (1 + std::fabs(want))) fail("dot_interaction differs from math::dot");
+    }
+  const double bytes = static_cast<double>(batch) * (f * d + pairs) * sizeof(float);
+  time_pair(backend, "dot_interaction batch " + std::to_string(batch) + " F " + std::to_string(f) + " d " +
+                         std::to_string(d),
+            bytes, ours, "-", {});
+  time_pair(backend, "fm_second_order batch " + std::to_string(batch) + " F " + std::to_string(f) + " d " +
+                         std::to_string(d),
+            static_cast<double>(batch) * (f * d + 1) * sizeof(float), fm, "-", {});
+}
+
+void bench_top_k_algorithms(rc::cuda_backend& backend, std::size_t batch_rows, std::size_t cols, std::size_t k) {
+  std::mt19937_64 rng(18);
+  const auto scores = random_host(batch_rows * cols, rng, 1.0f);
+  auto d_scores = rc::to_device(backend, cspan(scores));
+  rc::device_buffer<id_type> a_ids(backend, batch_rows * k), b_ids(backend, batch_rows * k);
+  rc::device_buffer<float> a_best(backend, batch_rows * k), b_best(backend, batch_rows * k);
+  auto select = [&](int) {
+    RECPIPE_CUDA_TRY(rc::top_k_rows(backend, d_scores.const_span(), batch_rows, cols, {}, k, a_ids.span(),
+                                    a_best.span(), rc::top_k_algorithm::radix_select));
+  };
+  auto sort = [&](int) {
+    RECPIPE_CUDA_TRY(rc::top_k_rows(backend, d_scores.const_span(), batch_rows, cols, {}, k, b_ids.span(),
+                                    b_best.span(), rc::top_k_algorithm::device_radix_sort));
+  };
+  select(0);
+  sort(0);
+  if (rc::to_host(backend, a_ids.const_span()) != rc::to_host(backend, b_ids.const_span()))
+    fail("radix_select and device_radix_sort disagree");
+  time_pair(backend, "top_k radix_select rows " + std::to_string(batch_rows) + " N " + std::to_string(cols) + " k " +
+                         std::to_string(k),
+            static_cast<double>(batch_rows * cols * sizeof(float)), select, "our full radix sort", sort);
+}
+
+void bench_attention(rc::cuda_backend& backend, const rc::blas_handle& blas, std::size_t sessions, std::size_t len,
+                     std::size_t e, std::size_t heads, bool causal) {
+  std::mt19937_64 rng(19);
+  const std::size_t rows = sessions * len, hd = e / heads;
+  const auto x = random_host(rows * e, rng, 1.0f);
+  const auto in_w = random_host(3 * e * e, rng, 0.2f), in_b = random_host(3 * e, rng, 0.1f);
+  const auto out_w = random_host(e * e, rng, 0.2f), out_b = random_host(e, rng, 0.1f);
+  std::vector<std::int64_t> lengths(sessions, static_cast<std::int64_t>(len));
+  auto d_x = rc::to_device(backend, cspan(x));
+  auto d_in_w = rc::to_device(backend, cspan(in_w));
+  auto d_in_b = rc::to_device(backend, cspan(in_b));
+  auto d_out_w = rc::to_device(backend, cspan(out_w));
+  auto d_out_b = rc::to_device(backend, cspan(out_b));
+  auto d_lengths = rc::to_device(backend, cspan(lengths));
+  rc::device_buffer<float> d_y(backend, rows * e);
+  const rc::mha_weights w{{d_in_w.data(), 3 * e, e}, d_in_b.const_span(), {d_out_w.data(), e, e}, d_out_b.const_span(), heads};
+  auto ours = [&](int) {
+    RECPIPE_CUDA_TRY(rc::multi_head_attention(backend, blas, {d_x.data(), rows, e}, d_lengths.const_span(), len, w,
+                                              causal, {d_y.data(), rows, e}));
+  };
+  ours(0);
+  // Host reference for the last item of session 0 (sees every key when causal too).
+  const auto y = rc::to_host(backend, d_y.const_span());
+  std::vector<double> qkv(len * 3 * e);
+  for (std::size_t t = 0; t < len; ++t)
+    for (std::size_t o = 0; o < 3 * e; ++o) {
+      double acc = in_b[o];
+      for (std::size_t c = 0; c < e; ++c) acc += static_cast<double>(in_w[o * e + c]) * x[t * e + c];
+      qkv[t * 3 * e + o] = acc;
+    }
+  const std::size_t t = len - 1;
+  std::vector<double> context(e, 0.0);
+  for (std::size_t h = 0; h < heads; ++h) {
+    std::vector<double> p(len);
+    double peak = -1e300, total = 0;
+    for (std::size_t s = 0; s < len; ++s) {
+      double dot = 0;
+      for (std::size_t c = 0; c < hd; ++c) dot += qkv[t * 3 * e + h * hd + c] * qkv[s * 3 * e + e + h * hd + c];
+      p[s] = dot / std::sqrt(static_cast<double>(hd));
+      peak = std::max(peak, p[s]);
+    }
+    for (auto& v : p) total += (v = std::exp(v - peak));
+    for (std::size_t s = 0; s < len; ++s)
+      for (std::size_t c = 0; c < hd; ++c) context[h * hd + c] += p[s] / total * qkv[s * 3 * e + 2 * e + h * hd + c];
+  }
+  for (std::size_t o = 0; o < e; ++o) {
+    double want = out_b[o];
+    for (std::size_t c = 0; c < e; ++c) want += out_w[o * e + c] * context[c];
+    if (std::fabs(y[t * e + o] - want) > 1e-3 * (1 + std::fabs(want))) fail("multi_head_attention differs from the host reference");
+  }
+  const double bytes = static_cast<double>(rows) * e * sizeof(float) * 2;  // x in, y out (the projections' minimum)
+  time_pair(backend, "attention sessions " + std::to_string(sessions) + " L " + std::to_string(len) + " E " +
+                         std::to_string(e) + " heads " + std::to_string(heads) + (causal ? " causal" : " full"),
+            bytes, ours, "-", {});
+}
+
+void write_tsv(const char* path) {
+  std::FILE* f = std::fopen(path, "w");
+  if (f == nullptr) fail(std::string("cannot write ") + path);
+  std::fprintf(f, "case\tours_ms\tbytes_or_minus_flops\tceiling_gb_per_s\tpeer\tpeer_ms\n");
+  for (const auto& r : rows)
+    std::fprintf(f, "%s\t%.6f\t%.0f\t%.1f\t%s\t%.6f\n", r.name.c_str(), r.ours_ms, r.bytes, ceiling_gb_per_s,
+                 r.peer_name.c_str(), r.peer_ms);
+  std::fclose(f);
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -272,24 +591,52 @@ int main(int argc, char** argv) {
     std::printf("SKIPPED: no CUDA device (%s)\n", status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
     return 77;
   }
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false;
+  const char* tsv = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--tsv") == 0 && i + 1 < argc) tsv = argv[++i];
+  }
   cudaDeviceProp prop{};
   RECPIPE_CUDA_TRY(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, CUB %d, %d repetitions (median, p10-p90)\n", prop.name, CUB_VERSION, repetitions);
   rc::cuda_backend backend;
+  rc::blas_handle blas;
+  ceiling_gb_per_s = measure_copy_gb_per_s(backend);
+  std::printf("measured copy ceiling: %.1f GB/s\n", ceiling_gb_per_s);
   bench_embedding_bag(backend, quick ? 100000 : 4000000, 64, 20, 2048);
   bench_embedding_bag(backend, quick ? 100000 : 4000000, 128, 100, 2048);
   bench_embedding_bag(backend, 100000, 32, 1, 64);
+  using rc::kernels::row_format;
+  for (row_format format : {row_format::fp32, row_format::fp16, row_format::int8_rowwise})
+    bench_embedding_bags(backend, format, 8, quick ? 100000 : 1000000, 128, 20, 2048);
   bench_top_k(backend, 1, quick ? 100000 : 1000000, 100);
   bench_top_k(backend, 64, 100000, 100);
   if (!quick) bench_top_k(backend, 1, 10000000, 1000);
+  bench_top_k_algorithms(backend, 1, 1000000, 100);
+  bench_top_k_algorithms(backend, 64, 100000, 100);
   bench_dot_scores(backend, 2048, 500, 1000000, 64);
+  bench_cross(backend, blas, 8192, 512, 3, 0);
+  bench_cross(backend, blas, 8192, 512, 3, 64);
+  bench_mlp(backend, blas, 4096);
+  bench_interaction(backend, 8192, 27, 128);
+  for (std::size_t len : {50u, 200u}) bench_attention(backend, blas, 1024, len, 64, 2, true);
   std::printf("\n| case | ours (ms) | peer (ms) | ratio | fraction of ceiling |\n|---|---|---|---|---|\n");
   for (const auto& r : rows) {
-    const double gbps = r.bytes / (r.ours_ms * 1e-3) / 1e9;
-    std::printf("| %s | %.4f (%.4f-%.4f) | %s %.4f (%.4f-%.4f) | %.2f | %.1f GB/s = %.3f of 4.3 TB/s |\n", r.name.c_str(),
-                r.ours_ms, r.ours_p10, r.ours_p90, r.peer_name.c_str(), r.peer_ms, r.peer_p10, r.peer_p90,
-                r.peer_ms / r.ours_ms, gbps, gbps / ceiling_gb_per_s);
+    const double ratio = r.peer_ms > 0 ? r.peer_ms / r.ours_ms : 0.0;
+    char fraction[160];
+    if (r.bytes < 0) {  // FLOP-bound: compare with the peer when it is the GEMM ceiling
+      const double tflops = -r.bytes / (r.ours_ms * 1e-3) / 1e12;
+      std::snprintf(fraction, sizeof fraction, "%.1f TFLOP/s%s", tflops,
+                    r.peer_ms > 0 ? " (ratio = fraction of the cuBLAS GEMM rate)" : "");
+    } else {
+      const double gbps = r.bytes / (r.ours_ms * 1e-3) / 1e9;
+      std::snprintf(fraction, sizeof fraction, "%.1f GB/s = %.3f of %.0f GB/s copy", gbps, gbps / ceiling_gb_per_s,
+                    ceiling_gb_per_s);
+    }
+    std::printf("| %s | %.4f (%.4f-%.4f) | %s %.4f (%.4f-%.4f) | %.2f | %s |\n", r.name.c_str(), r.ours_ms,
+                r.ours_p10, r.ours_p90, r.peer_name.c_str(), r.peer_ms, r.peer_p10, r.peer_p90, ratio, fraction);
   }
+  if (tsv != nullptr) write_tsv(tsv);
   return 0;
 }

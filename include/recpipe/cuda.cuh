@@ -14,4 +14,6 @@
 #include <recpipe/cuda/dot_score.cuh>
 #include <recpipe/cuda/embedding_bag.cuh>
 #include <recpipe/cuda/error.cuh>
+#include <recpipe/cuda/sampling.cuh>
 #include <recpipe/cuda/topk.cuh>
+// Not included here (they need CUDA::cublas): <recpipe/cuda/dense.cuh>, <recpipe/cuda/cross.cuh>.

@@ -3,6 +3,10 @@
 #include <doctest/doctest.h>
 
 #include <recpipe/cuda.cuh>
+#include <recpipe/cuda/attention.cuh>
+#include <recpipe/cuda/blas.cuh>
+#include <recpipe/cuda/cross.cuh>
+#include <recpipe/cuda/dense.cuh>
 
 #include <cmath>
 #include <cstdint>
@@ -23,6 +27,8 @@ namespace {
 float fake_floats[1];
 id_type fake_ids[1];
 std::int64_t fake_offsets[1];
+std::uint64_t fake_u64[1];
+float fake_out[1];
 template <class T>
 rc::device_span<T> fake(T* base, std::size_t size) {
   return {base, size};
@@ -204,4 +210,132 @@ TEST_CASE("host/device copies validate sizes") {
                        Contains("cuda::copy_to_device: device span holds 3 values but host has 4"), recpipe::error);
   CHECK_THROWS_WITH_AS(rc::copy_to_host(backend, fake<const float>(fake_floats, 5), std::span<float>(host)),
                        Contains("cuda::copy_to_host: host span holds 4 values but device has 5"), recpipe::error);
+}
+
+TEST_CASE("cublas_error names file, line and status; dense and cross entries validate before cuBLAS") {
+  using doctest::Contains;
+  const rc::cublas_error e(CUBLAS_STATUS_NOT_INITIALIZED, "dense.cu", 12);
+  CHECK(std::string(e.what()).find("cuBLAS ERROR: dense.cu:12: CUBLAS_STATUS_NOT_INITIALIZED") != std::string::npos);
+  CHECK(e.status() == CUBLAS_STATUS_NOT_INITIALIZED);
+  rc::cuda_backend backend{cudaStream_t{}};
+  const rc::blas_handle blas(cublasHandle_t{});  // borrowed, never used: every call below fails validation first
+  const recpipe::matrix_view<const float> x(fake_floats, 4, 37), w(fake_floats, 19, 37);
+  const recpipe::matrix_view<float> y(fake_floats, 4, 19);
+  CHECK_THROWS_WITH_AS(rc::linear(backend, blas, recpipe::matrix_view<const float>(fake_floats, 4, 36), w, {}, y),
+                       Contains("cuda::linear: x is 4 x 36 but must be 4 x 37"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::linear(backend, blas, x, w, fake<const float>(fake_floats, 5), y),
+                       Contains("cuda::linear: bias has 5 entries but must have 19 (or none)"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::linear(backend, blas, x, w, {}, recpipe::matrix_view<float>(fake_floats, 4, 18)),
+                       Contains("cuda::linear: y is 4 x 18 but must be 4 x 19"), recpipe::error);
+  // An empty batch needs no GEMM and no launch (so not the null handle either).
+  CHECK(rc::linear(backend, blas, recpipe::matrix_view<const float>(fake_floats, 0, 37), w, {},
+                   recpipe::matrix_view<float>(fake_floats, 0, 19)) == cudaSuccess);
+  const std::vector<rc::linear_layer> layers = {{w, {}, recpipe::math::activation::relu},
+                                                {recpipe::matrix_view<const float>(fake_floats, 3, 20), {}}};
+  CHECK_THROWS_WITH_AS(rc::mlp(backend, blas, x, {}, y), Contains("cuda::mlp: layers is empty"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::mlp(backend, blas, x, layers, recpipe::matrix_view<float>(fake_floats, 4, 3)),
+                       Contains("cuda::mlp: layers[1].weight is [3, 20] but its input has 19 columns"), recpipe::error);
+
+  const recpipe::matrix_view<const float> x0(fake_floats, 4, 8);
+  const recpipe::matrix_view<float> out(fake_out, 4, 8);
+  const std::vector<rc::cross_params> bad_full = {{recpipe::matrix_view<const float>(fake_floats, 8, 7), {}, {}, {}}};
+  CHECK_THROWS_WITH_AS(rc::cross_network(backend, blas, x0, bad_full, out),
+                       Contains("cuda::cross_network: layer 0 weight must be 8 x 8 (got 8 x 7)"), recpipe::error);
+  const std::vector<rc::cross_params> bad_low = {
+      {{}, recpipe::matrix_view<const float>(fake_floats, 2, 8), recpipe::matrix_view<const float>(fake_floats, 8, 3), {}}};
+  CHECK_THROWS_WITH_AS(rc::cross_network(backend, blas, x0, bad_low, out),
+                       Contains("layer 0 low rank needs down [r, 8] and up [8, r]"), recpipe::error);
+  const std::vector<rc::cross_params> good = {{recpipe::matrix_view<const float>(fake_floats, 8, 8), {}, {}, {}}};
+  CHECK_THROWS_WITH_AS(rc::cross_network(backend, blas, x0, good, recpipe::matrix_view<float>(fake_floats, 4, 8)),
+                       Contains("out must not be x0"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::cross_layer(backend, blas, x0, x0, recpipe::matrix_view<const float>(fake_floats, 8, 8),
+                                       fake<const float>(fake_floats, 7), out),
+                       Contains("cuda::cross_layer: bias has 7 entries but must have 8"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::cross_layer_low_rank(backend, blas, x0, x0, {}, {}, {}, out),
+                       Contains("down and up must not be empty"), recpipe::error);
+
+  const recpipe::matrix_view<const float> feats(fake_floats, 2, 10);
+  CHECK_THROWS_WITH_AS(rc::dot_interaction(backend, feats, 3, false, recpipe::matrix_view<float>(fake_floats, 2, 3)),
+                       Contains("cuda::dot_interaction: features has 10 columns, not a multiple of num_features = 3"),
+                       recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::dot_interaction(backend, feats, 5, true, recpipe::matrix_view<float>(fake_floats, 2, 10)),
+                       Contains("out is 2 x 10 but must be 2 x 15"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::fm_second_order(backend, feats, 2, fake<float>(fake_floats, 3)),
+                       Contains("cuda::fm_second_order: out holds 3 values for 2 rows"), recpipe::error);
+}
+
+TEST_CASE("cuda::embedding_bags and cuda::softmax_sample validate before touching the device") {
+  using doctest::Contains;
+  rc::cuda_backend backend{cudaStream_t{}};
+  const std::vector<rc::device_table> tables = {
+      rc::device_table::fp32(recpipe::matrix_view<const float>(fake_floats, 100, 16)),
+      rc::device_table::fp16(reinterpret_cast<const std::uint16_t*>(fake_floats), 100, 8),
+      rc::device_table::int8_rowwise(reinterpret_cast<const std::uint8_t*>(fake_floats), 10, 4)};
+  CHECK(tables[2].row_bytes == 12);
+  CHECK(tables[1].row_bytes == 16);
+  const auto ids = fake<const id_type>(fake_ids, 20);
+  const auto offsets = fake<const std::int64_t>(fake_offsets, 4);
+  std::vector<rc::device_bags> inputs(3, rc::device_bags{ids, offsets});
+  const recpipe::matrix_view<float> out(fake_floats, 4, 28);
+  CHECK_THROWS_WITH_AS(rc::embedding_bags(backend, tables, std::span<const rc::device_bags>(inputs).first(2),
+                                          rc::pooling::sum, out),
+                       Contains("cuda::embedding_bags: 3 tables but 2 inputs"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::embedding_bags(backend, tables, inputs, rc::pooling::sum,
+                                          recpipe::matrix_view<float>(fake_floats, 4, 27)),
+                       Contains("the tables' dims add up to 28 but out has 27 columns"), recpipe::error);
+  inputs[1].offsets = fake<const std::int64_t>(fake_offsets, 6);
+  CHECK_THROWS_WITH_AS(rc::embedding_bags(backend, tables, inputs, rc::pooling::sum, out),
+                       Contains("inputs[1].offsets has 6 entries for 4 bags (need 4 or 5)"), recpipe::error);
+  inputs[1].offsets = offsets;
+  inputs[2].weights = fake<const float>(fake_floats, 3);
+  CHECK_THROWS_WITH_AS(rc::embedding_bags(backend, tables, inputs, rc::pooling::mean, out),
+                       Contains("inputs[2].weights has 3 entries for 20 ids"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::device_table::fp16(nullptr, 10, 4),
+                       Contains("cuda::device_table::fp16: data is null for a 10 x 4 table"), recpipe::error);
+  // An empty batch launches nothing.
+  inputs[2].weights = {};
+  const std::vector<rc::device_bags> empty_inputs(3, rc::device_bags{{}, {}});
+  CHECK(rc::embedding_bags(backend, tables, empty_inputs, rc::pooling::sum, recpipe::matrix_view<float>(fake_floats, 0, 28)) ==
+        cudaSuccess);
+
+  const auto scores = fake<const float>(fake_floats, 20);
+  const auto out_ids = fake<id_type>(fake_ids, 6);
+  const auto out_scores = fake<float>(fake_floats, 6);
+  CHECK_THROWS_WITH_AS(rc::softmax_sample(backend, scores, {}, offsets, {}, 2, -0.5f, 1, out_ids, out_scores),
+                       Contains("cuda::softmax_sample: temperature must be finite and >= 0"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::softmax_sample(backend, scores, {}, offsets, {}, 2, std::nanf(""), 1, out_ids, out_scores),
+                       Contains("temperature must be finite"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::softmax_sample(backend, scores, {}, offsets, fake<const std::uint64_t>(fake_u64, 2), 2, 1.0f, 1,
+                                          out_ids, out_scores),
+                       Contains("request_keys has 2 entries for 3 segments"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::softmax_sample(backend, scores, {}, offsets, {}, 3, 1.0f, 1, out_ids, out_scores),
+                       Contains("need 9"), recpipe::error);
+}
+
+TEST_CASE("cuda::multi_head_attention validates before touching the device") {
+  using doctest::Contains;
+  rc::cuda_backend backend{cudaStream_t{}};
+  const rc::blas_handle blas(cublasHandle_t{});
+  const recpipe::matrix_view<const float> x(fake_floats, 10, 8), in_w(fake_floats, 24, 8), out_w(fake_floats, 8, 8);
+  const recpipe::matrix_view<float> out(fake_out, 10, 8);
+  const auto lengths = fake<const std::int64_t>(fake_offsets, 2);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, x, lengths, 5, {in_w, {}, out_w, {}, 3}, false, out),
+                       Contains("num_heads = 3 must be >= 1 and divide the embedding width 8"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, x, lengths, 4, {in_w, {}, out_w, {}, 2}, false, out),
+                       Contains("x has 10 rows but lengths.size() * max_len = 2 * 4"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, x, lengths, 5,
+                                                {recpipe::matrix_view<const float>(fake_floats, 16, 8), {}, out_w, {}, 2},
+                                                false, out),
+                       Contains("in_proj_weight is 16 x 8 but must be 24 x 8"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, x, lengths, 5,
+                                                {in_w, fake<const float>(fake_floats, 8), out_w, {}, 2}, false, out),
+                       Contains("in_proj_bias has 8 entries but must have 24"), recpipe::error);
+  // 8 warps x (max_len + head width) floats must fit in 48 KiB.
+  const recpipe::matrix_view<const float> long_x(fake_floats, 2000, 8);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, long_x, fake<const std::int64_t>(fake_offsets, 1), 2000,
+                                                {in_w, {}, out_w, {}, 2}, true, recpipe::matrix_view<float>(fake_out, 2000, 8)),
+                       Contains("needs more shared memory"), recpipe::error);
+  // No sessions: nothing to do, no CUDA call.
+  CHECK(rc::multi_head_attention(backend, blas, recpipe::matrix_view<const float>(fake_floats, 0, 8), {}, 5,
+                                 {in_w, {}, out_w, {}, 2}, true, recpipe::matrix_view<float>(fake_out, 0, 8)) == cudaSuccess);
 }

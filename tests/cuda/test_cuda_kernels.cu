@@ -17,6 +17,9 @@
 
 #include <recpipe/cpu/embedding.hpp>
 #include <recpipe/cpu/topk.hpp>
+#include <recpipe/cuda/sampling.cuh>
+#include <recpipe/math/random.hpp>
+#include <recpipe/math/topk.hpp>
 #include <recpipe/math/vector.hpp>
 
 namespace rc = recpipe::cuda;
@@ -135,7 +138,8 @@ std::vector<id_type> wild_ids(std::size_t n, std::mt19937_64& rng) {
 }
 
 const rc::top_k_algorithm algorithms[] = {rc::top_k_algorithm::automatic, rc::top_k_algorithm::device_radix_sort,
-                                          rc::top_k_algorithm::segmented_radix_sort};
+                                          rc::top_k_algorithm::segmented_radix_sort,
+                                          rc::top_k_algorithm::radix_select};
 }  // namespace
 
 TEST_CASE("top_k over ragged segments matches cpu::top_k slot by slot") {
@@ -165,6 +169,30 @@ TEST_CASE("top_k on large segments (device-wide and segmented sorts) matches cpu
   // all-equal keys: the whole order comes from the ids
   std::fill(scores.begin(), scores.end(), 1.5f);
   run_segmented(backend, scores, wild_ids(scores.size(), rng), offsets, 1000, rc::top_k_algorithm::automatic);
+  run_segmented(backend, scores, wild_ids(scores.size(), rng), offsets, 1000, rc::top_k_algorithm::radix_select);
+  run_segmented(backend, scores, {}, offsets, 1000, rc::top_k_algorithm::radix_select);
+}
+
+TEST_CASE("radix_select on distinct floats: every digit pass decides, ties at the k-th key resolve by id") {
+  rc::cuda_backend backend;
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<float> value(-1e6f, 1e6f);
+  std::vector<float> scores(1000000);
+  for (auto& s : scores) s = value(rng);
+  // Long rows, a short one, k from 1 to beyond a segment's length.
+  const std::vector<std::int64_t> offsets = {0, 600000, 600010, 1000000};
+  for (std::size_t k : {std::size_t{1}, std::size_t{100}, std::size_t{2048}, std::size_t{400001}}) {
+    CAPTURE(k);
+    run_segmented(backend, scores, {}, offsets, k, rc::top_k_algorithm::radix_select);
+    run_segmented(backend, scores, wild_ids(scores.size(), rng), offsets, k, rc::top_k_algorithm::radix_select);
+  }
+  // The k-th key is tied with entries on both sides of the cut: equal scores scattered through
+  // the row; the winners among them are the smallest ids.
+  for (std::size_t i = 0; i < scores.size(); i += 997) scores[i] = 5e5f;
+  for (std::size_t k : {std::size_t{200}, std::size_t{260}, std::size_t{500}}) {
+    run_segmented(backend, scores, {}, {0, 1000000}, k, rc::top_k_algorithm::radix_select);
+    run_segmented(backend, scores, wild_ids(scores.size(), rng), {0, 1000000}, k, rc::top_k_algorithm::radix_select);
+  }
 }
 
 TEST_CASE("top_k gives hostile offsets their documented meaning") {
@@ -176,6 +204,8 @@ TEST_CASE("top_k gives hostile offsets their documented meaning") {
   for (auto algorithm : algorithms) run_segmented(backend, scores, {}, offsets, 8, algorithm);
   // offsets not starting at 0 leave a gap that belongs to no segment
   run_segmented(backend, scores, wild_ids(300, rng), {100, 150, 150, 290}, 7, rc::top_k_algorithm::device_radix_sort);
+  run_segmented(backend, scores, wild_ids(300, rng), {100, 150, 150, 290}, 7, rc::top_k_algorithm::radix_select);
+  run_segmented(backend, scores, {}, {100, 150, 150, 290}, 7, rc::top_k_algorithm::radix_select);
   // no scores at all: every slot is padding
   run_segmented(backend, {}, {}, {0, 0, 0}, 3, rc::top_k_algorithm::automatic);
 }
@@ -401,4 +431,138 @@ TEST_CASE("device_buffer round trip and move") {
   rc::device_buffer<float> b = std::move(a);
   CHECK(a.data() == nullptr);
   CHECK(rc::to_host(backend, b.const_span()) == host);
+}
+
+TEST_CASE("embedding_bags: fp32, fp16 and int8 row-wise tables in one launch match cpu::embedding_bags") {
+  rc::cuda_backend backend;
+  std::mt19937_64 rng(9);
+  const std::size_t batch = 97;
+  // 35 tables: more than one launch's 32; dims cover one lane, partial tiles and the tile loop (300).
+  const std::size_t dims[] = {24, 64, 300, 1, 7, 33};
+  const recpipe::cpu::storage formats[] = {recpipe::cpu::storage::fp32, recpipe::cpu::storage::fp16,
+                                           recpipe::cpu::storage::int8_rowwise};
+  std::vector<recpipe::cpu::embedding_table> cpu_tables;
+  std::vector<rc::device_buffer<std::byte>> device_bytes;
+  std::vector<rc::device_table> tables;
+  std::vector<std::vector<id_type>> ids;
+  std::vector<std::vector<std::int64_t>> offsets;
+  std::vector<std::vector<float>> weights;
+  std::size_t total = 0;
+  for (std::size_t t = 0; t < 35; ++t) {
+    const std::size_t dim = dims[t % 6], rows = 50 + t;
+    const auto values = random_floats(rows * dim, rng);
+    cpu_tables.push_back(recpipe::cpu::embedding_table::from_fp32(
+        recpipe::matrix_view<const float>(values.data(), rows, dim), formats[t % 3]));
+    const auto view = cpu_tables.back().view();
+    device_bytes.push_back(rc::to_device(backend, std::span<const std::byte>(view.data(), rows * view.row_bytes())));
+    const void* d = device_bytes.back().data();
+    tables.push_back(formats[t % 3] == recpipe::cpu::storage::fp32
+                         ? rc::device_table::fp32({static_cast<const float*>(d), rows, dim})
+                     : formats[t % 3] == recpipe::cpu::storage::fp16
+                         ? rc::device_table::fp16(static_cast<const std::uint16_t*>(d), rows, dim)
+                         : rc::device_table::int8_rowwise(static_cast<const std::uint8_t*>(d), rows, dim));
+    offsets.push_back(ragged_offsets(batch, 9, rng));
+    std::uniform_int_distribution<id_type> id(0, static_cast<id_type>(rows) - 1);
+    ids.emplace_back(static_cast<std::size_t>(offsets.back().back()));
+    for (auto& i : ids.back()) i = id(rng);
+    weights.push_back(t % 2 ? random_floats(ids.back().size(), rng) : std::vector<float>{});
+    total += dim;
+  }
+  std::vector<rc::device_buffer<id_type>> d_ids;
+  std::vector<rc::device_buffer<std::int64_t>> d_offsets;
+  std::vector<rc::device_buffer<float>> d_weights;
+  std::vector<rc::device_bags> inputs;
+  std::vector<recpipe::cpu::embedding_table_view> cpu_views;
+  std::vector<recpipe::cpu::bag_input> cpu_inputs;
+  for (std::size_t t = 0; t < 35; ++t) {
+    d_ids.push_back(rc::to_device(backend, cspan(ids[t])));
+    d_offsets.push_back(rc::to_device(backend, cspan(offsets[t])));
+    d_weights.push_back(rc::to_device(backend, cspan(weights[t])));
+    inputs.push_back({d_ids[t].const_span(), d_offsets[t].const_span(), d_weights[t].const_span()});
+    cpu_views.push_back(cpu_tables[t].view());
+    cpu_inputs.push_back({cspan(ids[t]), cspan(offsets[t]), cspan(weights[t])});
+  }
+  for (auto mode : {rc::pooling::sum, rc::pooling::mean}) {
+    std::vector<float> want(batch * total);
+    recpipe::cpu::embedding_bags(cpu_views, cpu_inputs,
+                                 mode == rc::pooling::mean ? recpipe::cpu::pooling::mean : recpipe::cpu::pooling::sum,
+                                 recpipe::matrix_view<float>(want.data(), batch, total));
+    rc::device_buffer<float> d_out(backend, batch * (total + 3));
+    RECPIPE_CUDA_TRY(rc::embedding_bags(backend, tables, inputs, mode,
+                                        recpipe::matrix_view<float>(d_out.data(), batch, total, total + 3)));
+    const auto strided = rc::to_host(backend, d_out.const_span());
+    std::vector<float> got(batch * total);
+    for (std::size_t b = 0; b < batch; ++b)
+      std::copy_n(strided.begin() + static_cast<std::ptrdiff_t>(b * (total + 3)), total,
+                  got.begin() + static_cast<std::ptrdiff_t>(b * total));
+    check_close(want, got, 1e-5f);
+  }
+  // Shape errors name the input.
+  inputs[3].offsets = inputs[3].offsets.subspan(0, 5);
+  rc::device_buffer<float> d_out(backend, batch * total);
+  CHECK_THROWS_WITH_AS(rc::embedding_bags(backend, tables, inputs, rc::pooling::sum,
+                                          recpipe::matrix_view<float>(d_out.data(), batch, total)),
+                       doctest::Contains("inputs[3].offsets has 5 entries for 97 bags"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::embedding_bags(backend, std::span<const rc::device_table>(tables).subspan(1), inputs,
+                                          rc::pooling::sum, recpipe::matrix_view<float>(d_out.data(), batch, total)),
+                       doctest::Contains("34 tables but 35 inputs"), recpipe::error);
+}
+
+TEST_CASE("softmax_sample draws what the CPU rule (math::sampling_key, ties by id) draws, per segment") {
+  rc::cuda_backend backend;
+  std::mt19937_64 rng(10);
+  const auto offsets = ragged_offsets(40, 300, rng);
+  const std::size_t n = static_cast<std::size_t>(offsets.back()), segments = offsets.size() - 1;
+  const auto scores = tricky_scores(n, rng);
+  std::vector<std::uint64_t> request_keys(segments);
+  for (auto& key : request_keys) key = rng();
+  auto d_scores = rc::to_device(backend, cspan(scores));
+  auto d_offsets = rc::to_device(backend, cspan(offsets));
+  auto d_keys = rc::to_device(backend, cspan(request_keys));
+  for (bool explicit_ids : {false, true})
+    for (bool keyed : {false, true})
+      for (float temperature : {0.0f, 0.3f, 2.0f})
+        for (std::size_t k : {std::size_t{1}, std::size_t{17}, std::size_t{400}}) {
+          CAPTURE(explicit_ids);
+          CAPTURE(keyed);
+          CAPTURE(temperature);
+          CAPTURE(k);
+          const auto ids = explicit_ids ? wild_ids(n, rng) : std::vector<id_type>{};
+          std::vector<id_type> want_ids(segments * k, -1);
+          std::vector<float> want_scores(segments * k, std::numeric_limits<float>::quiet_NaN());
+          for (std::size_t seg = 0; seg < segments; ++seg) {
+            const auto begin = static_cast<std::size_t>(offsets[seg]), end = static_cast<std::size_t>(offsets[seg + 1]);
+            const std::uint64_t stream = recpipe::math::sampling_stream(77, keyed ? request_keys[seg] : seg);
+            struct entry {
+              double key;
+              id_type id;
+              std::size_t position;
+            };
+            std::vector<entry> row;
+            for (std::size_t i = begin; i < end; ++i) {
+              const id_type id = explicit_ids ? ids[i] : static_cast<id_type>(i - begin);
+              row.push_back({recpipe::math::sampling_key(scores[i], temperature, stream, id), id, i});
+            }
+            std::stable_sort(row.begin(), row.end(), [](const entry& a, const entry& b) {
+              return recpipe::math::ranks_before(a.key, a.id, b.key, b.id);
+            });
+            for (std::size_t j = 0; j < std::min(k, row.size()); ++j) {
+              want_ids[seg * k + j] = row[j].id;
+              want_scores[seg * k + j] = scores[row[j].position];
+            }
+          }
+          auto d_ids = rc::to_device(backend, cspan(ids));
+          rc::device_buffer<id_type> d_out_ids(backend, segments * k);
+          rc::device_buffer<float> d_out_scores(backend, segments * k);
+          RECPIPE_CUDA_TRY(rc::softmax_sample(backend, d_scores.const_span(), d_ids.const_span(), d_offsets.const_span(),
+                                              keyed ? d_keys.const_span() : rc::device_span<const std::uint64_t>(), k,
+                                              temperature, 77, d_out_ids.span(), d_out_scores.span()));
+          check_same_top_k(want_ids, want_scores, rc::to_host(backend, d_out_ids.const_span()),
+                           rc::to_host(backend, d_out_scores.const_span()));
+        }
+  rc::device_buffer<id_type> out_ids(backend, 1);
+  rc::device_buffer<float> out_scores(backend, 1);
+  CHECK_THROWS_WITH_AS(rc::softmax_sample(backend, d_scores.const_span(), {}, d_offsets.const_span(), {}, 1, -1.0f, 1,
+                                          out_ids.span(), out_scores.span()),
+                       doctest::Contains("temperature must be finite and >= 0"), recpipe::error);
 }

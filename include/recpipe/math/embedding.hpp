@@ -33,13 +33,30 @@ RECPIPE_HOST_DEVICE inline void accumulate_row(const std::uint16_t* RECPIPE_REST
   for (std::size_t c = 0; c < dim; ++c) acc[c] += weight * half_to_float(row[c]);
 }
 
+//! @brief The scale and bias stored after the `dim` codes of an int8 row-wise row (the tail may
+//! be unaligned, so it is copied out).
+RECPIPE_HOST_DEVICE inline void int8_row_scale_bias(const std::uint8_t* row, std::size_t dim, float& scale,
+                                                    float& bias) {
+  float scale_bias[2];
+  std::memcpy(scale_bias, row + dim, sizeof scale_bias);
+  scale = scale_bias[0];
+  bias = scale_bias[1];
+}
+
+//! @brief One weighted int8 row-wise value: weighted_scale * code + weighted_bias, where
+//! weighted_scale = weight * scale and weighted_bias = weight * bias. The CPU bag and the CUDA
+//! bag kernel add exactly this per element.
+RECPIPE_HOST_DEVICE inline float int8_term(float weighted_scale, float weighted_bias, std::uint8_t code) {
+  return weighted_scale * static_cast<float>(code) + weighted_bias;
+}
+
 //! @brief acc[c] += weight * (code[c] * scale + bias), with scale and bias read from the row tail.
 RECPIPE_HOST_DEVICE inline void accumulate_row_int8(const std::uint8_t* RECPIPE_RESTRICT row, float weight,
                                                     float* RECPIPE_RESTRICT acc, std::size_t dim) {
-  float scale_bias[2];
-  std::memcpy(scale_bias, row + dim, sizeof scale_bias);  // the tail may be unaligned
-  const float a = weight * scale_bias[0], b = weight * scale_bias[1];
-  for (std::size_t c = 0; c < dim; ++c) acc[c] += a * static_cast<float>(row[c]) + b;
+  float scale = 0.0f, bias = 0.0f;
+  int8_row_scale_bias(row, dim, scale, bias);
+  const float a = weight * scale, b = weight * bias;
+  for (std::size_t c = 0; c < dim; ++c) acc[c] += int8_term(a, b, row[c]);
 }
 
 //! @brief Quantizes `dim` floats into one int8 row-wise row (dim codes + scale + bias):

@@ -39,6 +39,18 @@ RECPIPE_HOST_DEVICE inline std::uint32_t descending_key(float score) {
   return ~ascending;  // never 0xffffffff: that would need the bits of a NaN
 }
 
+//! @brief descending_key for double keys (the sampling keys): ascending 64-bit key order is the
+//! double's descending order, every NaN last (the largest key), -0.0 equal to +0.0.
+RECPIPE_HOST_DEVICE inline std::uint64_t descending_key(double score) {
+  if (std::isnan(score)) return ~std::uint64_t{0};
+  if (score == 0.0) score = 0.0;
+  std::uint64_t bits;
+  std::memcpy(&bits, &score, sizeof bits);
+  const std::uint64_t sign = std::uint64_t{1} << 63;
+  const std::uint64_t ascending = (bits & sign) ? ~bits : (bits | sign);
+  return ~ascending;
+}
+
 }  // namespace math
 RECPIPE_NAMESPACE_END
 

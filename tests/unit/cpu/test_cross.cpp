@@ -192,6 +192,7 @@ TEST_CASE("dot_interaction follows PyTorch-DLRM's lower-triangle order, with and
           std::size_t k = 0;
           for (std::size_t i = 0; i < f; ++i)
             for (std::size_t j = 0; j < i + (self ? 1 : 0); ++j, ++k) {
+              REQUIRE(recpipe::math::interaction_index(i, j, self) == k);  // the order the CUDA kernel writes in
               double s = 0;
               for (std::size_t c = 0; c < d; ++c) s += static_cast<double>(feats(b, i * d + c)) * feats(b, j * d + c);
               want.push_back(s);
@@ -232,6 +233,12 @@ TEST_CASE("fm_second_order equals the sum of pairwise dot products") {
       double squares = 0;
       for (float v : ref::flatten(feats)) squares += static_cast<double>(v) * v;
       CHECK(err <= 1e-5 * std::max(peak, squares / 4));
+      // The per-column form the CUDA kernel sums (math::fm_column) gives the same term.
+      for (std::size_t b = 0; b < 4; ++b) {
+        float column_sum = 0;
+        for (std::size_t k = 0; k < d; ++k) column_sum += recpipe::math::fm_column(&feats(b, 0), f, d, k);
+        CHECK(std::abs(0.5 * column_sum - want[b]) <= 1e-5 * std::max(peak, squares / 4));
+      }
     }
   ref::buffer feats(3, 6);
   std::vector<float> out(2);

@@ -69,8 +69,8 @@ TEST_CASE("NaN and -inf are never drawn; ids map through; bad arguments throw") 
     REQUIRE(cpu::sample_without_replacement(logits, ids, 5, 0.5f, seed, out, scores) == 2);
     CHECK(std::set<id_type>{out[0], out[1]} == std::set<id_type>{11, 13});
   }
-  CHECK_THROWS_WITH_AS(cpu::sample_without_replacement(logits, ids, 2, 0.0f, 1, out, scores),
-                       doctest::Contains("temperature must be finite and > 0"), recpipe::error);
+  CHECK_THROWS_WITH_AS(cpu::sample_without_replacement(logits, ids, 2, -1.0f, 1, out, scores),
+                       doctest::Contains("temperature must be finite and >= 0"), recpipe::error);
   CHECK_THROWS_AS(cpu::sample_without_replacement(logits, ids, 2, nan, 1, out, scores), recpipe::error);
   CHECK_THROWS_AS(cpu::sample_without_replacement(logits, ids, 2, std::numeric_limits<float>::infinity(), 1, out, scores),
                   recpipe::error);
@@ -87,4 +87,37 @@ TEST_CASE("a tiny temperature reproduces top-k order") {
   std::vector<float> scores(3);
   cpu::sample_without_replacement(logits, {}, 3, 1e-4f, 3, out, scores);
   CHECK(out == std::vector<id_type>{1, 3, 2});
+}
+
+TEST_CASE("temperature 0 is a plain top-k (ties by id); the noise is keyed by item id, not position") {
+  const std::vector<float> logits = {0.1f, 0.9f, 0.5f, 0.9f, 0.3f};
+  const std::vector<id_type> ids = {50, 40, 30, 20, 10};
+  std::vector<id_type> out(3);
+  std::vector<float> scores(3);
+  REQUIRE(cpu::sample_without_replacement(logits, ids, 3, 0.0f, 3, out, scores) == 3);
+  CHECK(out == std::vector<id_type>{20, 40, 30});
+  CHECK(scores == std::vector<float>{0.9f, 0.9f, 0.5f});
+  // The same items in another order draw the same (the key is math::sampling_key of the id).
+  std::vector<float> logits2(100);
+  std::vector<id_type> ids2(100);
+  for (std::size_t i = 0; i < 100; ++i) {
+    logits2[i] = std::cos(static_cast<float>(i));
+    ids2[i] = static_cast<id_type>(1000 + i);
+  }
+  std::vector<float> reversed_logits(logits2.rbegin(), logits2.rend());
+  std::vector<id_type> reversed_ids(ids2.rbegin(), ids2.rend());
+  std::vector<id_type> a(10), b(10);
+  std::vector<float> sa(10), sb(10);
+  cpu::sample_without_replacement(logits2, ids2, 10, 0.8f, 99, a, sa);
+  cpu::sample_without_replacement(reversed_logits, reversed_ids, 10, 0.8f, 99, b, sb);
+  CHECK(a == b);
+  CHECK(sa == sb);
+  // And it is the rule itself: the first draw has the largest sampling_key.
+  const std::uint64_t stream = recpipe::math::sampling_stream(99, 0);
+  std::size_t best = 0;
+  for (std::size_t i = 1; i < 100; ++i)
+    if (recpipe::math::sampling_key(logits2[i], 0.8f, stream, ids2[i]) >
+        recpipe::math::sampling_key(logits2[best], 0.8f, stream, ids2[best]))
+      best = i;
+  CHECK(a[0] == ids2[best]);
 }

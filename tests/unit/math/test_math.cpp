@@ -87,6 +87,64 @@ TEST_CASE("activations, softmax and dot") {
   CHECK(out[1] == 8.0f);
 }
 
+TEST_CASE("interaction_pair inverts interaction_index, with and without the diagonal") {
+  for (const bool self : {false, true}) {
+    for (std::size_t f = 1; f <= 80; ++f) {
+      std::size_t expected = 0;  // the CPU's output order: i ascending, then j ascending
+      for (std::size_t i = 0; i < f; ++i)
+        for (std::size_t j = 0; j < i + (self ? 1 : 0); ++j, ++expected) {
+          REQUIRE(math::interaction_index(i, j, self) == expected);
+          std::size_t pi = 99, pj = 99;
+          math::interaction_pair(expected, self, pi, pj);
+          REQUIRE(pi == i);
+          REQUIRE(pj == j);
+        }
+    }
+  }
+  // Far beyond any model (F = 5000): the square-root guess is corrected, never trusted.
+  for (std::size_t i : {std::size_t{1000}, std::size_t{4095}, std::size_t{4999}}) {
+    std::size_t pi = 0, pj = 0;
+    math::interaction_pair(math::interaction_index(i, i - 1, false), false, pi, pj);
+    CHECK(pi == i);
+    CHECK(pj == i - 1);
+    math::interaction_pair(math::interaction_index(i, 0, true), true, pi, pj);
+    CHECK(pi == i);
+    CHECK(pj == 0);
+  }
+}
+
+TEST_CASE("fm_column sums to the factorization-machine term and cross_update is the cross formula") {
+  const std::size_t f = 5, d = 7;
+  std::vector<float> row(f * d);
+  for (std::size_t i = 0; i < row.size(); ++i) row[i] = std::sin(static_cast<float>(i)) * 1.5f;
+  double want = 0;
+  for (std::size_t a = 0; a < f; ++a)
+    for (std::size_t b = a + 1; b < f; ++b)
+      for (std::size_t k = 0; k < d; ++k) want += static_cast<double>(row[a * d + k]) * row[b * d + k];
+  float got = 0;
+  for (std::size_t k = 0; k < d; ++k) got += math::fm_column(row.data(), f, d, k);
+  CHECK(0.5f * got == doctest::Approx(want).epsilon(1e-5));
+  CHECK(math::cross_update(2.0f, 3.0f, 1.0f) == 7.0f);
+}
+
+TEST_CASE("sampling_key: temperature 0 is the score, NaN stays last, the double radix key orders like ranks_before") {
+  const std::uint64_t stream = math::sampling_stream(7, 3);
+  CHECK(math::sampling_key(1.25f, 0.0f, stream, 9) == 1.25);
+  CHECK(std::isnan(math::sampling_key(std::numeric_limits<float>::quiet_NaN(), 0.5f, stream, 9)));
+  CHECK(math::sampling_key(-std::numeric_limits<float>::infinity(), 0.5f, stream, 9) ==
+        -std::numeric_limits<double>::infinity());
+  CHECK(math::sampling_key(1.0f, 0.5f, stream, 9) == 2.0 + math::item_gumbel(stream, 9));
+  CHECK(math::item_gumbel(stream, 9) != math::item_gumbel(stream, 10));
+  CHECK(math::sampling_stream(7, 3) != math::sampling_stream(7, 4));
+  const double specials[] = {std::numeric_limits<double>::quiet_NaN(), -std::numeric_limits<double>::infinity(), -1e300,
+                             -1.0, -0.0, 0.0, 1e-320, 0.5, 1e300, std::numeric_limits<double>::infinity()};
+  for (double a : specials)
+    for (double b : specials) {
+      const bool before = math::ranks_before(a, 0, b, 0);
+      CHECK((math::descending_key(a) < math::descending_key(b)) == before);
+    }
+}
+
 TEST_CASE("uniform and gumbel noise are in range and reproducible") {
   double mean = 0;
   for (std::uint64_t i = 0; i < 100000; ++i) {

@@ -10,6 +10,7 @@
 
 #include <recpipe/core/backend.hpp>
 #include <recpipe/core/batch.hpp>
+#include <recpipe/math/random.hpp>
 #include <recpipe/math/topk.hpp>
 #include <recpipe/stages/order.hpp>
 
@@ -50,20 +51,6 @@ void keep_best_candidates(Batch& batch, std::size_t k, KeyOf&& key_of) {
   batch.select_candidates(std::move(offsets), picks);
 }
 
-//! splitmix64: a tiny, well-mixed counter-based generator (Steele, Lea, Flood 2014).
-constexpr std::uint64_t mix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-//! A standard Gumbel sample from a 64-bit hash: -log(-log(u)) with u in (0, 1).
-inline double gumbel_from_hash(std::uint64_t hash) {
-  const double u = (static_cast<double>(hash >> 11) + 0.5) * 0x1.0p-53;  // never 0 or 1
-  return -std::log(-std::log(u));
-}
-
 }  // namespace detail
 
 template <class Score>
@@ -82,10 +69,6 @@ struct stage_impl<softmax_sample_stage<Score>, cpu_backend> {
   static auto run(const softmax_sample_stage<Score>& stage, Batch&& batch, cpu_backend&) {
     using batch_type = std::remove_cvref_t<Batch>;
     const auto& scores = batch.template get<Score>();
-    if (stage.temperature() == 0.0f) {
-      detail::keep_best_candidates(batch, stage.k(), [&](std::size_t at) { return scores[at]; });
-      return std::forward<Batch>(batch);
-    }
     const auto& candidates = batch.template get<col::candidates>();
     // The request each flat candidate position belongs to, and that request's random stream.
     std::vector<std::uint64_t> stream_of_request(batch.size());
@@ -95,16 +78,14 @@ struct stage_impl<softmax_sample_stage<Score>, cpu_backend> {
         request_key = batch.template get<col::request_seed>()[r];
       else if constexpr (batch_type::template contains<col::user_id>)
         request_key = static_cast<std::uint64_t>(batch.template get<col::user_id>()[r]);
-      stream_of_request[r] = detail::mix64(stage.seed() ^ detail::mix64(request_key));
+      stream_of_request[r] = math::sampling_stream(stage.seed(), request_key);
     }
-    const double inverse_temperature = 1.0 / static_cast<double>(stage.temperature());
+    const float temperature = stage.temperature();
     std::size_t request = 0;
+    // math::sampling_key: the one Gumbel-top-k rule (temperature 0: the score, a plain top-k).
     detail::keep_best_candidates(batch, stage.k(), [&](std::size_t at) {
       while (at >= candidates.offsets()[request + 1]) ++request;  // positions arrive in order
-      const std::uint64_t item = static_cast<std::uint64_t>(candidates.values()[at]);
-      const double noise = detail::gumbel_from_hash(detail::mix64(stream_of_request[request] ^ detail::mix64(item)));
-      // NaN stays NaN (ranked last); +-inf stay infinite, so they order before/after every number.
-      return static_cast<double>(scores[at]) * inverse_temperature + noise;
+      return math::sampling_key(scores[at], temperature, stream_of_request[request], candidates.values()[at]);
     });
     return std::forward<Batch>(batch);
   }

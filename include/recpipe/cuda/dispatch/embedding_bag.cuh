@@ -54,6 +54,17 @@ inline cudaError_t embedding_bag(const cuda_backend& backend, const kernels::emb
   return bag_detail::launch<1>(p, stream);
 }
 
+//! Queues the multi-table pooling (at most max_tables_per_launch tables; the entry splits).
+inline cudaError_t embedding_bags(const cuda_backend& backend, const kernels::multi_bag_params& p) noexcept {
+  if (p.batch == 0 || p.num_tables == 0) return cudaSuccess;
+  const cudaStream_t stream = backend.stream();
+  constexpr int warps_per_block = block_threads / 32;
+  const std::size_t warps = static_cast<std::size_t>(p.batch) * p.num_tables;
+  kernels::multi_table_bag_kernel<4, block_threads><<<blocks_for(warps, warps_per_block), block_threads, 0, stream>>>(p);
+  RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  return cudaSuccess;
+}
+
 }  // namespace dispatch
 RECPIPE_CUDA_NAMESPACE_END
 

@@ -37,6 +37,7 @@ enum class top_k_algorithm {
   automatic,             //!< segmented for many short segments, device-wide otherwise
   device_radix_sort,     //!< one cub::DeviceRadixSort over all segments, segment index in the high key bits
   segmented_radix_sort,  //!< cub::DeviceSegmentedRadixSort, one block per segment
+  radix_select,          //!< 8-bit histogram passes find each segment's k-th key; only the survivors are sorted
 };
 
 namespace dispatch {
@@ -60,6 +61,92 @@ namespace topk_detail {
 // Below this average segment length one CUB block per segment sorts in a few tiles and beats a
 // device-wide sort that also has to sort the segment bits.
 inline constexpr std::uint32_t segmented_max_average_length = 4096;
+
+// Radix select pays off once a segment is long and k a small part of it.
+inline constexpr std::uint32_t select_min_average_length = 4096;
+inline constexpr std::uint32_t select_max_k_fraction = 16;  // k <= average length / 16
+inline constexpr int select_items_per_thread = 16;
+
+// AIR top-k's plan on the score keys: 4 histogram passes (8 bits each, most significant first)
+// find each long segment's k-th key K; every entry with key <= K (all ties at K included) is
+// gathered into its segment's range; only those survivors are radix sorted (by score key, then
+// id, then position: the order cpu::top_k gives, ties at K resolved by id). Segments of at most k
+// entries keep everything. A row of many entries tied at K sorts all of those ties (correct, but
+// then as costly as a full sort).
+inline cudaError_t radix_select(const cuda_backend& backend, cuda::detail::scratch& scratch,
+                                const kernels::top_k_params& p) noexcept {
+  const cudaStream_t stream = backend.stream();
+  const std::uint32_t n = p.n, segments = p.num_segments;
+  kernels::select_state state;
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&state.prefix, segments));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&state.remaining, segments));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&state.count, segments));
+  RECPIPE_CUDA_RETURN_IF_ERROR(
+      scratch.allocate(&state.histogram, static_cast<std::size_t>(segments) * kernels::select_bins));
+  kernels::select_init_kernel<block_threads><<<blocks_for(segments), block_threads, 0, stream>>>(p, state);
+  RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  constexpr int items = select_items_per_thread;
+  for (int shift = 32 - kernels::select_digit_bits; shift >= 0; shift -= kernels::select_digit_bits) {
+    RECPIPE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
+        state.histogram, 0, static_cast<std::size_t>(segments) * kernels::select_bins * sizeof(std::uint32_t), stream));
+    kernels::select_histogram_kernel<block_threads, items>
+        <<<blocks_for(n, block_threads * items), block_threads, 0, stream>>>(p, state, shift);
+    RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+    kernels::select_digit_kernel<block_threads>
+        <<<blocks_for(segments), block_threads, 0, stream>>>(segments, state, shift);
+    RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  }
+  std::uint64_t *keys_a = nullptr, *keys_b = nullptr;
+  std::uint32_t *values_a = nullptr, *values_b = nullptr;
+  std::int32_t* ends = nullptr;
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&keys_a, n));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&keys_b, n));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&values_a, n));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&values_b, n));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&ends, segments));
+  const bool explicit_ids = p.ids != nullptr;
+  if (explicit_ids)
+    kernels::select_gather_kernel<false, block_threads><<<blocks_for(n), block_threads, 0, stream>>>(p, state, keys_a, values_a);
+  else
+    kernels::select_gather_kernel<true, block_threads><<<blocks_for(n), block_threads, 0, stream>>>(p, state, keys_a, values_a);
+  RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  kernels::select_ends_kernel<block_threads><<<blocks_for(segments), block_threads, 0, stream>>>(p, state, ends);
+  RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  const auto sort64 = [&](const std::uint64_t* in_keys, std::uint64_t* out_keys, const std::uint32_t* in_values,
+                          std::uint32_t* out_values, int end_bit) {
+    return scratch.cub_call([&](void* storage, std::size_t& bytes) {
+      return cub::DeviceSegmentedRadixSort::SortPairs(storage, bytes, in_keys, out_keys, in_values, out_values,
+                                                      static_cast<int>(n), static_cast<int>(segments), p.offsets, ends,
+                                                      0, end_bit, stream);
+    });
+  };
+  if (!explicit_ids) {
+    // (score key, position in segment): unique, so one pass gives the final order.
+    RECPIPE_CUDA_RETURN_IF_ERROR(sort64(keys_a, keys_b, values_a, values_b, 64));
+  } else {
+    // Position first (undoes the gather's arbitrary order), then id, then score: stable LSD.
+    RECPIPE_CUDA_RETURN_IF_ERROR(sort64(keys_a, keys_b, values_a, values_b, 32));
+    kernels::survivor_keys_kernel<true, block_threads>
+        <<<blocks_for(n), block_threads, 0, stream>>>(p, ends, values_b, keys_a, nullptr);
+    RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+    RECPIPE_CUDA_RETURN_IF_ERROR(sort64(keys_a, keys_b, values_b, values_a, 64));
+    std::uint32_t *score_a = nullptr, *score_b = nullptr;
+    RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&score_a, n));
+    RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&score_b, n));
+    kernels::survivor_keys_kernel<false, block_threads>
+        <<<blocks_for(n), block_threads, 0, stream>>>(p, ends, values_a, nullptr, score_a);
+    RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+    RECPIPE_CUDA_RETURN_IF_ERROR(scratch.cub_call([&](void* storage, std::size_t& bytes) {
+      return cub::DeviceSegmentedRadixSort::SortPairs(storage, bytes, score_a, score_b, values_a, values_b,
+                                                      static_cast<int>(n), static_cast<int>(segments), p.offsets, ends,
+                                                      0, 32, stream);
+    }));
+  }
+  const std::size_t slots = static_cast<std::size_t>(segments) * p.k;
+  kernels::gather_top_k_kernel<false, block_threads><<<blocks_for(slots), block_threads, 0, stream>>>(p, values_b);
+  RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  return cudaSuccess;
+}
 
 #if defined(RECPIPE_CUDA_HAS_DEVICE_TOPK)
 // One row, ids = positions: unique 64-bit keys (ascending score key, then ~position) make
@@ -152,6 +239,12 @@ inline cudaError_t top_k(const cuda_backend& backend, const top_k_problem& probl
     return cudaSuccess;
   }
 
+  const std::uint32_t average = problem.n / problem.num_segments;
+  if (problem.algorithm == top_k_algorithm::radix_select ||
+      (problem.algorithm == top_k_algorithm::automatic && average >= topk_detail::select_min_average_length &&
+       problem.k <= average / topk_detail::select_max_k_fraction))
+    return topk_detail::radix_select(backend, scratch, p);
+
   bool segmented = problem.algorithm == top_k_algorithm::segmented_radix_sort;
   if (problem.algorithm == top_k_algorithm::automatic)
     segmented = problem.num_segments > 1 && problem.n / problem.num_segments <= topk_detail::segmented_max_average_length;
@@ -213,6 +306,64 @@ inline cudaError_t top_k(const cuda_backend& backend, const top_k_problem& probl
     }));
     kernels::gather_top_k_kernel<true, block_threads><<<blocks_for(slots), block_threads, 0, stream>>>(p, values_b);
   }
+  RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  return cudaSuccess;
+}
+
+//! Queues a Gumbel-top-k draw per segment: keys math::sampling_key (64-bit radix keys), ties by
+//! id, then position. Stable segmented radix sorts: by id first (explicit ids only), then by key;
+//! every candidate is sorted (no selection for 64-bit keys yet). Never throws or synchronises.
+inline cudaError_t softmax_sample(const cuda_backend& backend, const top_k_problem& problem,
+                                  const kernels::sampling_params& sampling) noexcept {
+  if (problem.num_segments == 0 || problem.k == 0) return cudaSuccess;
+  const cudaStream_t stream = backend.stream();
+  cuda::detail::scratch scratch(backend);
+  kernels::top_k_params p;
+  p.scores = problem.scores;
+  p.ids = problem.ids;
+  p.ids_period = problem.ids_period;
+  p.n = problem.n;
+  p.num_segments = problem.num_segments;
+  p.k = problem.k;
+  p.out_ids = problem.out_ids;
+  p.out_scores = problem.out_scores;
+  std::int32_t* offsets = nullptr;
+  RECPIPE_CUDA_RETURN_IF_ERROR(
+      sanitize_offsets(backend, scratch, problem.offsets, problem.num_segments + 1, problem.n, &offsets));
+  p.offsets = offsets;
+  const std::size_t slots = static_cast<std::size_t>(problem.num_segments) * problem.k;
+  if (problem.n == 0) {
+    kernels::gather_top_k_kernel<false, block_threads><<<blocks_for(slots), block_threads, 0, stream>>>(p, nullptr);
+    RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+    return cudaSuccess;
+  }
+  const std::uint32_t n = problem.n;
+  std::uint64_t *keys_a = nullptr, *keys_b = nullptr;
+  std::uint32_t *values_a = nullptr, *values_b = nullptr;
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&keys_a, n));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&keys_b, n));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&values_a, n));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&values_b, n));
+  const auto sort = [&](const std::uint64_t* in_keys, const std::uint32_t* in_values) {
+    return scratch.cub_call([&](void* storage, std::size_t& bytes) {
+      return cub::DeviceSegmentedRadixSort::SortPairs(storage, bytes, in_keys, keys_b, in_values, values_b,
+                                                      static_cast<int>(n), static_cast<int>(problem.num_segments),
+                                                      offsets, offsets + 1, 0, 64, stream);
+    });
+  };
+  const std::uint32_t* positions = nullptr;
+  if (p.ids != nullptr) {
+    kernels::id_keys_kernel<block_threads><<<blocks_for(n), block_threads, 0, stream>>>(p, keys_a, values_a);
+    RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+    RECPIPE_CUDA_RETURN_IF_ERROR(sort(keys_a, values_a));
+    positions = values_b;
+  }
+  // values_b may be `positions`: the key kernel reads it into values_a first.
+  kernels::sampling_keys_kernel<block_threads>
+      <<<blocks_for(n), block_threads, 0, stream>>>(p, sampling, positions, keys_a, values_a);
+  RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  RECPIPE_CUDA_RETURN_IF_ERROR(sort(keys_a, values_a));
+  kernels::gather_top_k_kernel<false, block_threads><<<blocks_for(slots), block_threads, 0, stream>>>(p, values_b);
   RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
   return cudaSuccess;
 }

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include <recpipe/core/types.hpp>
+#include <recpipe/math/random.hpp>
 #include <recpipe/math/topk.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -111,6 +112,190 @@ __global__ void __launch_bounds__(BlockThreads)
   if (position >= p.n) position = static_cast<std::uint32_t>(begin) + j;  // unreachable for sane sorts
   p.out_ids[slot] = p.ids == nullptr ? static_cast<id_type>(position - static_cast<std::uint32_t>(begin)) : id_at(p, position);
   p.out_scores[slot] = p.scores[position];
+}
+
+// ---- Radix selection (AIR top-k's idea): find each segment's k-th key with 8-bit histogram
+// passes over the score keys, keep only the entries at or above it, sort those survivors. ----
+
+//! Per-segment selection state. remaining[s] == 0 marks a segment that keeps every entry
+//! (length <= k); otherwise it is the 1-based rank, among the entries whose key matches prefix[s]
+//! in the bits decided so far, of the k-th best entry.
+struct select_state {
+  std::uint32_t* prefix = nullptr;
+  std::uint32_t* remaining = nullptr;
+  std::uint32_t* histogram = nullptr;  // num_segments x 256
+  std::uint32_t* count = nullptr;      // survivors gathered per segment
+};
+static_assert(std::is_trivially_copyable_v<select_state>);
+
+inline constexpr int select_digit_bits = 8;
+inline constexpr std::uint32_t select_bins = 1u << select_digit_bits;
+
+//! The bits above the digit at `shift` (already decided); none for the first digit.
+RECPIPE_HOST_DEVICE inline std::uint32_t select_high_mask(int shift) {
+  return shift + select_digit_bits >= 32 ? 0u : ~((1u << (shift + select_digit_bits)) - 1u);
+}
+
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads) select_init_kernel(top_k_params p, select_state state) {
+  const std::uint32_t s = blockIdx.x * BlockThreads + threadIdx.x;
+  if (s >= p.num_segments) return;
+  const auto length = static_cast<std::uint32_t>(p.offsets[s + 1] - p.offsets[s]);
+  state.prefix[s] = 0;
+  state.remaining[s] = length > p.k ? p.k : 0u;
+  state.count[s] = 0;
+}
+
+//! Counts, per segment still selecting, the digit at `shift` of every key that matches the
+//! segment's prefix. A tile lying inside one segment counts in shared memory and adds its 256
+//! bins once (a long row is mostly such tiles); a tile spanning segments adds per entry.
+template <int BlockThreads, int ItemsPerThread>
+__global__ void __launch_bounds__(BlockThreads)
+    select_histogram_kernel(top_k_params p, select_state state, int shift) {
+  __shared__ std::uint32_t bins[select_bins];
+  __shared__ std::uint32_t tile_segment;
+  constexpr std::uint32_t tile = BlockThreads * ItemsPerThread;
+  const std::uint32_t first = blockIdx.x * tile;
+  if (first >= p.n) return;
+  const std::uint32_t last = (p.n - first > tile ? first + tile : p.n) - 1;
+  const std::uint32_t mask = select_high_mask(shift);
+  if (threadIdx.x == 0) {
+    const std::uint32_t a = segment_of(p.offsets, p.num_segments, first);
+    const std::uint32_t b = segment_of(p.offsets, p.num_segments, last);
+    // Both ends in one segment: so is everything between (offsets are non-decreasing). Both
+    // "outside" only counts when they are outside on the same side.
+    const bool outside = a == p.num_segments &&
+                         (static_cast<std::int64_t>(first) >= p.offsets[p.num_segments] ||
+                          static_cast<std::int64_t>(last) < p.offsets[0]);
+    tile_segment = a == b && (a < p.num_segments || outside) ? a : 0xffffffffu;
+  }
+  for (std::uint32_t bin = threadIdx.x; bin < select_bins; bin += BlockThreads) bins[bin] = 0;
+  __syncthreads();
+  const std::uint32_t single = tile_segment;
+  if (single != 0xffffffffu) {
+    // Uniform branch: the whole block takes it or not.
+    if (single >= p.num_segments || state.remaining[single] == 0) return;
+    const std::uint32_t prefix = state.prefix[single] & mask;
+    for (std::uint32_t i = first + threadIdx.x; i <= last; i += BlockThreads) {
+      const std::uint32_t key = descending_key(p.scores[i]);
+      if ((key & mask) == prefix) atomicAdd(&bins[(key >> shift) & (select_bins - 1)], 1u);
+    }
+    __syncthreads();
+    std::uint32_t* out = state.histogram + static_cast<std::size_t>(single) * select_bins;
+    for (std::uint32_t bin = threadIdx.x; bin < select_bins; bin += BlockThreads)
+      if (bins[bin] != 0) atomicAdd(&out[bin], bins[bin]);
+    return;
+  }
+  for (std::uint32_t i = first + threadIdx.x; i <= last; i += BlockThreads) {
+    const std::uint32_t s = segment_of(p.offsets, p.num_segments, i);
+    if (s >= p.num_segments || state.remaining[s] == 0) continue;
+    const std::uint32_t key = descending_key(p.scores[i]);
+    if ((key & mask) == (state.prefix[s] & mask))
+      atomicAdd(&state.histogram[static_cast<std::size_t>(s) * select_bins + ((key >> shift) & (select_bins - 1))], 1u);
+  }
+}
+
+//! Per segment: the digit holding the remaining-th matching key becomes part of the prefix, and
+//! remaining becomes the rank inside that digit's bucket.
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads)
+    select_digit_kernel(std::uint32_t num_segments, select_state state, int shift) {
+  const std::uint32_t s = blockIdx.x * BlockThreads + threadIdx.x;
+  if (s >= num_segments) return;
+  const std::uint32_t rank = state.remaining[s];
+  if (rank == 0) return;
+  const std::uint32_t* bins = state.histogram + static_cast<std::size_t>(s) * select_bins;
+  std::uint32_t before = 0;
+  for (std::uint32_t digit = 0; digit < select_bins; ++digit) {
+    const std::uint32_t here = bins[digit];
+    if (before + here >= rank) {
+      state.prefix[s] |= digit << shift;
+      state.remaining[s] = rank - before;
+      return;
+    }
+    before += here;
+  }
+}
+
+//! Gathers every entry whose key is at or before its segment's k-th key (all of a segment that
+//! keeps everything) into the segment's own range of the survivor arrays: slot offsets[s] + c for
+//! the c-th survivor found. With `PositionKeys` the key is (score key << 32 | position in
+//! segment), unique, so one sort orders the survivors exactly; otherwise the key is the position
+//! (a deterministic start for the id and score passes that follow).
+template <bool PositionKeys, int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads)
+    select_gather_kernel(top_k_params p, select_state state, std::uint64_t* keys, std::uint32_t* values) {
+  const std::uint32_t i = blockIdx.x * BlockThreads + threadIdx.x;
+  if (i >= p.n) return;
+  const std::uint32_t s = segment_of(p.offsets, p.num_segments, i);
+  if (s >= p.num_segments) return;
+  const std::uint32_t key = descending_key(p.scores[i]);
+  const std::uint32_t threshold = state.remaining[s] == 0 ? 0xffffffffu : state.prefix[s];
+  if (key > threshold) return;
+  const std::uint32_t begin = static_cast<std::uint32_t>(p.offsets[s]);
+  const std::uint32_t slot = begin + atomicAdd(&state.count[s], 1u);
+  keys[slot] = PositionKeys ? (static_cast<std::uint64_t>(key) << 32) | (i - begin) : (i - begin);
+  values[slot] = i;
+}
+
+//! ends[s] = offsets[s] + survivors of s: the segments the survivor sorts see.
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads)
+    select_ends_kernel(top_k_params p, select_state state, std::int32_t* ends) {
+  const std::uint32_t s = blockIdx.x * BlockThreads + threadIdx.x;
+  if (s < p.num_segments) ends[s] = p.offsets[s] + static_cast<std::int32_t>(state.count[s]);
+}
+
+//! Re-keys the survivors (in slot order, by their carried positions) for the next stable pass:
+//! the 64-bit id key (IdPass) or the 32-bit score key. Slots outside every survivor range are
+//! left alone (the segmented sorts never read them).
+template <bool IdPass, int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads)
+    survivor_keys_kernel(top_k_params p, const std::int32_t* ends, const std::uint32_t* values, std::uint64_t* keys64,
+                         std::uint32_t* keys32) {
+  const std::uint32_t j = blockIdx.x * BlockThreads + threadIdx.x;
+  if (j >= p.n) return;
+  const std::uint32_t s = segment_of(p.offsets, p.num_segments, j);
+  if (s >= p.num_segments || static_cast<std::int64_t>(j) >= ends[s]) return;
+  const std::uint32_t position = values[j];
+  if (position >= p.n) return;  // unreachable: survivors carry valid positions
+  if constexpr (IdPass) keys64[j] = ascending_id_key(id_at(p, position));
+  else keys32[j] = descending_key(p.scores[position]);
+}
+
+// ---- Gumbel-top-k sampling keys ----
+
+//! What a softmax_sample call adds to top_k_params.
+struct sampling_params {
+  const std::uint64_t* request_keys = nullptr;  // one per segment; nullptr: the segment index
+  std::uint64_t seed = 0;
+  float temperature = 0.0f;  // 0: the score itself (plain top-k)
+};
+static_assert(std::is_trivially_copyable_v<sampling_params>);
+
+//! 64-bit radix keys of math::sampling_key (ascending key = descending sampling key, NaN last)
+//! for the positions in `positions` (nullable: identity; after the id pass: id order). The id of
+//! an entry is its explicit id or its position in its segment, as top_k's. Positions outside
+//! every segment get the largest key (the segmented sort never reads them anyway).
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads)
+    sampling_keys_kernel(top_k_params p, sampling_params s, const std::uint32_t* positions, std::uint64_t* keys,
+                         std::uint32_t* values) {
+  const std::uint32_t j = blockIdx.x * BlockThreads + threadIdx.x;
+  if (j >= p.n) return;
+  std::uint32_t position = positions != nullptr ? positions[j] : j;
+  if (position >= p.n) position = j;  // segmented sorts leave gaps between segments unwritten
+  values[j] = position;
+  const std::uint32_t segment = segment_of(p.offsets, p.num_segments, position);
+  if (segment >= p.num_segments) {
+    keys[j] = ~std::uint64_t{0};
+    return;
+  }
+  const id_type id = p.ids != nullptr ? id_at(p, position)
+                                      : static_cast<id_type>(position - static_cast<std::uint32_t>(p.offsets[segment]));
+  const std::uint64_t request_key = s.request_keys != nullptr ? s.request_keys[segment] : segment;
+  const std::uint64_t stream = math::sampling_stream(s.seed, request_key);
+  keys[j] = math::descending_key(math::sampling_key(p.scores[position], s.temperature, stream, id));
 }
 
 }  // namespace kernels

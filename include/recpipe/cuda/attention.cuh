@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: Apache-2.0
+// recpipe CUDA backend: multi-head self-attention over padded sessions (cuBLAS projections and
+// one fused attention kernel per (session, head)).
+#pragma once
+
+#include <recpipe/cuda/backend.cuh>
+#include <recpipe/cuda/blas.cuh>
+#include <recpipe/cuda/dense.cuh>
+#include <recpipe/cuda/detail/checks.cuh>
+#include <recpipe/cuda/detail/config.cuh>
+#include <recpipe/cuda/detail/scratch.cuh>
+#include <recpipe/cuda/dispatch/dense.cuh>
+#include <recpipe/cuda/kernels/attention.cuh>
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include <recpipe/core/errors.hpp>
+#include <recpipe/core/matrix.hpp>
+
+#include <recpipe/detail/prologue.hpp>
+
+RECPIPE_CUDA_NAMESPACE_BEGIN
+
+//! Device weights of `nn.MultiheadAttention(E, num_heads, batch_first=True)` (cpu::mha_weights'
+//! layouts): in_proj_weight [3E, E], in_proj_bias [3E] or empty, out_proj_weight [E, E],
+//! out_proj_bias [E] or empty.
+struct mha_weights {
+  matrix_view<const float> in_proj_weight;
+  device_span<const float> in_proj_bias;
+  matrix_view<const float> out_proj_weight;
+  device_span<const float> out_proj_bias;
+  std::size_t num_heads = 1;
+};
+
+namespace attention_detail {
+inline constexpr int threads = 256;
+inline constexpr std::size_t max_shared_bytes = 48 * 1024;
+inline std::size_t shared_bytes(std::size_t max_len, std::size_t head_dim) {
+  return (threads / 32) * (max_len + head_dim) * sizeof(float);
+}
+}  // namespace attention_detail
+
+//! @brief cpu::multi_head_attention (self-attention) on the GPU: x [sessions * max_len, E], session
+//! b's item t at row b * max_len + t; keys at t >= lengths[b] are masked; with `causal` item t
+//! attends to 0..t only; padded output rows are 0. Steps: the in-projection as one FP32 cuBLAS
+//! GEMM over all rows (padding included: rows are independent), one fused kernel per (session,
+//! head) - q * 1/sqrt(E / heads), scores with math::dot, the row softmax in shared memory (max,
+//! exp, sum; all -inf gives zeros), the weighted sum of v in key order - then the out-projection
+//! GEMM and a pass that zeroes the padded rows.
+//! @param lengths device, one per session; unchecked device data, so each is clamped into
+//!        [0, max_len] (the CPU entry throws instead).
+//! @param out same shape as x, must not overlap it.
+//! @return the first launch or allocation error; never synchronises.
+//! @throws recpipe::error for mismatched shapes, heads not dividing E, or a session too long for
+//!         the kernel's shared memory ((8 warps) x (max_len + E / heads) floats <= 48 KiB, so
+//!         max_len <= 1400 at head width 64); cublas_error when cuBLAS refuses.
+//! @code
+//! recpipe::cuda::multi_head_attention(backend, blas, x, d_lengths.const_span(), 50, w, true, y);
+//! @endcode
+inline cudaError_t multi_head_attention(const cuda_backend& backend, const blas_handle& blas, matrix_view<const float> x,
+                                        device_span<const std::int64_t> lengths, std::size_t max_len,
+                                        const mha_weights& w, bool causal, matrix_view<float> out) {
+  constexpr const char* where = "cuda::multi_head_attention";
+  const std::size_t e = x.cols();
+  cuda::detail::check_device_shape(where, "x", x, x.rows(), e);
+  cuda::detail::check_device_span(where, "lengths", lengths);
+  if (x.rows() != lengths.size() * max_len)
+    ::recpipe::detail::fail(where, ": x has ", x.rows(), " rows but lengths.size() * max_len = ", lengths.size(), " * ",
+                            max_len);
+  if (w.num_heads == 0 || e % w.num_heads != 0)
+    ::recpipe::detail::fail(where, ": num_heads = ", w.num_heads, " must be >= 1 and divide the embedding width ", e);
+  cuda::detail::check_device_shape(where, "in_proj_weight", w.in_proj_weight, 3 * e, e);
+  cuda::detail::check_device_bias(where, "in_proj_bias", w.in_proj_bias, 3 * e);
+  cuda::detail::check_device_shape(where, "out_proj_weight", w.out_proj_weight, e, e);
+  cuda::detail::check_device_bias(where, "out_proj_bias", w.out_proj_bias, e);
+  cuda::detail::check_device_shape(where, "out", out, x.rows(), e);
+  const std::size_t head_dim = e / w.num_heads;
+  if (attention_detail::shared_bytes(max_len, head_dim) > attention_detail::max_shared_bytes)
+    ::recpipe::detail::fail(where, ": max_len = ", max_len, " with head width ", head_dim,
+                            " needs more shared memory than the kernel's 48 KiB");
+  if (lengths.size() > std::numeric_limits<std::int32_t>::max() || w.num_heads > 65535)
+    ::recpipe::detail::fail(where, ": ", lengths.size(), " sessions x ", w.num_heads, " heads exceed the grid");
+  if (x.rows() == 0 || e == 0) return cudaSuccess;
+  const std::size_t rows = x.rows();
+  cuda::detail::scratch scratch(backend);
+  float *qkv = nullptr, *context = nullptr;
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&qkv, rows * 3 * e));
+  RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&context, rows * e));
+  RECPIPE_CUDA_RETURN_IF_ERROR(
+      linear(backend, blas, x, w.in_proj_weight, w.in_proj_bias, matrix_view<float>(qkv, rows, 3 * e)));
+  kernels::attention_params p;
+  p.qkv = qkv;
+  p.qkv_stride = 3 * e;
+  p.lengths = lengths.data();
+  p.sessions = static_cast<std::uint32_t>(lengths.size());
+  p.max_len = static_cast<std::uint32_t>(max_len);
+  p.e = static_cast<std::uint32_t>(e);
+  p.head_dim = static_cast<std::uint32_t>(head_dim);
+  p.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  p.causal = causal;
+  p.context = context;
+  p.context_stride = e;
+  const cudaStream_t stream = backend.stream();
+  constexpr int threads = attention_detail::threads;
+  kernels::attention_kernel<threads>
+      <<<dim3(p.sessions, static_cast<unsigned>(w.num_heads)), threads, attention_detail::shared_bytes(max_len, head_dim),
+         stream>>>(p);
+  RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  RECPIPE_CUDA_RETURN_IF_ERROR(
+      linear(backend, blas, matrix_view<const float>(context, rows, e), w.out_proj_weight, w.out_proj_bias, out));
+  const std::size_t out_stride = out.rows() > 1 ? out.stride() : out.cols();
+  kernels::zero_padding_kernel<dispatch::block_threads>
+      <<<dispatch::dense_detail::elementwise_blocks(rows * e), dispatch::block_threads, 0, stream>>>(
+          out.data(), out_stride, p.e, p.lengths, p.sessions, p.max_len);
+  RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
+  return cudaSuccess;
+}
+
+RECPIPE_CUDA_NAMESPACE_END
+
+#include <recpipe/detail/epilogue.hpp>
