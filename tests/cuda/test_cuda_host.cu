@@ -85,7 +85,7 @@ TEST_CASE("borrowing cuda_backend makes no CUDA call and keeps what it was given
   rc::cuda_backend backend{cudaStream_t{}};
   CHECK(backend.stream() == nullptr);
   CHECK(backend.pool() == nullptr);
-  CHECK(rc::cuda_backend::kind == recpipe::backend_kind::cuda);
+  CHECK(rc::cuda_backend::name == std::string_view("cuda"));
   void* p = reinterpret_cast<void*>(&backend);
   CHECK(backend.allocate_async(&p, 0) == cudaSuccess);  // zero bytes: no call, nullptr
   CHECK(p == nullptr);
