@@ -48,12 +48,15 @@ class RecpipeConan(ConanFile):
 
     def requirements(self):
         # recpipe's public headers include these, so consumers need their headers too.
-        self.requires("eigen/3.4.0", transitive_headers=True)
-        self.requires("hnswlib/0.8.0", transitive_headers=True)
-        self.requires("nlohmann_json/3.11.3", transitive_headers=True)
-        self.requires("zlib/1.3.1", transitive_headers=True, transitive_libs=True)  # snapshot CRC32
+        # Ranges, not pins: Conan Center resolves the newest (hnswlib 0.8.0, ...), and a profile's
+        # [platform_requires] may name the versions a distribution ships (Debian 12: hnswlib 0.6.2,
+        # nlohmann_json 3.11.2, zlib 1.2.13, openblas 0.3.21; tests/package/conan/debian12.profile).
+        self.requires("eigen/[>=3.4.0 <4]", transitive_headers=True)
+        self.requires("hnswlib/[>=0.6.2 <0.9]", transitive_headers=True)
+        self.requires("nlohmann_json/[>=3.10 <4]", transitive_headers=True)
+        self.requires("zlib/[>=1.2.11 <2]", transitive_headers=True, transitive_libs=True)  # snapshot CRC32
         if self.options.with_openblas:
-            self.requires("openblas/0.3.27", transitive_headers=True, transitive_libs=True)
+            self.requires("openblas/[>=0.3.20 <0.4]", transitive_headers=True, transitive_libs=True)
 
     def validate(self):
         check_min_cppstd(self, 20)
