@@ -25,6 +25,20 @@ if(TARGET recpipe::cuda)
 endif()
 """
 
+# Dependencies a profile takes from the system ([platform_requires], e.g. Debian's packages): Conan
+# generates no CMake config for them (conan-io/conan#17348), so recpipe's config finds each one on
+# the machine, the way recpipe's own CMake package does, and links it to recpipe::recpipe.
+_SYSTEM_MODULES = {
+    "eigen": ("find_package(Eigen3 3.4 REQUIRED NO_MODULE)", "Eigen3::Eigen"),
+    "hnswlib": ('list(APPEND CMAKE_MODULE_PATH "${CMAKE_CURRENT_LIST_DIR}")\nfind_package(hnswlib REQUIRED)',
+                "hnswlib::hnswlib"),
+    "nlohmann_json": ("find_package(nlohmann_json 3.10 REQUIRED)", "nlohmann_json::nlohmann_json"),
+    "zlib": ("find_package(ZLIB REQUIRED)", "ZLIB::ZLIB"),
+    "openblas": ("find_package(OpenBLAS CONFIG REQUIRED)\n"
+                 "set_property(TARGET recpipe::recpipe APPEND PROPERTY INTERFACE_INCLUDE_DIRECTORIES ${OpenBLAS_INCLUDE_DIRS})",
+                 "${OpenBLAS_LIBRARIES}"),
+}
+
 
 class RecpipeConan(ConanFile):
     name = "recpipe"
@@ -48,12 +62,15 @@ class RecpipeConan(ConanFile):
 
     def requirements(self):
         # recpipe's public headers include these, so consumers need their headers too.
-        self.requires("eigen/3.4.0", transitive_headers=True)
-        self.requires("hnswlib/0.8.0", transitive_headers=True)
-        self.requires("nlohmann_json/3.11.3", transitive_headers=True)
-        self.requires("zlib/1.3.1", transitive_headers=True, transitive_libs=True)  # snapshot CRC32
+        # Ranges, not pins: Conan Center resolves the newest (hnswlib 0.8.0, ...), and a profile's
+        # [platform_requires] may name the versions a distribution ships (Debian 12: hnswlib 0.6.2,
+        # nlohmann_json 3.11.2, zlib 1.2.13, openblas 0.3.21; tests/package/conan/debian12.profile).
+        self.requires("eigen/[>=3.4.0 <4]", transitive_headers=True)
+        self.requires("hnswlib/[>=0.6.2 <0.9]", transitive_headers=True)
+        self.requires("nlohmann_json/[>=3.10 <4]", transitive_headers=True)
+        self.requires("zlib/[>=1.2.11 <2]", transitive_headers=True, transitive_libs=True)  # snapshot CRC32
         if self.options.with_openblas:
-            self.requires("openblas/0.3.27", transitive_headers=True, transitive_libs=True)
+            self.requires("openblas/[>=0.3.20 <0.4]", transitive_headers=True, transitive_libs=True)
 
     def validate(self):
         check_min_cppstd(self, 20)
@@ -90,6 +107,14 @@ class RecpipeConan(ConanFile):
         # CMakeDeps writes the consumer's config from package_info(); drop recpipe's own.
         rmdir(self, os.path.join(self.package_folder, "share"))
         save(self, os.path.join(self.package_folder, "lib", "cmake", "recpipe-conan-cuda.cmake"), _CUDA_MODULE)
+        copy(self, "Findhnswlib.cmake", os.path.join(self.source_folder, "cmake"),
+             os.path.join(self.package_folder, "lib", "cmake"))
+        for name, (find, target) in _SYSTEM_MODULES.items():
+            save(self, os.path.join(self.package_folder, "lib", "cmake", f"recpipe-conan-system-{name}.cmake"),
+                 "# SPDX-License-Identifier: Apache-2.0\n"
+                 f"# recpipe (Conan): {name} from the system ([platform_requires]).\n"
+                 f"{find}\nif(TARGET recpipe::recpipe)\n"
+                 f"  set_property(TARGET recpipe::recpipe APPEND PROPERTY INTERFACE_LINK_LIBRARIES {target})\nendif()\n")
 
     def package_info(self):
         self.cpp_info.set_property("cmake_file_name", "recpipe")
@@ -103,10 +128,16 @@ class RecpipeConan(ConanFile):
         core.set_property("cmake_target_name", "recpipe::recpipe")
         core.bindirs = []
         core.libdirs = []
-        core.requires = ["eigen::eigen", "hnswlib::hnswlib", "nlohmann_json::nlohmann_json", "zlib::zlib"]
+        dependencies = ["eigen", "hnswlib", "nlohmann_json", "zlib"]
         if self.options.with_openblas:
-            core.requires.append("openblas::openblas")
+            dependencies.append("openblas")
             core.defines = ["RECPIPE_HAS_CBLAS=1"]
+        build_modules = []
+        for name in dependencies:
+            if self._from_system(name):
+                build_modules.append(os.path.join("lib", "cmake", f"recpipe-conan-system-{name}.cmake"))
+            else:
+                core.requires.append(f"{name}::{name}")
 
         if self.options.with_cuda:
             cuda = self.cpp_info.components["cuda"]
@@ -114,4 +145,15 @@ class RecpipeConan(ConanFile):
             cuda.bindirs = []
             cuda.libdirs = []
             cuda.requires = ["core"]
-            self.cpp_info.set_property("cmake_build_modules", [os.path.join("lib", "cmake", "recpipe-conan-cuda.cmake")])
+            build_modules.append(os.path.join("lib", "cmake", "recpipe-conan-cuda.cmake"))
+        if build_modules:
+            self.cpp_info.set_property("cmake_build_modules", build_modules)
+
+    def _from_system(self, name):
+        # A [platform_requires] dependency is missing from the dependency set here, or (other Conan
+        # versions) has the recipe revision "platform".
+        try:
+            dependency = self.dependencies[name]
+        except KeyError:
+            return True
+        return dependency.ref.revision == "platform"

@@ -4,8 +4,20 @@
 //   ./scripts/demo                 100,000 items, 10,000 users, 64-user batches
 //   example_quickstart --smoke     a 20,000-item catalog for a quick check (ctest runs this)
 //   example_quickstart --ef 1000   a wider ANN search: slower, higher recall (default 600)
+// Only the headers this file uses (not the umbrella <recpipe/recpipe.hpp>): a third less compile
+// time and 40 % less memory (docs/compile-time.md).
+#include <recpipe/core.hpp>
+#include <recpipe/cpu/exact_index.hpp>
+#include <recpipe/cpu/feature_store.hpp>
+#include <recpipe/cpu/hnsw_index.hpp>
 #include <recpipe/io/synthetic_catalog.hpp>
-#include <recpipe/recpipe.hpp>
+#include <recpipe/stages/filter.hpp>
+#include <recpipe/stages/lookup.hpp>
+#include <recpipe/stages/order.hpp>
+#include <recpipe/stages/retrieve.hpp>
+#include <recpipe/stages/score.hpp>
+
+#include <algorithm>
 
 #include <chrono>
 #include <cstdio>

@@ -2,7 +2,7 @@
 # Shared by scripts/*: Debian package checks and build settings. Source it; do not run it.
 
 # Packages every build needs (library deps, test framework, compilers and CMake).
-RECPIPE_BASE_PACKAGES=(g++ make cmake libeigen3-dev libhnswlib-dev nlohmann-json3-dev zlib1g-dev libopenblas-dev
+RECPIPE_BASE_PACKAGES=(g++ make ninja-build cmake libeigen3-dev libhnswlib-dev nlohmann-json3-dev zlib1g-dev libopenblas-dev
                        libopenblas0-pthread doctest-dev libbenchmark-dev)
 # Peers for tests and benchmarks: LibTorch for kernel comparisons, PyTorch for model parity.
 RECPIPE_PEER_PACKAGES=(libtorch-dev python3-torch python3-numpy)
@@ -41,6 +41,20 @@ find_nvcc() {
 }
 
 RECPIPE_JOBS=${RECPIPE_JOBS:-$(nproc 2>/dev/null || echo 2)}
+
+# configure_build <build dir> <cmake args...>: cmake -S . -B dir with Ninja (one global job queue:
+# with make, each directory's targets wait for the previous directory's on 2 cores). A build dir
+# made earlier with another generator is removed first, since CMake cannot switch it.
+configure_build() {
+  local dir=$1; shift
+  local generator=Ninja
+  command -v ninja >/dev/null 2>&1 || generator="Unix Makefiles"
+  if [ -f "$dir/CMakeCache.txt" ] && ! grep -qx "CMAKE_GENERATOR:INTERNAL=$generator" "$dir/CMakeCache.txt"; then
+    echo "recpipe: $dir was configured with another generator; removing it"
+    rm -rf "$dir"
+  fi
+  cmake -S . -B "$dir" -G "$generator" "$@" >/dev/null
+}
 
 # Debian's OpenBLAS 0.3.21 does not recognise newer CPUs (AMD Zen 4; the virtualised Sapphire
 # Rapids Xeon these machines report as "Intel Xeon Processor") and falls back to its SSE3

@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: Apache-2.0
+# cmake -DVERSION_FILE=<installed recpipeConfigVersion.cmake> -DVERSION=<project version> -DWORK=<dir> -P check_version.cmake
+# The version rules of the installed package, and of the same rules written for a later 0.x: while
+# recpipe is 0.x, a request for 0.1 must accept 0.1.z only (SameMinorVersion), not 0.2 or 0.0.
+include(CMakePackageConfigHelpers)
+
+# check(<version file> <requested version> <expected TRUE/FALSE>)
+function(check file requested expected)
+  set(PACKAGE_FIND_VERSION "${requested}")
+  string(REPLACE "." ";" parts "${requested}")
+  list(LENGTH parts count)
+  list(GET parts 0 PACKAGE_FIND_VERSION_MAJOR)
+  set(PACKAGE_FIND_VERSION_MINOR 0)
+  set(PACKAGE_FIND_VERSION_PATCH 0)
+  if(count GREATER 1)
+    list(GET parts 1 PACKAGE_FIND_VERSION_MINOR)
+  endif()
+  if(count GREATER 2)
+    list(GET parts 2 PACKAGE_FIND_VERSION_PATCH)
+  endif()
+  set(PACKAGE_FIND_VERSION_COUNT ${count})
+  unset(PACKAGE_FIND_VERSION_RANGE)
+  set(PACKAGE_VERSION_COMPATIBLE FALSE)
+  include("${file}")
+  if(NOT PACKAGE_VERSION_COMPATIBLE STREQUAL expected)
+    message(FATAL_ERROR "${file}: package ${PACKAGE_VERSION} asked for ${requested}: compatible is "
+                        "${PACKAGE_VERSION_COMPATIBLE}, expected ${expected}")
+  endif()
+  message(STATUS "package ${PACKAGE_VERSION}, request ${requested}: compatible ${expected} (as expected)")
+endfunction()
+
+string(REGEX MATCH "^([0-9]+)\\.([0-9]+)" _ "${VERSION}")
+set(major ${CMAKE_MATCH_1})
+set(minor ${CMAKE_MATCH_2})
+check("${VERSION_FILE}" "${major}.${minor}" TRUE)
+check("${VERSION_FILE}" "${VERSION}" TRUE)
+math(EXPR next_major "${major} + 1")
+check("${VERSION_FILE}" "${next_major}" FALSE)
+if(major EQUAL 0)
+  math(EXPR next_minor "${minor} + 1")
+  check("${VERSION_FILE}" "0.${next_minor}" FALSE)
+  if(minor GREATER 0)
+    math(EXPR previous_minor "${minor} - 1")
+    check("${VERSION_FILE}" "0.${previous_minor}" FALSE)
+  endif()
+  # A later 0.(minor+1).0 package, written with the same rule the project uses: a 0.minor
+  # consumer must reject it.
+  file(READ "${VERSION_FILE}" text)
+  if(NOT text MATCHES "SameMinorVersion|CVF_VERSION_MINOR")
+    message(FATAL_ERROR "${VERSION_FILE} was not written with SameMinorVersion")
+  endif()
+  write_basic_package_version_file("${WORK}/later/recpipeConfigVersion.cmake" VERSION "0.${next_minor}.0"
+                                   COMPATIBILITY SameMinorVersion ARCH_INDEPENDENT)
+  check("${WORK}/later/recpipeConfigVersion.cmake" "${major}.${minor}" FALSE)
+  check("${WORK}/later/recpipeConfigVersion.cmake" "0.${next_minor}" TRUE)
+endif()

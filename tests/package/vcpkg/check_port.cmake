@@ -1,0 +1,140 @@
+# SPDX-License-Identifier: Apache-2.0
+# cmake -DSOURCE_DIR=<checkout> -DWORK=<dir> -DVERSION=<project version> -DGENERATOR=<gen> -P check_port.cmake
+# The vcpkg tool cannot be installed here, so this checks ports/vcpkg/recpipe without it:
+#  1. vcpkg.json: the fields vcpkg's schema requires and recpipe's (name, version = project
+#     version, description, license, host tools vcpkg-cmake and vcpkg-cmake-config, features).
+#  2. usage: the find_package and target lines a user is shown.
+#  3. portfile.cmake, run as vcpkg would, with its vcpkg_* helpers replaced by minimal versions
+#     that configure and install this checkout into WORK/installed (vcpkg's layout) and move the
+#     config as vcpkg_cmake_config_fixup does. tests/package then builds its consumer against it.
+cmake_minimum_required(VERSION 3.23)
+set(port "${SOURCE_DIR}/ports/vcpkg/recpipe")
+
+# 1. vcpkg.json
+file(READ "${port}/vcpkg.json" manifest)
+foreach(field name version description license)
+  string(JSON value ERROR_VARIABLE error GET "${manifest}" ${field})
+  if(error OR value STREQUAL "")
+    message(FATAL_ERROR "vcpkg.json: no \"${field}\" (${error})")
+  endif()
+endforeach()
+string(JSON name GET "${manifest}" name)
+string(JSON version GET "${manifest}" version)
+if(NOT name STREQUAL "recpipe" OR NOT version STREQUAL VERSION)
+  message(FATAL_ERROR "vcpkg.json: name/version ${name} ${version}, expected recpipe ${VERSION}")
+endif()
+set(host_tools "")
+string(JSON count LENGTH "${manifest}" dependencies)
+math(EXPR last "${count} - 1")
+foreach(i RANGE ${last})
+  string(JSON type TYPE "${manifest}" dependencies ${i})
+  if(type STREQUAL "OBJECT")
+    string(JSON dependency GET "${manifest}" dependencies ${i} name)
+    string(JSON host ERROR_VARIABLE no_host GET "${manifest}" dependencies ${i} host)
+    if(host)
+      list(APPEND host_tools ${dependency})
+    endif()
+  endif()
+endforeach()
+foreach(tool vcpkg-cmake vcpkg-cmake-config)
+  if(NOT tool IN_LIST host_tools)
+    message(FATAL_ERROR "vcpkg.json: ${tool} must be a host dependency (the portfile calls its functions)")
+  endif()
+endforeach()
+foreach(feature cuda openblas)
+  string(JSON description ERROR_VARIABLE error GET "${manifest}" features ${feature} description)
+  if(error)
+    message(FATAL_ERROR "vcpkg.json: feature ${feature} missing or without a description")
+  endif()
+endforeach()
+
+# 2. usage
+file(READ "${port}/usage" usage)
+foreach(line "find_package(recpipe CONFIG REQUIRED)" "target_link_libraries(main PRIVATE recpipe::recpipe)"
+             "COMPONENTS cuda" "recpipe::cuda")
+  string(FIND "${usage}" "${line}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "usage does not show '${line}'")
+  endif()
+endforeach()
+
+# 3. portfile.cmake with stand-in helpers
+file(READ "${port}/portfile.cmake" portfile)
+if(NOT portfile MATCHES "vcpkg_cmake_config_fixup\\(CONFIG_PATH share/cmake/recpipe\\)")
+  message(FATAL_ERROR "portfile.cmake: vcpkg_cmake_config_fixup(CONFIG_PATH share/cmake/recpipe) missing")
+endif()
+set(PORT recpipe)
+set(CURRENT_PACKAGES_DIR "${WORK}/installed")
+set(CMAKE_CURRENT_LIST_DIR "${port}")
+file(REMOVE_RECURSE "${WORK}")
+set(FEATURES core openblas)  # the default features
+
+function(vcpkg_check_features)
+  cmake_parse_arguments(arg "" "OUT_FEATURE_OPTIONS" "FEATURES" ${ARGN})
+  set(options "")
+  set(pairs ${arg_FEATURES})
+  while(pairs)
+    list(POP_FRONT pairs feature option)
+    if(feature IN_LIST FEATURES)
+      list(APPEND options "-D${option}=ON")
+    else()
+      list(APPEND options "-D${option}=OFF")
+    endif()
+  endwhile()
+  set(${arg_OUT_FEATURE_OPTIONS} "${options}" PARENT_SCOPE)
+endfunction()
+function(vcpkg_cmake_configure)
+  cmake_parse_arguments(arg "" "SOURCE_PATH" "OPTIONS" ${ARGN})
+  execute_process(COMMAND "${CMAKE_COMMAND}" -S "${arg_SOURCE_PATH}" -B "${WORK}/build" -G "${GENERATOR}"
+                          -DCMAKE_BUILD_TYPE=Release "-DCMAKE_INSTALL_PREFIX=${CURRENT_PACKAGES_DIR}" ${arg_OPTIONS}
+                  RESULT_VARIABLE result)
+  if(NOT result EQUAL 0)
+    message(FATAL_ERROR "vcpkg_cmake_configure: configuring failed")
+  endif()
+endfunction()
+function(vcpkg_cmake_install)
+  execute_process(COMMAND "${CMAKE_COMMAND}" --install "${WORK}/build" RESULT_VARIABLE result)
+  if(NOT result EQUAL 0)
+    message(FATAL_ERROR "vcpkg_cmake_install: install failed")
+  endif()
+endfunction()
+# What vcpkg_cmake_config_fixup does to a config one folder shallower: move it to share/<port>
+# and make the paths that climb to the prefix climb one folder less.
+function(vcpkg_cmake_config_fixup)
+  cmake_parse_arguments(arg "" "CONFIG_PATH" "" ${ARGN})
+  set(from "${CURRENT_PACKAGES_DIR}/${arg_CONFIG_PATH}")
+  set(to "${CURRENT_PACKAGES_DIR}/share/${PORT}")
+  if(NOT EXISTS "${from}/recpipeConfig.cmake")
+    message(FATAL_ERROR "vcpkg_cmake_config_fixup: no recpipeConfig.cmake in ${from}")
+  endif()
+  file(GLOB files "${from}/*")
+  file(MAKE_DIRECTORY "${to}")
+  foreach(file IN LISTS files)
+    get_filename_component(leaf "${file}" NAME)
+    file(READ "${file}" text)
+    string(REPLACE "get_filename_component(_IMPORT_PREFIX \"\${_IMPORT_PREFIX}\" PATH)\nget_filename_component(_IMPORT_PREFIX \"\${_IMPORT_PREFIX}\" PATH)\nget_filename_component(_IMPORT_PREFIX \"\${_IMPORT_PREFIX}\" PATH)"
+                   "get_filename_component(_IMPORT_PREFIX \"\${_IMPORT_PREFIX}\" PATH)\nget_filename_component(_IMPORT_PREFIX \"\${_IMPORT_PREFIX}\" PATH)"
+                   text "${text}")
+    string(REPLACE "\${CMAKE_CURRENT_LIST_DIR}/../../../" "\${CMAKE_CURRENT_LIST_DIR}/../../" text "${text}")
+    file(WRITE "${to}/${leaf}" "${text}")
+  endforeach()
+  file(REMOVE_RECURSE "${CURRENT_PACKAGES_DIR}/share/cmake")
+endfunction()
+function(vcpkg_install_copyright)
+  cmake_parse_arguments(arg "" "" "FILE_LIST" ${ARGN})
+  file(INSTALL ${arg_FILE_LIST} DESTINATION "${CURRENT_PACKAGES_DIR}/share/${PORT}")
+  file(RENAME "${CURRENT_PACKAGES_DIR}/share/${PORT}/LICENSE" "${CURRENT_PACKAGES_DIR}/share/${PORT}/copyright")
+endfunction()
+
+include("${port}/portfile.cmake")
+
+foreach(file share/recpipe/recpipeConfig.cmake share/recpipe/recpipeConfigVersion.cmake share/recpipe/usage
+             share/recpipe/copyright include/recpipe/recpipe.hpp)
+  if(NOT EXISTS "${CURRENT_PACKAGES_DIR}/${file}")
+    message(FATAL_ERROR "the port did not install ${file}")
+  endif()
+endforeach()
+if(EXISTS "${CURRENT_PACKAGES_DIR}/share/cmake" OR EXISTS "${CURRENT_PACKAGES_DIR}/debug")
+  message(FATAL_ERROR "the port left share/cmake or debug/ behind (vcpkg's post-build checks reject them)")
+endif()
+message(STATUS "vcpkg port: manifest, usage and portfile steps check out; installed into ${CURRENT_PACKAGES_DIR}")
