@@ -11,6 +11,7 @@
 #include <recpipe/cpu/feature_store.hpp>
 #include <recpipe/cpu/hnsw_index.hpp>
 #include <recpipe/io/synthetic_catalog.hpp>
+#include <recpipe/stages/cold_start.hpp>
 #include <recpipe/stages/filter.hpp>
 #include <recpipe/stages/lookup.hpp>
 #include <recpipe/stages/order.hpp>

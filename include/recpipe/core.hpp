@@ -12,9 +12,11 @@
 #include <recpipe/core/batch.hpp>
 #include <recpipe/core/column.hpp>
 #include <recpipe/core/columns.hpp>
+#include <recpipe/core/describe.hpp>
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/core/metrics.hpp>
 #include <recpipe/core/pipeline.hpp>
+#include <recpipe/core/ragged_view.hpp>
 #include <recpipe/core/types.hpp>
 #include <recpipe/core/versions.hpp>
