@@ -190,8 +190,8 @@ class hnsw_index {
   //! @brief Adds (or replaces) many items: `ids[i]` gets row i of `vectors` (rows x dim()).
   //!
   //! Every id and row is checked before anything is added, so a bad batch changes nothing. With
-  //! `threads` > 1 (0 = all hardware threads) the graph is built in parallel with hnswlib's
-  //! thread-safe insertion; the graph then depends on scheduling (results stay correct).
+  //! `threads` > 1 (0 = all hardware threads) the graph is built in parallel (recpipe's
+  //! insertion, thread-safe like hnswlib's); the graph then depends on scheduling (results stay correct).
   //! If the insertion fails mid-batch (out of memory), the rows before the failure stay added.
   //! @code index.add(ids, vectors.view(), 0); @endcode
   void add(std::span<const id_type> ids, matrix_view<const float> vectors, std::size_t threads = 1) {
