@@ -255,6 +255,18 @@ TEST_CASE("filter_in keeps members, filter_out drops them, order and columns fol
   CHECK(id_set{3, -1, 3, 2}.ids() == std::vector<id_type>{2, 3});
 }
 
+TEST_CASE("filter_in / filter_out: bad input") {
+  CHECK_THROWS_WITH_AS(filter_out(std::shared_ptr<const id_set>()), "recpipe: a stage was given a null std::shared_ptr",
+                       error);
+  ranked wrong(2);
+  wrong.get<col::candidates>().assign({0, 0}, {});  // one candidate row for two requests
+  CHECK_THROWS_WITH_AS(wrong >> filter_in({1}), "recpipe: filter_in: col::candidates has 1 rows but the batch has 2 requests",
+                       error);
+  CHECK((ranked(0) >> filter_out({1})).size() == 0);
+  // negative (invalid) candidate ids are never members of an id_set: filter_in drops them
+  CHECK(ids_of(make_ranked({-1, 5}, {1.f, 2.f}) >> filter_in({5})) == std::vector<id_type>{5});
+}
+
 TEST_CASE("filter_out over a versioned slot: an operator swaps the block list live") {
   version_registry lists;
   auto blocked = lists.add("blocked", std::make_shared<const id_set>(id_set{10}));
