@@ -141,7 +141,7 @@ TEST_CASE("duplicate candidates from two retrievers are merged into one, before 
   CHECK(out.get<col::retrieval_score>() == std::vector<float>{1.f, 0.9f, 0.5f, 0.2f, 0.f});
 }
 
-TEST_CASE("an empty session: the zero query (lowest ids), nothing filtered; unknown session items are skipped") {
+TEST_CASE("an empty session: the zero query (lowest ids), nothing filtered, unknown session items are skipped") {
   const auto model = models::session_transformer::load(testing::as_file(testing::tiny_session_weights()),
                                                        testing::tiny_session_config());
   cpu::exact_index items(8);

@@ -112,7 +112,7 @@ TEST_CASE("(a + b) >> c: merged retrievers inside a pipeline, with branch pipeli
   CHECK(three(make_requests({{1, 0}})).get<col::candidates>().values() == std::vector<id_type>{1, 3, 9});
 }
 
-TEST_CASE("merge drops invalid ids and duplicates within one branch; empty sides and empty batches") {
+TEST_CASE("merge drops invalid ids and duplicates within one branch, empty sides and empty batches") {
   fixed_source messy, empty;
   messy.ids = {7, -1, 7, 8, -5};
   messy.scores = {0.1f, 9.f, 0.7f, 0.2f, 9.f};
@@ -127,7 +127,7 @@ TEST_CASE("merge drops invalid ids and duplicates within one branch; empty sides
   CHECK((messy + empty)(make_requests({})).size() == 0);
 }
 
-TEST_CASE("NaN scores lose to numbers in merge<Score>; a request one branch cannot serve gets the other's") {
+TEST_CASE("NaN scores lose to numbers in merge<Score>, a request one branch cannot serve gets the other's") {
   fixed_source nan_first, numbers;
   nan_first.ids = {1, 2};
   nan_first.scores = {std::numeric_limits<float>::quiet_NaN(), 0.5f};
@@ -143,7 +143,7 @@ TEST_CASE("NaN scores lose to numbers in merge<Score>; a request one branch cann
   CHECK(out2.get<col::candidates>().values() == std::vector<id_type>{1, 1});  // row 0: only the fixed source
 }
 
-TEST_CASE("per-candidate vectors are merged; widths must agree; per-request columns of a branch stay inside") {
+TEST_CASE("per-candidate vectors are merged, widths must agree, per-request columns of a branch stay inside") {
   two_indexes idx;
   feature_store<col::candidates, col::item_embedding> narrow(2), wide(3);
   feature_store<col::user_id, col::user_embedding> users(2);
