@@ -204,3 +204,18 @@ TEST_CASE("one batch mixing them all: a normal user, a missing user, a user whos
   CHECK(row_of(out, 3).empty());                // NaN vector: no candidates from either retriever
   CHECK(recommend.run(make_batch<col::user_id>(std::vector<id_type>{})).size() == 0);  // the empty batch
 }
+
+TEST_CASE("a hand-built batch with columns of the wrong length is an error naming the stage and the column") {
+  batch<col::history, col::candidates, col::score> b(2);
+  b.get<col::candidates>().assign({0, 2, 3}, {1, 2, 3});
+  b.get<col::score>() = {0.5f, 0.4f};  // three candidates, two scores
+  CHECK_THROWS_WITH_AS(b >> top_k(1), "recpipe: top_k: column 'score' has 2 entries but the batch has 3 candidates", error);
+  CHECK_THROWS_WITH_AS(b >> softmax_sample(1, 1.f), doctest::Contains("softmax_sample: column 'score'"), error);
+  CHECK_THROWS_WITH_AS(b >> filter([](id_type) { return true; }), doctest::Contains("filter: column 'score'"), error);
+  b.get<col::score>().push_back(0.3f);
+  b.get<col::history>().assign({0, 1}, {2});  // one history row for two requests
+  CHECK_THROWS_WITH_AS(b >> filter_seen(), "recpipe: filter_seen: column 'history' has 1 rows but the batch has 2 requests",
+                       error);
+  b.get<col::history>().assign({0, 1, 1}, {2});
+  CHECK((b >> filter_seen()).get<col::candidates>().values() == std::vector<id_type>{1, 3});
+}

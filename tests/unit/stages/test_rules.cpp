@@ -260,7 +260,7 @@ TEST_CASE("filter_in / filter_out: bad input") {
                        error);
   ranked wrong(2);
   wrong.get<col::candidates>().assign({0, 0}, {});  // one candidate row for two requests
-  CHECK_THROWS_WITH_AS(wrong >> filter_in({1}), "recpipe: filter_in: col::candidates has 1 rows but the batch has 2 requests",
+  CHECK_THROWS_WITH_AS(wrong >> filter_in({1}), "recpipe: filter_in: column 'candidates' has 1 rows but the batch has 2 requests",
                        error);
   CHECK((ranked(0) >> filter_out({1})).size() == 0);
   // negative (invalid) candidate ids are never members of an id_set: filter_in drops them

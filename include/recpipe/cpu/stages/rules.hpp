@@ -23,30 +23,6 @@
 RECPIPE_NAMESPACE_BEGIN
 namespace detail {
 
-//! Checks that the candidates have one row per request and that every per-candidate column of
-//! the batch has one entry per candidate. A batch handed to a stage directly (`batch >> stage`) is
-//! not validated first, and these stages index the columns by candidate position.
-template <class Batch>
-void check_candidate_columns(const Batch& batch, std::string_view stage_name) {
-  const auto& candidates = batch.template get<col::candidates>();
-  if (candidates.rows() != batch.size())
-    detail::fail(stage_name, ": col::candidates has ", candidates.rows(), " rows but the batch has ", batch.size(),
-                 " requests");
-  const auto check = [&]<class C>(const C*) {
-    if constexpr (is_per_candidate_v<C>) {
-      std::size_t have = 0;
-      if constexpr (C::shape == column_shape::per_candidate)
-        have = batch.template get<C>().size();
-      else
-        have = batch.template get<C>().rows();
-      if (have != candidates.total())
-        detail::fail(stage_name, ": column '", C::name, "' has ", have, " entries but the batch has ",
-                     candidates.total(), " candidates");
-    }
-  };
-  [&]<class... Cs>(type_list<Cs...>) { (check(static_cast<const Cs*>(nullptr)), ...); }(typename Batch::column_list{});
-}
-
 //! MMR's order: the larger value first, NaN after every number; equal values fall back to
 //! top_k's order (score descending, id ascending, NaN last), so the first pick of lambda == 0 is
 //! the best-scored candidate and lambda == 1 is exactly top_k.
@@ -63,7 +39,7 @@ template <class Score, class Vector>
 struct stage_impl<diversify_stage<Score, Vector>, cpu_backend> {
   template <class Batch>
   static auto run(const diversify_stage<Score, Vector>& stage, Batch&& batch, cpu_backend&) {
-    detail::check_candidate_columns(batch, "diversify");
+    detail::check_stage_input(batch, "diversify");
     const auto& candidates = batch.template get<col::candidates>();
     const auto& ids = candidates.values();
     const auto& scores = batch.template get<Score>();
@@ -138,7 +114,7 @@ struct stage_impl<cap_stage<Category, Score>, cpu_backend> {
   template <class Batch>
   static auto run(const cap_stage<Category, Score>& stage, Batch&& batch, cpu_backend&) {
     constexpr bool ranked = !std::is_same_v<Score, current_order>;
-    detail::check_candidate_columns(batch, "cap");
+    detail::check_stage_input(batch, "cap");
     const auto& candidates = batch.template get<col::candidates>();
     const auto& ids = candidates.values();
     const auto& categories = batch.template get<Category>();
@@ -172,7 +148,7 @@ template <>
 struct stage_impl<pin_stage, cpu_backend> {
   template <class Batch>
   static auto run(const pin_stage& stage, Batch&& batch, cpu_backend&) {
-    detail::check_candidate_columns(batch, "pin");
+    detail::check_stage_input(batch, "pin");
     const auto& candidates = batch.template get<col::candidates>();
     const auto& ids = candidates.values();
     const auto& pins = stage.pins();
@@ -229,7 +205,7 @@ template <class Set, bool Keep, class Ref>
 struct stage_impl<set_filter_stage<Set, Keep, Ref>, cpu_backend> {
   template <class Batch>
   static auto run(const set_filter_stage<Set, Keep, Ref>& stage, Batch&& batch, cpu_backend&) {
-    detail::check_candidate_columns(batch, Keep ? "filter_in" : "filter_out");
+    detail::check_stage_input(batch, Keep ? "filter_in" : "filter_out");
     const Set& set = stage.set();
     const auto& ids = batch.template get<col::candidates>().values();
     detail::keep_candidates(batch, [&](std::size_t, std::size_t at) { return static_cast<bool>(set.contains(ids[at])) == Keep; });
