@@ -49,9 +49,11 @@
 #include <recpipe/stages/cold_start.hpp>
 #include <recpipe/stages/filter.hpp>
 #include <recpipe/stages/lookup.hpp>
+#include <recpipe/stages/merge.hpp>
 #include <recpipe/stages/mlp_scorer.hpp>
 #include <recpipe/stages/order.hpp>
 #include <recpipe/stages/retrieve.hpp>
+#include <recpipe/stages/rules.hpp>
 #include <recpipe/stages/score.hpp>
 #include <recpipe/stages/session_encoder.hpp>
 #include <recpipe/stages/transform.hpp>

@@ -57,7 +57,7 @@ class component {
   template <class U>
   explicit component(U&& value) : value_(std::forward<U>(value)) {
     if constexpr (is_shared_ptr_v<Ref>)
-      if (!value_) detail::fail("recpipe: a stage was given a null std::shared_ptr");
+      if (!value_) detail::fail("a stage was given a null std::shared_ptr");
   }
   const value_type& get() const {
     if constexpr (std::is_lvalue_reference_v<Ref>)

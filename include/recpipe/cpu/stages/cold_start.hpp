@@ -9,6 +9,7 @@
 
 #include <recpipe/core/backend.hpp>
 #include <recpipe/core/batch.hpp>
+#include <recpipe/cpu/stages/filter.hpp>
 #include <recpipe/stages/cold_start.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -20,6 +21,7 @@ struct stage_impl<cold_start_stage<Flag, Score, Ref>, cpu_backend> {
   template <class Batch>
   static auto run(const cold_start_stage<Flag, Score, Ref>& stage, Batch&& batch, cpu_backend&) {
     using batch_type = std::remove_cvref_t<Batch>;
+    detail::check_stage_input(batch, "cold_start");
     const auto& flags = batch.template get<Flag>();
     if (std::none_of(flags.begin(), flags.end(), [](auto flag) { return flag != 0; }))
       return std::forward<Batch>(batch);  // nobody is cold: leave every column as it is

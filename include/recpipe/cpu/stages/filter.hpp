@@ -3,6 +3,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -16,6 +18,28 @@
 
 RECPIPE_NAMESPACE_BEGIN
 namespace detail {
+
+//! Checks that every column of the batch has one entry per request (per-request columns) or per
+//! candidate (per-candidate columns), naming the stage otherwise. A pipeline validates its requests
+//! before the first stage, but a batch handed to a stage directly (`batch >> stage`) is not, and
+//! the candidate stages index columns by request and by candidate position. Cost: O(columns).
+template <class Batch>
+void check_stage_input(const Batch& batch, std::string_view stage_name) {
+  const std::size_t n = batch.size(), candidates = batch.candidate_count();
+  const auto check = [&]<class C>(const C*) {
+    const auto& storage = batch.template get<C>();
+    std::size_t have = 0, want = n;
+    if constexpr (C::shape == column_shape::per_request || C::shape == column_shape::per_candidate)
+      have = storage.size();
+    else
+      have = storage.rows();
+    if constexpr (is_per_candidate_v<C>) want = candidates;
+    if (have != want)
+      detail::fail(stage_name, ": column '", C::name, "' has ", have, is_per_candidate_v<C> ? " entries" : " rows",
+                   " but the batch has ", want, is_per_candidate_v<C> ? " candidates" : " requests");
+  };
+  [&]<class... Cs>(type_list<Cs...>) { (check(static_cast<const Cs*>(nullptr)), ...); }(typename Batch::column_list{});
+}
 
 //! Keeps candidate c of request r when keep(r, c_flat_position) is true; compacts every
 //! per-candidate column of the batch.
@@ -41,6 +65,7 @@ template <class History>
 struct stage_impl<filter_seen_stage<History>, cpu_backend> {
   template <class Batch>
   static auto run(const filter_seen_stage<History>&, Batch&& batch, cpu_backend&) {
+    detail::check_stage_input(batch, "filter_seen");
     const auto& history = batch.template get<History>();
     const auto& ids = batch.template get<col::candidates>().values();
     thread_local std::vector<id_type> seen;  // this request's history, sorted; reused across runs
@@ -63,6 +88,7 @@ struct stage_impl<filter_stage<Predicate, ExtraReads>, cpu_backend> {
   template <class Batch>
   static auto run(const filter_stage<Predicate, ExtraReads>& stage, Batch&& batch, cpu_backend&) {
     using batch_type = std::remove_cvref_t<Batch>;
+    detail::check_stage_input(batch, "filter");
     const Predicate& keep = stage.predicate();
     const auto& ids = batch.template get<col::candidates>().values();
     const batch_type& view = batch;

@@ -10,6 +10,7 @@
 
 #include <recpipe/core/backend.hpp>
 #include <recpipe/core/batch.hpp>
+#include <recpipe/cpu/stages/filter.hpp>
 #include <recpipe/math/random.hpp>
 #include <recpipe/math/topk.hpp>
 #include <recpipe/stages/order.hpp>
@@ -57,6 +58,7 @@ template <class Score>
 struct stage_impl<top_k_stage<Score>, cpu_backend> {
   template <class Batch>
   static auto run(const top_k_stage<Score>& stage, Batch&& batch, cpu_backend&) {
+    detail::check_stage_input(batch, "top_k");
     const auto& scores = batch.template get<Score>();
     detail::keep_best_candidates(batch, stage.k(), [&](std::size_t at) { return scores[at]; });
     return std::forward<Batch>(batch);
@@ -68,6 +70,7 @@ struct stage_impl<softmax_sample_stage<Score>, cpu_backend> {
   template <class Batch>
   static auto run(const softmax_sample_stage<Score>& stage, Batch&& batch, cpu_backend&) {
     using batch_type = std::remove_cvref_t<Batch>;
+    detail::check_stage_input(batch, "softmax_sample");
     const auto& scores = batch.template get<Score>();
     const auto& candidates = batch.template get<col::candidates>();
     // The request each flat candidate position belongs to, and that request's random stream.
