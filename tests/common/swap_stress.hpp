@@ -53,6 +53,10 @@ struct swap_stress_config {
   std::size_t retrieve_k = 50, final_k = 10;
   std::size_t build_threads = 1;                  //!< threads building the initial index
   std::uint64_t seed = 7;
+  //! The swapping phase lasts at least `phase` and until this many publications were made (at
+  //! most 20 x phase): on a loaded machine, or under ThreadSanitizer, a fixed time could end with
+  //! too few versions to prove anything.
+  std::uint64_t min_publications = 0;
 };
 
 struct phase_result {
@@ -232,10 +236,10 @@ inline swap_stress_result run_swap_stress(const swap_stress_config& cfg) {
         std::vector<id_type> live_candidates;  // ids that may be removed
         for (std::size_t i = 0; i < cfg.items; ++i) live_candidates.push_back(static_cast<id_type>(i));
         double publish_total = 0;
-        const auto phase_end = clock::now() + length;
+        const auto phase_end = clock::now() + length, hard_end = clock::now() + 20 * length;
         auto next_publish = clock::now();
         float version = 0;
-        while (clock::now() < phase_end) {
+        while (clock::now() < phase_end || (result.publications < cfg.min_publications && clock::now() < hard_end)) {
           std::this_thread::sleep_until(next_publish);
           next_publish += cfg.publish_every;
           // A "training step": the users drift a little; the new ranker goes with them.
