@@ -52,3 +52,4 @@
 #include <recpipe/stages/retrieve.hpp>
 #include <recpipe/stages/score.hpp>
 #include <recpipe/stages/session_encoder.hpp>
+#include <recpipe/stages/unroll.hpp>
