@@ -30,7 +30,7 @@ try:
     from merlin.systems.dag.ops.pytorch import PredictPyTorch
     from merlin.systems.dag.ops.session_filter import FilterCandidates
     from merlin.systems.dag.ops.unroll_features import UnrollFeatures
-    from python_pipeline import DCNv2, read_safetensors
+    from python_pipeline import DCNv2, read_safetensors, set_blas_threads
 except ImportError as e:
     print("RESULT " + json.dumps({"skipped": "Merlin Systems is not installed (%s)" % e}))
     sys.exit(0)
@@ -131,6 +131,7 @@ def main():
     p.add_argument("--requests", type=int, default=2000)
     a = p.parse_args()
     torch.set_num_threads(1)
+    set_blas_threads(1)
 
     catalog, _ = read_safetensors(os.path.join(a.data, "catalog_%d.safetensors" % a.items))
     weights, meta = read_safetensors(os.path.join(a.data, "dcn_v2.safetensors"))

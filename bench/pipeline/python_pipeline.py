@@ -27,6 +27,16 @@ except ImportError as e:  # the C++ side reports the peer as skipped
 DIM, RETRIEVE_K, FINAL_K = 64, 500, 10
 
 
+def set_blas_threads(n):
+    """Debian's torch runs its GEMMs in OpenBLAS, whose own thread count torch.set_num_threads does
+    not set: pin it too, so the peer uses the thread count of the case (1 or 2), like recpipe."""
+    try:
+        import ctypes
+        ctypes.CDLL("libblas.so.3").openblas_set_num_threads(n)
+    except (OSError, AttributeError):
+        pass
+
+
 def read_safetensors(path):
     """The safetensors format: 8-byte header length, JSON header, raw little-endian tensors."""
     types = {"F32": np.float32, "I64": np.int64, "I32": np.int32}
@@ -190,6 +200,7 @@ def main():
 
     # Concurrency 1: single-user requests, 1 torch thread, hnswlib 1 thread.
     torch.set_num_threads(1)
+    set_blas_threads(1)
     index.set_num_threads(1)
     for i in range(50):
         run([user_of(i)])
@@ -204,6 +215,7 @@ def main():
 
     # Best configuration: batches of users, 2 threads for torch and hnswlib.
     torch.set_num_threads(2)
+    set_blas_threads(2)
     index.set_num_threads(2)
     best = {"qps": 0}
     for batch in (8, 32, 64, 128):

@@ -11,6 +11,7 @@
 #include <recpipe/cpu/exact_index.hpp>
 #include <recpipe/cpu/feature_store.hpp>
 #include <recpipe/cpu/hnsw_index.hpp>
+#include <recpipe/cpu/threads.hpp>
 #include <recpipe/io/safetensors.hpp>
 #include <recpipe/io/safetensors_writer.hpp>
 #include <recpipe/io/synthetic_catalog.hpp>
@@ -176,19 +177,26 @@ peer_result run_peer(const std::string& python, const std::string& script, const
     r.why = "could not start " + python;
     return r;
   }
-  std::string output, last;
-  char line[4096];
-  while (std::fgets(line, sizeof line, pipe)) {
-    output += line;
-    if (std::strncmp(line, "RESULT ", 7) == 0) last = line + 7;
-    else std::fprintf(stderr, "  | %s", line);
+  std::string last, line;
+  char chunk[4096];
+  while (std::fgets(chunk, sizeof chunk, pipe)) {  // lines of any length (the result line is long)
+    line += chunk;
+    if (line.empty() || line.back() != '\n') continue;
+    if (line.rfind("RESULT ", 0) == 0) last = line.substr(7);
+    else std::fprintf(stderr, "  | %s", line.c_str());
+    line.clear();
   }
   const int rc = pclose(pipe);
   if (last.empty()) {
     r.why = "exited " + std::to_string(rc) + " without a result";
     return r;
   }
-  r.json = nlohmann::json::parse(last);
+  try {
+    r.json = nlohmann::json::parse(last);
+  } catch (const nlohmann::json::exception& e) {
+    r.why = std::string("its result line is not JSON: ") + e.what();
+    return r;
+  }
   if (r.json.contains("skipped")) {
     r.why = r.json["skipped"].get<std::string>();
     return r;
@@ -216,6 +224,9 @@ std::pair<double, double> agreement(const std::vector<std::vector<id_type>>& a, 
 
 int main(int argc, char** argv) {
   const options opt = parse(argc, argv);
+  // Kernels on the calling thread only (OpenBLAS too): concurrency 1 is one thread, and the
+  // 2-thread throughput is two serving threads, like the peers' thread counts.
+  cpu::set_num_threads(1);
   fs::create_directories(opt.data);
   const std::string tag = std::to_string(opt.items);
   const fs::path index_path = opt.data / ("items_" + tag + ".hnsw");
