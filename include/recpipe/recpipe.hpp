@@ -57,3 +57,4 @@
 #include <recpipe/stages/score.hpp>
 #include <recpipe/stages/session_encoder.hpp>
 #include <recpipe/stages/transform.hpp>
+#include <recpipe/stages/unroll.hpp>

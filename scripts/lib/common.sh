@@ -4,8 +4,9 @@
 # Packages every build needs (library deps, test framework, compilers and CMake).
 RECPIPE_BASE_PACKAGES=(g++ make ninja-build cmake libeigen3-dev libhnswlib-dev nlohmann-json3-dev zlib1g-dev libopenblas-dev
                        libopenblas0-pthread doctest-dev libbenchmark-dev)
-# Peers for tests and benchmarks: LibTorch for kernel comparisons, PyTorch for model parity.
-RECPIPE_PEER_PACKAGES=(libtorch-dev python3-torch python3-numpy)
+# Peers for tests and benchmarks: LibTorch for kernel comparisons, PyTorch for model parity,
+# hnswlib's Python module for the whole-pipeline benchmark's Python peer (bench/pipeline).
+RECPIPE_PEER_PACKAGES=(libtorch-dev python3-torch python3-numpy python3-hnswlib)
 # Examples: gnuplot draws the incremental-training plot.
 RECPIPE_EXAMPLE_PACKAGES=(gnuplot-nox)
 # The Redis feature store (include/recpipe/io/redis_store.hpp, target recpipe::redis): hiredis to
