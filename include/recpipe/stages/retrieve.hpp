@@ -104,6 +104,9 @@ struct retrieve_stage : stage<retrieve_stage<Index, Query, Ref, Excluded>> {
 //! shared (the pipeline keeps it alive); a `recpipe::slot<Index>` reads the version each run pinned.
 //! An index that accepts adds and removes while it serves (cpu::hnsw_index) is best held by
 //! reference or shared_ptr and updated in place.
+//! `.excluding<col::history>()` and `.where(predicate)` make items ineligible during retrieval and
+//! refill, so a request still gets k candidates whenever k eligible items exist (see
+//! retrieve_stage::excluding).
 //!
 //! @code
 //! recpipe::cpu::hnsw_index index(64, recpipe::metric::inner_product, 100000);

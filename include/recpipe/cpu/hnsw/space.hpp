@@ -47,8 +47,14 @@ class hnsw_space final : public hnswlib::SpaceInterface<float> {
             Eigen::Map<const Eigen::VectorXf>(static_cast<const float*>(b), n))
         .squaredNorm();
   }
+  // A query (dim values) against a stored element: what searches rank and score by.
   float distance(const float* a, const float* b) const {
     return kind_ == metric::l2 ? l2_distance(a, b, &dim_) : ip_distance(a, b, &dim_);
+  }
+  // Two stored elements (stored_dim values each): what the graph is built with (hnswlib's own
+  // distance function, the L2 over augmented vectors with the reduction).
+  float graph_distance(const float* a, const float* b) const {
+    return kind_ == metric::l2 || mips_ ? l2_distance(a, b, &stored_dim_) : ip_distance(a, b, &stored_dim_);
   }
 
  private:
