@@ -137,7 +137,7 @@ TEST_CASE_TEMPLATE("retrieve(...).excluding<history>() returns exactly k unseen 
   CHECK(out.get<col::retrieval_score>()[0] == 21.0f);  // the true inner product of item 21
 }
 
-TEST_CASE_TEMPLATE("filtered retrieval: fewer eligible than k gives all of them; none eligible gives none", Index,
+TEST_CASE_TEMPLATE("filtered retrieval: fewer eligible than k gives all of them, none eligible gives none", Index,
                    cpu::exact_index, cpu::hnsw_index) {
   Index index(2, metric::inner_product);
   add_line(index);
