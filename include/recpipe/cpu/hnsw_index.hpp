@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <concepts>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -20,6 +22,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -30,6 +33,7 @@
 #include <recpipe/cpu/hnsw/file_format.hpp>
 #include <recpipe/cpu/hnsw/hnswlib.hpp>
 #include <recpipe/cpu/hnsw/io.hpp>
+#include <recpipe/cpu/hnsw/mips.hpp>
 #include <recpipe/cpu/hnsw/space.hpp>
 #include <recpipe/cpu/hnsw/validate.hpp>
 #include <recpipe/cpu/metric.hpp>
@@ -41,11 +45,54 @@
 RECPIPE_NAMESPACE_BEGIN
 namespace cpu {
 
+//! @brief Construction options of cpu::hnsw_index (use with designated initializers).
+//!
+//! The last four concern `metric::inner_product` only (see docs/retrieval.md, "Inner product").
+//! By default the graph is built over the items reduced to L2 search: each item x is stored as
+//! [x, sqrt(R^2 - |x|^2)], so every stored vector has norm R and the graph is built with a true
+//! metric; searches still return the exact inner product. R (`max_norm`) is fixed once, at
+//! construction or at the first add (`norm_headroom` x the largest norm of that add), because
+//! every stored vector depends on it. An item added later with a norm above R is an "overflow":
+//! it is still added and found (searches score it by its true inner product), but it is stored
+//! with an extra coordinate of 0, so its graph links are built from a distorted distance and it
+//! may be missed more often; `hnsw_index::norm_overflows()` counts them. When that count is more
+//! than a small fraction of the index, rebuild it with a larger `max_norm` (or set
+//! `reject_norm_overflow` to make such adds throw instead).
+//! @code
+//! recpipe::cpu::hnsw_index index(64, recpipe::metric::inner_product,
+//!                                {.capacity = 100'000, .m = 32, .ef_construction = 200});
+//! @endcode
+struct hnsw_options {
+  std::size_t capacity = 1024;        //!< elements allocated up front (grows automatically)
+  std::size_t m = 16;                 //!< HNSW links per node (hnswlib's M), 2 .. 10000
+  std::size_t ef_construction = 200;  //!< search width while inserting, >= 1
+  std::uint64_t seed = 100;           //!< seed of the level generator
+  //! Inner product: build the graph over augmented vectors (the L2 reduction, default) or over
+  //! the raw vectors with the inner product as distance (hnswlib's own way; lower recall when
+  //! item norms differ, e.g. 0.72 instead of 0.99 at k = 500 on the quickstart catalog).
+  bool mips_reduction = true;
+  //! R of the reduction, >= every item norm; 0 = `norm_headroom` x the largest norm of the first
+  //! add that has a nonzero vector.
+  float max_norm = 0;
+  //! Room left for later items with longer vectors when R comes from the first add (>= 1).
+  float norm_headroom = 1.25f;
+  //! true: adding a vector longer than R throws recpipe::error (nothing is added) instead of
+  //! adding it as an overflow.
+  bool reject_norm_overflow = false;
+};
+
 //! @brief Approximate nearest-neighbour index over item vectors: an adapter over hnswlib 0.6.2's
 //! HNSW graph that hides its `void*`/virtual API.
 //!
 //! - **Scores, higher is better**: `metric::inner_product` gives dot(q, x); `metric::l2` gives
 //!   -||q - x||^2. Results are sorted by score descending, then id ascending.
+//! - **Inner product** is searched, by default, through the reduction to L2 search (see
+//!   `hnsw_options`): the graph is built over [x, sqrt(R^2 - |x|^2)], which keeps recall high when
+//!   item norms differ; scores are still the exact dot(q, x).
+//! - **Filtered search**: `search_filtered(query, k, allowed, ...)` returns the best k items for
+//!   which `allowed(id)` is true, found inside the graph walk (hnswlib 0.8's filter-functor
+//!   semantics; a `hnswlib::BaseFilterFunctor` works as `allowed`), and all of them when fewer
+//!   than k exist.
 //! - **Ids** are `recpipe::id_type` >= 0; negative ids are rejected. Adding an id that is already
 //!   present replaces its vector (a removed id comes back): the old element is marked removed (a
 //!   "tombstone" that keeps its slot, like `remove`) and the new vector gets a fresh slot, so a
@@ -100,14 +147,31 @@ class hnsw_index {
   //! @endcode
   explicit hnsw_index(std::size_t dim, recpipe::metric kind = recpipe::metric::inner_product,
                       std::size_t capacity = 1024, std::size_t m = 16, std::size_t ef_construction = 200,
-                      std::uint64_t seed = 100) {
-    check_parameters("hnsw_index", dim, kind, m, ef_construction);
-    if (capacity > recpipe::detail::hnsw_max_elements)
-      recpipe::detail::fail("hnsw_index: capacity ", capacity, " exceeds the limit ", recpipe::detail::hnsw_max_elements);
-    state_ = std::make_unique<state>(dim, kind, m, ef_construction, seed);
+                      std::uint64_t seed = 100)
+      : hnsw_index(dim, kind, hnsw_options{.capacity = capacity, .m = m, .ef_construction = ef_construction, .seed = seed}) {}
+
+  //! @brief An empty index with the options of `hnsw_options` (MIPS reduction, max_norm, ...).
+  //! @throws recpipe::error on an invalid option (max_norm < 0 or not finite, norm_headroom < 1).
+  //! @code
+  //! recpipe::cpu::hnsw_index index(64, recpipe::metric::inner_product, {.capacity = 100'000, .m = 32});
+  //! @endcode
+  hnsw_index(std::size_t dim, recpipe::metric kind, const hnsw_options& options) {
+    check_parameters("hnsw_index", dim, kind, options.m, options.ef_construction);
+    if (options.capacity > recpipe::detail::hnsw_max_elements)
+      recpipe::detail::fail("hnsw_index: capacity ", options.capacity, " exceeds the limit ",
+                            recpipe::detail::hnsw_max_elements);
+    if (!std::isfinite(options.max_norm) || options.max_norm < 0)
+      recpipe::detail::fail("hnsw_index: max_norm must be finite and >= 0 (got ", options.max_norm, ")");
+    if (!std::isfinite(options.norm_headroom) || options.norm_headroom < 1)
+      recpipe::detail::fail("hnsw_index: norm_headroom must be finite and >= 1 (got ", options.norm_headroom, ")");
+    const bool mips = kind == recpipe::metric::inner_product && options.mips_reduction;
+    state_ = std::make_unique<state>(dim, kind, options.m, options.ef_construction, options.seed, mips);
+    state_->max_norm.store(options.max_norm, std::memory_order_relaxed);
+    state_->norm_headroom = options.norm_headroom;
+    state_->reject_norm_overflow = options.reject_norm_overflow;
     state_->graph = recpipe::detail::call_hnswlib("hnsw_index: construct", [&] {
-      return std::make_unique<graph_type>(&state_->space, std::max<std::size_t>(capacity, 1), m, ef_construction,
-                                          static_cast<std::size_t>(seed));
+      return std::make_unique<graph_type>(&state_->space, std::max<std::size_t>(options.capacity, 1), options.m,
+                                          options.ef_construction, static_cast<std::size_t>(options.seed));
     });
     state_->graph->setEf(1);  // the real width is passed per call as k (see search)
   }
@@ -120,6 +184,16 @@ class hnsw_index {
   std::size_t dim() const { return get("dim").dim; }
   //! The metric. @code if (index.metric() == recpipe::metric::l2) { ... } @endcode
   recpipe::metric metric() const { return get("metric").kind; }
+  //! True when inner product is searched through the L2 reduction (`hnsw_options::mips_reduction`).
+  //! @code bool reduced = index.mips_reduction(); @endcode
+  bool mips_reduction() const { return get("mips_reduction").space.mips(); }
+  //! R of the L2 reduction (0 until the first add fixes it, and for l2 or the direct graph).
+  //! @code float r = index.max_norm(); @endcode
+  float max_norm() const { return get("max_norm").max_norm.load(std::memory_order_acquire); }
+  //! Items added with a norm above `max_norm()` since construction or load (see `hnsw_options`);
+  //! when this is more than a small fraction of size(), rebuild with a larger max_norm.
+  //! @code if (index.norm_overflows() > index.size() / 100) rebuild(); @endcode
+  std::size_t norm_overflows() const { return get("norm_overflows").norm_overflows.load(std::memory_order_relaxed); }
   //! HNSW links per node (M). @code std::size_t m = index.m(); @endcode
   std::size_t m() const { return get("m").m; }
   //! Number of live (added and not removed) items. @code std::size_t n = index.size(); @endcode
@@ -174,11 +248,13 @@ class hnsw_index {
     recpipe::detail::check_index_id("hnsw_index: add", id);
     recpipe::detail::check_index_vector("hnsw_index: add", id, vector, s.dim);
     const std::lock_guard writer(s.writer);
+    const float norm = s.space.mips() ? recpipe::detail::mips_norm(vector) : 0.0f;
+    prepare_norms_locked(s, norm, "hnsw_index: add", id);
     grow_for_locked(s, 1, "hnsw_index: add");
     retire_label_locked(s, id);
     try {
       recpipe::detail::call_hnswlib("hnsw_index: add", [&] {
-        insert_locked(s, vector.data(), id, s.published.load(std::memory_order_relaxed));
+        insert_locked(s, stored_vector(s, vector), id, s.published.load(std::memory_order_relaxed));
       });
     } catch (...) {
       publish_locked(s);
@@ -193,27 +269,55 @@ class hnsw_index {
   //! `threads` > 1 (0 = all hardware threads) the graph is built in parallel (recpipe's
   //! insertion, thread-safe like hnswlib's); the graph then depends on scheduling (results stay correct).
   //! If the insertion fails mid-batch (out of memory), the rows before the failure stay added.
-  //! @code index.add(ids, vectors.view(), 0); @endcode
-  void add(std::span<const id_type> ids, matrix_view<const float> vectors, std::size_t threads = 1) {
+  //! `progress(done, total)`, when given, is called after every 1% of the rows (and once at the
+  //! end) from the inserting threads, one call at a time; it may print a progress line. An
+  //! exception it throws stops the add like an hnswlib failure.
+  //! @code
+  //! index.add(ids, vectors.view(), 0, [](std::size_t done, std::size_t total) {
+  //!   std::fprintf(stderr, "\rindexed %zu / %zu", done, total);
+  //! });
+  //! @endcode
+  void add(std::span<const id_type> ids, matrix_view<const float> vectors, std::size_t threads = 1,
+           const std::function<void(std::size_t done, std::size_t total)>& progress = {}) {
     state& s = get("add");
     if (ids.size() != vectors.rows())
       recpipe::detail::fail("hnsw_index: add: ", ids.size(), " ids but ", vectors.rows(), " vectors");
     if (vectors.rows() > 0 && vectors.cols() != s.dim)
       recpipe::detail::fail("hnsw_index: add: vectors have dimension ", vectors.cols(),
                             " but the index has dimension ", s.dim);
+    float largest = 0;
+    id_type longest = 0;
     for (std::size_t i = 0; i < ids.size(); ++i) {
       recpipe::detail::check_index_id("hnsw_index: add", ids[i]);
       recpipe::detail::check_index_vector("hnsw_index: add", ids[i], vectors.row(i), s.dim);
+      if (s.space.mips()) {
+        const float norm = recpipe::detail::mips_norm(vectors.row(i));
+        if (norm > largest) {
+          largest = norm;
+          longest = ids[i];
+        }
+      }
     }
     if (ids.empty()) return;
     const std::lock_guard writer(s.writer);
+    prepare_norms_locked(s, largest, "hnsw_index: add", longest);
     grow_for_locked(s, ids.size(), "hnsw_index: add");
     if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
     threads = std::min(threads, ids.size());
+    std::atomic<std::size_t> done{0};
+    std::mutex progress_mutex;
+    const std::size_t step = std::max<std::size_t>(1, ids.size() / 100);
     // `published` is every element whose insertion has finished (one at a time: all earlier ones;
     // in parallel: those from before the batch, as publishing waits for the batch to end).
     const auto insert = [&](std::size_t i) {
-      insert_locked(s, vectors.row(i).data(), ids[i], s.published.load(std::memory_order_relaxed));
+      insert_locked(s, stored_vector(s, vectors.row(i)), ids[i], s.published.load(std::memory_order_relaxed));
+      if (progress) {
+        const std::size_t now = done.fetch_add(1) + 1;
+        if (now % step == 0 || now == ids.size()) {
+          const std::lock_guard guard(progress_mutex);
+          progress(done.load(), ids.size());  // read under the lock: the calls see increasing counts
+        }
+      }
     };
     if (threads <= 1) {
       // One at a time, each published as soon as it is linked (searches see it right away).
@@ -315,6 +419,46 @@ class hnsw_index {
     return search(query, k, out_ids, out_scores, ef());
   }
 
+  //! @brief The (approximately) best `k` items for `query` among those for which `allowed(id)`
+  //! is true, best first.
+  //!
+  //! The filter runs inside the graph walk (hnswlib 0.8's filter-functor semantics): items that
+  //! are not allowed are walked through but never kept, and the walk continues until it holds
+  //! max(k, ef) allowed items or has seen the whole graph; if it found fewer than k, every live
+  //! item is scanned. So the result has exactly min(k, allowed live items) entries: k whenever k
+  //! allowed items exist, all of them otherwise, none (and no error) when nothing is allowed.
+  //! `allowed` is called as `allowed(id)` with `id_type` ids, from the calling thread only; a
+  //! `hnswlib::BaseFilterFunctor&` (hnswlib 0.8) fits as it is. A filter that rejects most items
+  //! makes the search visit most of the graph (at worst a scan of the index).
+  //! @param out_ids, out_scores  must hold min(k, size()) entries (the filter is not known up front).
+  //! @return the number of results written.
+  //! @throws recpipe::error as `search`.
+  //! @code
+  //! std::unordered_set<recpipe::id_type> seen = {3, 14, 15};
+  //! std::size_t n = index.search_filtered(query, 10, [&](recpipe::id_type id) { return !seen.contains(id); },
+  //!                                       out_ids, out_scores, 200);
+  //! @endcode
+  template <class Allowed>
+    requires std::predicate<Allowed&, id_type>
+  std::size_t search_filtered(std::span<const float> query, std::size_t k, Allowed&& allowed,
+                              std::span<id_type> out_ids, std::span<float> out_scores, std::size_t ef) const {
+    const state& s = get("search_filtered");
+    recpipe::detail::check_index_query("hnsw_index: search_filtered", query, s.dim);
+    if (ef == 0) recpipe::detail::fail("hnsw_index: search_filtered: ef must be at least 1 (got 0)");
+    const auto lock = s.mutex.shared();
+    const std::size_t count = std::min(k, s.live.load(std::memory_order_acquire));
+    recpipe::detail::check_index_outputs("hnsw_index: search_filtered", out_ids.size(), out_scores.size(), count);
+    return search_locked(s, query.data(), count, ef, out_ids, out_scores, allowed);
+  }
+  //! `search_filtered` with the index's default width `ef()`.
+  //! @code std::size_t n = index.search_filtered(query, 10, allowed, out_ids, out_scores); @endcode
+  template <class Allowed>
+    requires std::predicate<Allowed&, id_type>
+  std::size_t search_filtered(std::span<const float> query, std::size_t k, Allowed&& allowed,
+                              std::span<id_type> out_ids, std::span<float> out_scores) const {
+    return search_filtered(query, k, allowed, out_ids, out_scores, ef());
+  }
+
   //! @brief `search` for every row of `queries` (rows x dim()), results in the matching rows of
   //! `out_ids`/`out_scores` (at least min(k, size()) columns each).
   //! @return the number of results in each row, min(k, size()).
@@ -366,7 +510,7 @@ class hnsw_index {
       recpipe::detail::call_hnswlib(component, [&] { s.graph->saveIndex(body_file.path.string()); });
       std::vector<unsigned char> body = recpipe::detail::read_index_file(body_file.path, component);
       recpipe::detail::hnsw_file_header header;
-      header.kind = static_cast<std::uint32_t>(s.kind);
+      header.kind = s.space.mips() ? recpipe::detail::hnsw_kind_inner_product_l2 : static_cast<std::uint32_t>(s.kind);
       header.dim = s.dim;
       header.count = s.graph->cur_element_count;
       header.m = s.m;
@@ -422,7 +566,8 @@ class hnsw_index {
     const unsigned char* body = file.data() + recpipe::detail::hnsw_file_header::size;
     if (recpipe::detail::index_checksum(body, body_size) != h.body_checksum)
       recpipe::detail::fail<io_error>(component, ": '", name, "': body checksum mismatch (the file is corrupt)");
-    const auto kind = static_cast<recpipe::metric>(h.kind);
+    const bool mips = h.kind == recpipe::detail::hnsw_kind_inner_product_l2;
+    const auto kind = mips ? recpipe::metric::inner_product : static_cast<recpipe::metric>(h.kind);
     try {
       check_parameters(component, h.dim, kind, h.m, h.ef_construction);
     } catch (const io_error&) {
@@ -434,7 +579,7 @@ class hnsw_index {
     const std::size_t deleted = recpipe::detail::validate_hnsw_body(body, body_size, h, name, &unreachable);
 
     hnsw_index index(private_tag{});
-    index.state_ = std::make_unique<state>(h.dim, kind, h.m, h.ef_construction, h.seed);
+    index.state_ = std::make_unique<state>(h.dim, kind, h.m, h.ef_construction, h.seed, mips);
     state& s = *index.state_;
     std::error_code temp_error;
     const std::filesystem::path temp_directory = std::filesystem::temp_directory_path(temp_error);
@@ -462,6 +607,14 @@ class hnsw_index {
       throw;
     }
     g.num_deleted_ = deleted;
+    if (mips)  // R is not in the file: every element within R has augmented norm R (hnsw/mips.hpp)
+      s.max_norm.store(recpipe::detail::mips_recover_max_norm(
+                           [&](std::size_t i) {
+                             return reinterpret_cast<const float*>(
+                                 g.getDataByInternalId(static_cast<hnswlib::tableint>(i)));
+                           },
+                           s.space.stored_dim(), g.cur_element_count),
+                       std::memory_order_release);
     publish_locked(s);
     g.setEf(1);
     // Live items that no link path from the entry point reaches (a hostile file; also hnswlib's
@@ -481,8 +634,8 @@ class hnsw_index {
   struct private_tag {};
 
   struct state {
-    state(std::size_t d, recpipe::metric k, std::size_t links, std::size_t efc, std::uint64_t s)
-        : space(d, k), dim(d), kind(k), m(links), ef_construction(efc), seed(s) {}
+    state(std::size_t d, recpipe::metric k, std::size_t links, std::size_t efc, std::uint64_t s, bool mips)
+        : space(d, k, mips), dim(d), kind(k), m(links), ef_construction(efc), seed(s) {}
     recpipe::detail::hnsw_space space;  // declared before graph: the graph points into it
     std::unique_ptr<graph_type> graph;
     std::size_t dim;
@@ -490,6 +643,12 @@ class hnsw_index {
     std::size_t m, ef_construction;
     std::uint64_t seed;
     std::atomic<std::size_t> ef{default_ef};
+    // The L2 reduction of inner product (hnsw/mips.hpp): R, fixed by the first add when it was not
+    // given; written under the writer mutex, read by accessors.
+    std::atomic<float> max_norm{0};
+    float norm_headroom = 1.25f;
+    bool reject_norm_overflow = false;
+    std::atomic<std::size_t> norm_overflows{0};
     // Shared by searches; exclusive only for the instant a capacity growth swaps the arrays.
     recpipe::detail::index_mutex mutex;
     // Serialises add, remove, reserve and save (one writer at a time).
@@ -513,6 +672,31 @@ class hnsw_index {
     if (m < 2 || m > recpipe::detail::hnsw_max_m)
       recpipe::detail::fail(component, ": M must be in [2, ", recpipe::detail::hnsw_max_m, "] (got ", m, ")");
     if (ef_construction == 0) recpipe::detail::fail(component, ": ef_construction must be at least 1 (got 0)");
+  }
+
+  // Before an add under the writer mutex: fixes R from the add's largest norm if it is not fixed
+  // yet, then rejects (option) or counts the add's rows that are longer than R. Throws before
+  // anything is added.
+  static void prepare_norms_locked(state& s, float largest, const char* component, id_type longest) {
+    if (!s.space.mips()) return;
+    float r = s.max_norm.load(std::memory_order_relaxed);
+    if (r == 0 && largest > 0) {
+      r = largest * s.norm_headroom;
+      s.max_norm.store(r, std::memory_order_release);
+    }
+    if (largest > r && s.reject_norm_overflow)
+      recpipe::detail::fail(component, ": id ", longest, " has norm ", largest, ", above the index's max_norm ", r,
+                            " (hnsw_options::reject_norm_overflow); rebuild the index with a larger max_norm");
+  }
+  // What hnswlib stores for `vector`: the vector itself, or with the L2 reduction the augmented
+  // copy in a per-thread buffer (addPoint copies it). Counts overflows.
+  static const float* stored_vector(state& s, std::span<const float> vector) {
+    if (!s.space.mips()) return vector.data();
+    thread_local std::vector<float> augmented;
+    augmented.resize(s.space.stored_dim());
+    if (!recpipe::detail::mips_augment(vector, s.max_norm.load(std::memory_order_relaxed), augmented.data()))
+      s.norm_overflows.fetch_add(1, std::memory_order_relaxed);
+    return augmented.data();
   }
 
   state& get(const char* what) {
@@ -644,7 +828,7 @@ class hnsw_index {
         for (int l = std::min(level, max_level); l >= 0; --l) {
           queue candidates = g.searchBaseLayer(current, vector, l);
           if (entry_deleted) {  // as hnswlib: keep a removed entry point linked
-            candidates.emplace(s.space.distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(entry))), entry);
+            candidates.emplace(s.space.graph_distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(entry))), entry);
             if (candidates.size() > g.ef_construction_) candidates.pop();
           }
           if (candidates.empty()) candidates = scan_candidates(s, vector, l, finished, current);
@@ -666,7 +850,7 @@ class hnsw_index {
   // moving to a closer neighbour on each level above `to`.
   static hnswlib::tableint descend(const state& s, const float* vector, hnswlib::tableint current, int from, int to) {
     graph_type& g = *s.graph;
-    float current_distance = s.space.distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(current)));
+    float current_distance = s.space.graph_distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(current)));
     for (int l = from; l > to; --l) {
       for (bool moved = true; moved;) {
         moved = false;
@@ -674,7 +858,7 @@ class hnsw_index {
         const hnswlib::linklistsizeint* list = g.get_linklist(current, l);
         const hnswlib::tableint* links = reinterpret_cast<const hnswlib::tableint*>(list + 1);
         for (std::size_t j = 0, n = g.getListCount(const_cast<hnswlib::linklistsizeint*>(list)); j < n; ++j) {
-          const float d = s.space.distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(links[j])));
+          const float d = s.space.graph_distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(links[j])));
           if (d < current_distance) {
             current_distance = d;
             current = links[j];
@@ -709,7 +893,7 @@ class hnsw_index {
       return;
     }
     const auto id = static_cast<id_type>(g.getExternalLabel(element));
-    const std::vector<float> copy(vector, vector + s.dim);
+    const std::vector<float> copy(vector, vector + s.space.stored_dim());  // augmented with the L2 reduction
     grow_for_locked(s, 1, "hnsw_index: load");
     retire_label_locked(s, id);
     insert_locked(s, copy.data(), id, g.cur_element_count);
@@ -727,7 +911,7 @@ class hnsw_index {
     Queue best;  // worst on top
     for (hnswlib::tableint i = 0; i < finished; ++i) {
       if (g.element_levels_[i] < level || is_deleted(g, i)) continue;
-      const float d = s.space.distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(i)));
+      const float d = s.space.graph_distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(i)));
       if (best.size() < g.ef_construction_) {
         best.emplace(d, i);
       } else if (d < best.top().first) {
@@ -736,7 +920,7 @@ class hnsw_index {
       }
     }
     if (best.empty())
-      best.emplace(s.space.distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(start))), start);
+      best.emplace(s.space.graph_distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(start))), start);
     return best;
   }
 
@@ -813,14 +997,30 @@ class hnsw_index {
   // being written under a lock its inserter holds for the whole insertion). Without concurrent
   // writers it visits exactly what searchKnn visits. Caller holds the shared lock; count =
   // min(k, live) and the outputs hold count entries.
+  //
+  // With a filter (`allowed`, not no_filter) an element that is not allowed is walked through but
+  // never kept, exactly like a removed one (hnswlib 0.8's isIdAllowed), so the walk goes on until
+  // it holds `width` allowed items or runs out of graph; the scan fallback applies the filter too.
+  struct no_filter {};
+  template <class Allowed = no_filter>
   static std::size_t search_locked(const state& s, const float* query, std::size_t count, std::size_t ef,
-                                   std::span<id_type> out_ids, std::span<float> out_scores) {
+                                   std::span<id_type> out_ids, std::span<float> out_scores,
+                                   Allowed&& allowed = no_filter{}) {
+    constexpr bool filtered = !std::is_same_v<std::remove_cvref_t<Allowed>, no_filter>;
     if (count == 0) return 0;
     const std::uint64_t entry = s.entry.load(std::memory_order_acquire);
     const std::size_t published = s.published.load(std::memory_order_acquire);
     if (entry == no_entry) return 0;
-    const bool has_deletions = s.live.load(std::memory_order_acquire) < published;
+    const bool has_deletions = filtered || s.live.load(std::memory_order_acquire) < published;
     const graph_type& g = *s.graph;
+    // Keep element i in the results: live and (with a filter) allowed.
+    const auto keep = [&](hnswlib::tableint i) -> bool {
+      if (is_deleted(g, i)) return false;
+      if constexpr (filtered)
+        return static_cast<bool>(allowed(static_cast<id_type>(g.getExternalLabel(i))));
+      else
+        return true;
+    };
     const auto distance = [&](hnswlib::tableint i) {
       return s.space.distance(query, reinterpret_cast<const float*>(g.getDataByInternalId(i)));
     };
@@ -868,7 +1068,7 @@ class hnsw_index {
     std::priority_queue<pair> candidates;  // -distance: closest on top
     float lower_bound = std::numeric_limits<float>::max();
     sc.visited[current] = sc.tag;
-    if (!has_deletions || !is_deleted(g, current)) {
+    if (!has_deletions || keep(current)) {
       top.emplace(current_distance, current);
       lower_bound = current_distance;
       candidates.emplace(-current_distance, current);
@@ -888,7 +1088,7 @@ class hnsw_index {
         const float d = distance(c);
         if (top.size() < width || lower_bound > d) {
           candidates.emplace(-d, c);
-          if (!is_deleted(g, c)) top.emplace(d, c);
+          if (keep(c)) top.emplace(d, c);
           if (top.size() > width) top.pop();
           if (!top.empty()) lower_bound = top.top().first;
         }
@@ -904,11 +1104,12 @@ class hnsw_index {
       ids.push_back(static_cast<id_type>(g.getExternalLabel(top.top().second)));
     }
     if (ids.size() < count) {
-      // The walk reached fewer live items than asked for (removals can cut the graph): scan all.
+      // The walk reached fewer live items than asked for (removals can cut the graph; a filter
+      // can leave fewer than k allowed items): scan all.
       scores.clear();
       ids.clear();
       for (hnswlib::tableint i = 0; i < published; ++i) {
-        if (is_deleted(g, i)) continue;
+        if (!keep(i)) continue;
         scores.push_back(-distance(i));
         ids.push_back(static_cast<id_type>(g.getExternalLabel(i)));
       }

@@ -36,6 +36,15 @@ inline std::uint64_t index_checksum(const unsigned char* data, std::size_t size)
   return std::rotl((h ^ static_cast<std::uint64_t>(size)) * prime, 27);
 }
 
+// Header `kind` of an inner-product index built with the L2 reduction (hnsw/mips.hpp): its body
+// stores dim + 1 values per element. Kinds 0 and 1 are recpipe::metric (body stores dim values).
+inline constexpr std::uint32_t hnsw_kind_inner_product_l2 = 2;
+
+// Values per element in the hnswlib body for a header's kind and dim.
+constexpr std::uint64_t hnsw_stored_dim(std::uint32_t kind, std::uint64_t dim) noexcept {
+  return dim + (kind == hnsw_kind_inner_product_l2 ? 1 : 0);
+}
+
 // The fixed 80-byte recpipe header in front of hnswlib's saveIndex body.
 struct hnsw_file_header {
   static constexpr char magic[8] = {'R', 'E', 'C', 'P', 'H', 'N', 'S', 'W'};

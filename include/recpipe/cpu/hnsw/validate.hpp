@@ -72,7 +72,8 @@ inline std::size_t validate_hnsw_body(const unsigned char* body, std::size_t siz
     bad("ef_construction ", ef_construction, " does not match the header's ", h.ef_construction);
   const std::size_t links0_bytes = max_m0 * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
   const std::size_t links_bytes = max_m * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
-  const std::size_t data_bytes = h.dim * sizeof(float);
+  const std::size_t stored_dim = hnsw_stored_dim(h.kind, h.dim);  // dim + 1 with the MIPS reduction
+  const std::size_t data_bytes = stored_dim * sizeof(float);
   if (offset_level0 != 0 || data_offset != links0_bytes || label_offset != links0_bytes + data_bytes ||
       bytes_per_element != links0_bytes + data_bytes + sizeof(hnswlib::labeltype))
     bad("element layout (offsets ", offset_level0, "/", data_offset, "/", label_offset, ", ", bytes_per_element,
@@ -113,7 +114,7 @@ inline std::size_t validate_hnsw_body(const unsigned char* body, std::size_t siz
       std::memcpy(&neighbour, element + 4 + j * 4, 4);
       if (neighbour >= count) bad("element ", i, " links to element ", neighbour, " of ", count);
     }
-    for (std::size_t j = 0; j < h.dim; ++j) {
+    for (std::size_t j = 0; j < stored_dim; ++j) {
       float value = 0;
       std::memcpy(&value, element + data_offset + j * sizeof(float), sizeof(float));
       if (!std::isfinite(value)) bad("element ", i, " has a non-finite vector value at position ", j);

@@ -2,6 +2,7 @@
 // recpipe CPU backend: how retrieve runs.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <type_traits>
@@ -16,10 +17,58 @@
 
 RECPIPE_NAMESPACE_BEGIN
 
-template <class Index, class Query, class Ref>
-struct stage_impl<retrieve_stage<Index, Query, Ref>, cpu_backend> {
+namespace detail {
+
+// The ids of request r in every column of `Lists` (per-request id lists), sorted, into `out`.
+template <class Batch, class... Lists>
+void gather_excluded([[maybe_unused]] const Batch& batch, [[maybe_unused]] std::size_t r, std::vector<id_type>& out,
+                     type_list<Lists...>) {
+  out.clear();
+  (
+      [&] {
+        const auto row = batch.template get<Lists>().row(r);
+        out.insert(out.end(), row.begin(), row.end());
+      }(),
+      ...);
+  std::sort(out.begin(), out.end());
+}
+
+// One request's filtered retrieval into ids/scores[0, k): the best k eligible items, or all of
+// them when fewer exist. An index with search_filtered filters inside its search; any other is
+// over-fetched (k + excluded, then doubling) until k are eligible or the whole index was fetched.
+template <class Index, class Allowed>
+std::size_t retrieve_eligible(const Index& index, std::span<const float> query, std::size_t k, std::size_t excluded,
+                              const Allowed& allowed, id_type* ids, float* scores) {
+  if constexpr (requires { index.search_filtered(query, k, allowed, std::span<id_type>(ids, k), std::span<float>(scores, k)); }) {
+    return index.search_filtered(query, k, allowed, std::span<id_type>(ids, k), std::span<float>(scores, k));
+  } else {
+    thread_local std::vector<id_type> fetched_ids;
+    thread_local std::vector<float> fetched_scores;
+    const std::size_t size = index.size();
+    std::size_t want = std::min(size, k + excluded);
+    while (true) {
+      fetched_ids.resize(want);
+      fetched_scores.resize(want);
+      const std::size_t found = index.search(query, want, std::span<id_type>(fetched_ids), std::span<float>(fetched_scores));
+      std::size_t kept = 0;
+      for (std::size_t i = 0; i < found && kept < k; ++i) {
+        if (fetched_ids[i] < 0 || !allowed(fetched_ids[i])) continue;
+        ids[kept] = fetched_ids[i];
+        scores[kept] = fetched_scores[i];
+        ++kept;
+      }
+      if (kept == k || want >= size || found < want) return kept;
+      want = want > size / 2 ? size : 2 * want;
+    }
+  }
+}
+
+}  // namespace detail
+
+template <class Index, class Query, class Ref, class Excluded>
+struct stage_impl<retrieve_stage<Index, Query, Ref, Excluded>, cpu_backend> {
   template <class Batch>
-  static auto run(const retrieve_stage<Index, Query, Ref>& stage, Batch&& batch, cpu_backend&) {
+  static auto run(const retrieve_stage<Index, Query, Ref, Excluded>& stage, Batch&& batch, cpu_backend&) {
     // READ THIS IF YOUR COMPILE BREAKS HERE: replacing the candidates would leave the earlier
     // per-candidate columns describing items that are gone.
     static_assert(!std::remove_cvref_t<Batch>::template contains<col::candidates>,
@@ -53,10 +102,29 @@ struct stage_impl<retrieve_stage<Index, Query, Ref>, cpu_backend> {
         ++written;
       }
     };
+    const bool filters = stage.filters();
+    if (filters) {
+      // Per request: the excluded ids (sorted) and the predicate decide eligibility; refilled to k.
+      thread_local std::vector<id_type> excluded;
+      const auto& predicate = stage.allowed();
+      for (std::size_t r = 0; r < n; ++r) {
+        if (finite[r]) {
+          detail::gather_excluded(batch, r, excluded, Excluded{});
+          const auto allowed = [&](id_type id) {
+            return !std::binary_search(excluded.begin(), excluded.end(), id) && (!predicate || predicate(id));
+          };
+          const std::size_t found =
+              detail::retrieve_eligible(index, queries.row(r), k, excluded.size(), allowed, ids.data() + r * k, scores.data() + r * k);
+          keep_valid(r * k, found);
+        }
+        offsets[r + 1] = written;
+      }
+      searched = true;
+    }
     if constexpr (requires(matrix_view<id_type> out_ids, matrix_view<float> out_scores) {
                     index.search_batch(queries.view(), k, out_ids, out_scores);
                   }) {
-      if (all_finite && n > 0) {  // one call for the batch: exact search does it as one GEMM
+      if (!filters && all_finite && n > 0) {  // one call for the batch: exact search does it as one GEMM
         const std::size_t found = index.search_batch(queries.view(), k, matrix_view<id_type>(ids.data(), n, k),
                                                      matrix_view<float>(scores.data(), n, k));
         for (std::size_t r = 0; r < n; ++r) {
