@@ -4,368 +4,41 @@
 
 #include <algorithm>
 #include <atomic>
-#include <bit>
-#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <exception>
 #include <filesystem>
-#include <fstream>
-#include <iostream>
 #include <limits>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <queue>
 #include <random>
-#include <shared_mutex>
 #include <span>
 #include <string>
 #include <system_error>
 #include <thread>
-#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
-#include <Eigen/Core>
-
-// hnswlib 0.6.2 defines non-inline functions and globals (cpuid, AVXCapable, InnerProductSIMD16Ext,
-// ...) in hnswlib.h and space_*.h whenever SSE is on, so two translation units that include it
-// fail to link. recpipe brings its own distance spaces (Eigen-vectorised, below), so it includes
-// hnswlib with NO_MANUAL_VECTORIZATION, which removes exactly those definitions.
-#if !defined(NO_MANUAL_VECTORIZATION)
-#define NO_MANUAL_VECTORIZATION
-#define RECPIPE_UNDEF_NO_MANUAL_VECTORIZATION
-#endif
-#include <hnswlib/hnswlib.h>
-#if defined(RECPIPE_UNDEF_NO_MANUAL_VECTORIZATION)
-#undef NO_MANUAL_VECTORIZATION
-#undef RECPIPE_UNDEF_NO_MANUAL_VECTORIZATION
-#endif
-
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/core/types.hpp>
+#include <recpipe/cpu/hnsw/file_format.hpp>
+#include <recpipe/cpu/hnsw/hnswlib.hpp>
+#include <recpipe/cpu/hnsw/io.hpp>
+#include <recpipe/cpu/hnsw/space.hpp>
+#include <recpipe/cpu/hnsw/validate.hpp>
 #include <recpipe/cpu/metric.hpp>
 #include <recpipe/cpu/topk.hpp>
 
 #include <recpipe/detail/prologue.hpp>
 
 RECPIPE_NAMESPACE_BEGIN
-namespace detail {
-
-// hnswlib's body is written in native byte order; the recpipe header is little-endian too.
-static_assert(std::endian::native == std::endian::little,
-              "recpipe: HNSW_INDEX_NEEDS_LITTLE_ENDIAN - the index file format is little-endian");
-
-// Distances for hnswlib: smaller is closer. Inner product uses -dot (hnswlib's own space uses
-// 1 - dot; the constant cancels in every comparison hnswlib makes), so the public score is exactly
-// -distance for both metrics and needs no recomputation.
-class hnsw_space final : public hnswlib::SpaceInterface<float> {
- public:
-  hnsw_space(std::size_t dim, metric kind) : dim_(dim), kind_(kind) {}
-  std::size_t get_data_size() override { return dim_ * sizeof(float); }
-  hnswlib::DISTFUNC<float> get_dist_func() override {
-    return kind_ == metric::l2 ? &l2_distance : &ip_distance;
-  }
-  // hnswlib reads this as a size_t* holding the dimension (getDataByLabel).
-  void* get_dist_func_param() override { return &dim_; }
-
-  static float ip_distance(const void* a, const void* b, const void* param) {
-    const auto n = static_cast<Eigen::Index>(*static_cast<const std::size_t*>(param));
-    return -Eigen::Map<const Eigen::VectorXf>(static_cast<const float*>(a), n)
-                .dot(Eigen::Map<const Eigen::VectorXf>(static_cast<const float*>(b), n));
-  }
-  static float l2_distance(const void* a, const void* b, const void* param) {
-    const auto n = static_cast<Eigen::Index>(*static_cast<const std::size_t*>(param));
-    return (Eigen::Map<const Eigen::VectorXf>(static_cast<const float*>(a), n) -
-            Eigen::Map<const Eigen::VectorXf>(static_cast<const float*>(b), n))
-        .squaredNorm();
-  }
-  float distance(const float* a, const float* b) const {
-    return kind_ == metric::l2 ? l2_distance(a, b, &dim_) : ip_distance(a, b, &dim_);
-  }
-
- private:
-  std::size_t dim_;
-  metric kind_;
-};
-
-// 64-bit FNV-1a-style hash over 8-byte words with a rotation, then the tail bytes and the length.
-// Each step is a bijection of the running state, so any change confined to one word is always
-// detected. A corruption check, not a cryptographic one.
-inline std::uint64_t index_checksum(const unsigned char* data, std::size_t size) noexcept {
-  constexpr std::uint64_t prime = 0x100000001b3ULL;
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  std::size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    std::uint64_t word;
-    std::memcpy(&word, data + i, 8);
-    h = std::rotl((h ^ word) * prime, 27);
-  }
-  for (; i < size; ++i) h = std::rotl((h ^ data[i]) * prime, 27);
-  return std::rotl((h ^ static_cast<std::uint64_t>(size)) * prime, 27);
-}
-
-// The fixed 80-byte recpipe header in front of hnswlib's saveIndex body.
-struct hnsw_file_header {
-  static constexpr char magic[8] = {'R', 'E', 'C', 'P', 'H', 'N', 'S', 'W'};
-  static constexpr std::uint32_t current_version = 1;
-  static constexpr std::size_t size = 80;
-
-  std::uint32_t version = current_version;
-  std::uint32_t kind = 0;
-  std::uint64_t dim = 0, count = 0, m = 0, ef_construction = 0, seed = 0, body_size = 0, body_checksum = 0;
-
-  void write(unsigned char* out) const {
-    std::memcpy(out, magic, 8);
-    std::memcpy(out + 8, &version, 4);
-    std::memcpy(out + 12, &kind, 4);
-    const std::uint64_t fields[7] = {dim, count, m, ef_construction, seed, body_size, body_checksum};
-    std::memcpy(out + 16, fields, sizeof(fields));
-    const std::uint64_t header_checksum = index_checksum(out, 72);
-    std::memcpy(out + 72, &header_checksum, 8);
-  }
-  // Validates magic, version and the header checksum; the caller checks the values.
-  static hnsw_file_header read(const unsigned char* in, const std::string& path) {
-    if (std::memcmp(in, magic, 8) != 0)
-      fail<io_error>("hnsw_index: load: '", path, "' is not a recpipe HNSW index (bad magic bytes)");
-    hnsw_file_header h;
-    std::memcpy(&h.version, in + 8, 4);
-    if (h.version != current_version)
-      fail<io_error>("hnsw_index: load: '", path, "' has format version ", h.version, "; this build reads version ",
-                     current_version);
-    std::uint64_t stored = 0;
-    std::memcpy(&stored, in + 72, 8);
-    if (stored != index_checksum(in, 72))
-      fail<io_error>("hnsw_index: load: '", path, "': header checksum mismatch (the header is corrupt)");
-    std::memcpy(&h.kind, in + 12, 4);
-    std::uint64_t fields[7];
-    std::memcpy(fields, in + 16, sizeof(fields));
-    h.dim = fields[0];
-    h.count = fields[1];
-    h.m = fields[2];
-    h.ef_construction = fields[3];
-    h.seed = fields[4];
-    h.body_size = fields[5];
-    h.body_checksum = fields[6];
-    return h;
-  }
-};
-
-// Limits shared by the constructor and the loader. Element counts must fit hnswlib's 32-bit
-// internal ids and the `int` its visited-list pool uses.
-inline constexpr std::size_t hnsw_max_dim = std::size_t{1} << 24;
-inline constexpr std::size_t hnsw_max_m = 10000;  // hnswlib caps M at 10000 (2M fits a 16-bit count)
-inline constexpr std::size_t hnsw_max_elements = static_cast<std::size_t>(std::numeric_limits<int>::max());
-inline constexpr int hnsw_max_level = 1024;  // real graphs stay below ~64 levels
-
-// Walks an hnswlib 0.6.2 saveIndex body and checks every field and link that loadIndex and
-// searchKnn trust, so that a file that passes cannot make hnswlib read out of bounds: layout
-// sizes, element count, entry point, level of every node, neighbour ids and the level of each
-// neighbour, finite vectors, unique non-negative labels, no trailing bytes. Returns the number of
-// elements marked deleted.
-inline std::size_t validate_hnsw_body(const unsigned char* body, std::size_t size, const hnsw_file_header& h,
-                                      const std::string& path) {
-  std::size_t pos = 0;
-  const auto bad = [&](const auto&... what) { fail<io_error>("hnsw_index: load: '", path, "': ", what...); };
-  const auto read = [&](auto& value, const char* what) {
-    if (size - pos < sizeof(value)) bad("hnswlib body ends while reading ", what, " at byte ", pos);
-    std::memcpy(&value, body + pos, sizeof(value));
-    pos += sizeof(value);
-  };
-  std::size_t offset_level0 = 0, max_elements = 0, count = 0, bytes_per_element = 0, label_offset = 0,
-              data_offset = 0, max_m = 0, max_m0 = 0, m = 0, ef_construction = 0;
-  int max_level = 0;
-  unsigned int entry_point = 0;
-  double mult = 0;
-  read(offset_level0, "offsetLevel0");
-  read(max_elements, "max_elements");
-  read(count, "element count");
-  read(bytes_per_element, "size_data_per_element");
-  read(label_offset, "label_offset");
-  read(data_offset, "offsetData");
-  read(max_level, "maxlevel");
-  read(entry_point, "enterpoint_node");
-  read(max_m, "maxM");
-  read(max_m0, "maxM0");
-  read(m, "M");
-  read(mult, "mult");
-  read(ef_construction, "ef_construction");
-
-  if (count != h.count) bad("body holds ", count, " elements but the header says ", h.count);
-  if (count > hnsw_max_elements) bad("element count ", count, " exceeds the limit ", hnsw_max_elements);
-  if (max_elements < count) bad("max_elements ", max_elements, " is below the element count ", count);
-  if (m != h.m || max_m != m || max_m0 != 2 * m)
-    bad("link sizes M=", m, " maxM=", max_m, " maxM0=", max_m0, " do not match the header's M=", h.m);
-  if (ef_construction != std::max<std::uint64_t>(h.ef_construction, h.m))
-    bad("ef_construction ", ef_construction, " does not match the header's ", h.ef_construction);
-  const std::size_t links0_bytes = max_m0 * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
-  const std::size_t links_bytes = max_m * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
-  const std::size_t data_bytes = h.dim * sizeof(float);
-  if (offset_level0 != 0 || data_offset != links0_bytes || label_offset != links0_bytes + data_bytes ||
-      bytes_per_element != links0_bytes + data_bytes + sizeof(hnswlib::labeltype))
-    bad("element layout (offsets ", offset_level0, "/", data_offset, "/", label_offset, ", ", bytes_per_element,
-        " bytes per element) does not match dim ", h.dim, " and M ", h.m);
-  const double expected_mult = 1.0 / std::log(static_cast<double>(m));
-  if (!std::isfinite(mult) || std::abs(mult - expected_mult) > 1e-9 * expected_mult)
-    bad("level multiplier ", mult, " does not match M ", m);
-  if (count == 0) {
-    if (max_level != -1) bad("empty graph with max level ", max_level);
-  } else {
-    if (max_level < 0 || max_level > hnsw_max_level) bad("max level ", max_level, " is out of range");
-    if (entry_point >= count) bad("entry point ", entry_point, " is not below the element count ", count);
-  }
-
-  // Level 0: per element [u16 count, u8 flags, u8 0, maxM0 neighbour ids][dim floats][u64 label].
-  if ((size - pos) / bytes_per_element < count)
-    bad("hnswlib body is truncated: ", count, " elements need ", count, " x ", bytes_per_element, " bytes");
-  const unsigned char* level0 = body + pos;
-  pos += count * bytes_per_element;
-  std::size_t deleted = 0;
-  std::vector<std::uint64_t> labels(count);
-  std::vector<std::pair<std::uint64_t, std::size_t>> by_label(count);  // (id, element)
-  std::vector<bool> is_deleted(count, false);
-  for (std::size_t i = 0; i < count; ++i) {
-    const unsigned char* element = level0 + i * bytes_per_element;
-    std::uint16_t links = 0;
-    std::memcpy(&links, element, 2);
-    if (links > max_m0) bad("element ", i, " has ", links, " level-0 links (at most ", max_m0, ")");
-    if ((element[2] & ~hnswlib::HierarchicalNSW<float>::DELETE_MARK) != 0 || element[3] != 0)
-      bad("element ", i, " has unknown flag bits");
-    if (element[2] & hnswlib::HierarchicalNSW<float>::DELETE_MARK) {
-      ++deleted;
-      is_deleted[i] = true;
-    }
-    for (std::size_t j = 0; j < links; ++j) {
-      hnswlib::tableint neighbour = 0;
-      std::memcpy(&neighbour, element + 4 + j * 4, 4);
-      if (neighbour >= count) bad("element ", i, " links to element ", neighbour, " of ", count);
-    }
-    for (std::size_t j = 0; j < h.dim; ++j) {
-      float value = 0;
-      std::memcpy(&value, element + data_offset + j * sizeof(float), sizeof(float));
-      if (!std::isfinite(value)) bad("element ", i, " has a non-finite vector value at position ", j);
-    }
-    std::memcpy(&labels[i], element + label_offset, sizeof(std::uint64_t));
-    if (labels[i] > static_cast<std::uint64_t>(std::numeric_limits<id_type>::max()))
-      bad("element ", i, " has id ", labels[i], ", beyond the largest id");
-    by_label[i] = {labels[i], i};
-  }
-  // An id may appear more than once only as removed copies ("tombstones", left by replacing a
-  // vector while serving) followed by its newest element: hnswlib's loader maps an id to its last
-  // element, so every earlier element of the id must be marked deleted.
-  std::sort(by_label.begin(), by_label.end());
-  for (std::size_t j = 1; j < count; ++j)
-    if (by_label[j].first == by_label[j - 1].first && !is_deleted[by_label[j - 1].second])
-      bad("id ", by_label[j].first, " appears twice");
-
-  // Upper levels: per element u32 byte size, then `level` blocks of [u32 count, maxM ids].
-  std::vector<int> levels(count, 0);
-  std::vector<std::size_t> offsets(count, 0);
-  for (std::size_t i = 0; i < count; ++i) {
-    std::uint32_t bytes = 0;
-    read(bytes, "a link list size");
-    if (bytes % links_bytes != 0) bad("element ", i, " has a link list of ", bytes, " bytes (not a multiple of ", links_bytes, ")");
-    if (bytes / links_bytes > static_cast<std::size_t>(max_level))
-      bad("element ", i, " has level ", bytes / links_bytes, " above the max level ", max_level);
-    if (size - pos < bytes) bad("hnswlib body ends inside the link lists of element ", i);
-    levels[i] = static_cast<int>(bytes / links_bytes);
-    offsets[i] = pos;
-    pos += bytes;
-  }
-  if (pos != size) bad(size - pos, " unexpected bytes after the link lists");
-  if (count > 0 && levels[entry_point] != max_level)
-    bad("entry point ", entry_point, " has level ", levels[entry_point], " but the max level is ", max_level);
-  for (std::size_t i = 0; i < count; ++i) {
-    for (int level = 1; level <= levels[i]; ++level) {
-      const unsigned char* list = body + offsets[i] + static_cast<std::size_t>(level - 1) * links_bytes;
-      std::uint16_t links = 0;
-      std::memcpy(&links, list, 2);
-      if (links > max_m) bad("element ", i, " has ", links, " links at level ", level, " (at most ", max_m, ")");
-      for (std::size_t j = 0; j < links; ++j) {
-        hnswlib::tableint neighbour = 0;
-        std::memcpy(&neighbour, list + 4 + j * 4, 4);
-        if (neighbour >= count || levels[neighbour] < level)
-          bad("element ", i, " links at level ", level, " to element ", neighbour, " which is not on that level");
-      }
-    }
-  }
-  return deleted;
-}
-
-// A file name next to (or inside) `directory` that no other call or process will pick.
-inline std::filesystem::path unique_temp_path(const std::filesystem::path& directory, const std::string& stem) {
-  static std::atomic<std::uint64_t> counter{0};
-  std::random_device device;
-  const auto now = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  return directory / concat(stem, ".", std::hex, now ^ (static_cast<std::uint64_t>(device()) << 32), ".",
-                            counter.fetch_add(1), ".tmp");
-}
-
-// Removes a temporary file when it goes out of scope (errors ignored: it is cleanup).
-struct temp_file_guard {
-  std::filesystem::path path;
-  explicit temp_file_guard(std::filesystem::path p) : path(std::move(p)) {}
-  temp_file_guard(const temp_file_guard&) = delete;
-  temp_file_guard& operator=(const temp_file_guard&) = delete;
-  ~temp_file_guard() {
-    std::error_code ignored;
-    std::filesystem::remove(path, ignored);
-  }
-};
-
-inline std::vector<unsigned char> read_index_file(const std::filesystem::path& path, const char* component) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (ec || !std::filesystem::exists(status))
-    fail<io_error>(component, ": cannot open '", path.string(), "': no such file");
-  if (!std::filesystem::is_regular_file(status))
-    fail<io_error>(component, ": cannot open '", path.string(), "': not a regular file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail<io_error>(component, ": cannot open '", path.string(), "' for reading");
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  in.seekg(0, std::ios::beg);
-  if (size < 0) fail<io_error>(component, ": cannot determine the size of '", path.string(), "'");
-  std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size))
-    fail<io_error>(component, ": failed to read ", size, " bytes from '", path.string(), "'");
-  return bytes;
-}
-
-inline void write_index_file(const std::filesystem::path& path, const unsigned char* data, std::size_t size,
-                             const char* component) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) fail<io_error>(component, ": cannot open '", path.string(), "' for writing");
-  out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-  out.close();
-  if (!out) fail<io_error>(component, ": failed to write ", size, " bytes to '", path.string(), "'");
-}
-
-// Runs an hnswlib call and turns its std::runtime_error (and allocation failures) into
-// recpipe::index_error naming the operation.
-template <class F>
-decltype(auto) call_hnswlib(const char* component, F&& f) {
-  try {
-    return std::forward<F>(f)();
-  } catch (const recpipe::error&) {
-    throw;
-  } catch (const std::bad_alloc&) {
-    fail<index_error>(component, ": out of memory inside hnswlib");
-  } catch (const std::exception& e) {
-    fail<index_error>(component, ": hnswlib failed: ", e.what());
-  }
-}
-
-}  // namespace detail
-
 namespace cpu {
 
 //! @brief Approximate nearest-neighbour index over item vectors: an adapter over hnswlib 0.6.2's
