@@ -7,7 +7,9 @@
 // from_json then parses it (mlp, two_tower, dlrm, dcn_v2, gru4rec, session_transformer). An
 // accepted config must survive to_json -> from_json unchanged. The same text is then written as
 // the manifest.json of a snapshot directory and verified (verify_snapshot).
+#include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -36,6 +38,9 @@ void parse_config(const recpipe::io::safetensors_file* file, const nlohmann::jso
     const std::string once = config.to_json().dump();
     const std::string twice = Config::from_json(config.to_json()).to_json().dump();
     recpipe_fuzz::expect(once == twice, "a parsed config survives to_json -> from_json");
+    if constexpr (std::is_same_v<Config, models::session_transformer_config>)
+      recpipe_fuzz::expect(std::isfinite(config.eps) && std::isfinite(config.embedding_scale),
+                           "an accepted config has finite float fields");
   } catch (const recpipe::error&) {
   }
 }
