@@ -16,7 +16,6 @@
 #include <mutex>
 #include <new>
 #include <queue>
-#include <random>
 #include <span>
 #include <string>
 #include <system_error>
@@ -35,6 +34,7 @@
 #include <recpipe/cpu/hnsw/validate.hpp>
 #include <recpipe/cpu/metric.hpp>
 #include <recpipe/cpu/topk.hpp>
+#include <recpipe/math/random.hpp>
 
 #include <recpipe/detail/prologue.hpp>
 
@@ -178,7 +178,7 @@ class hnsw_index {
     retire_label_locked(s, id);
     try {
       recpipe::detail::call_hnswlib("hnsw_index: add", [&] {
-        s.graph->addPoint(vector.data(), static_cast<hnswlib::labeltype>(id));
+        insert_locked(s, vector.data(), id, s.published.load(std::memory_order_relaxed));
       });
     } catch (...) {
       publish_locked(s);
@@ -192,7 +192,7 @@ class hnsw_index {
   //! Every id and row is checked before anything is added, so a bad batch changes nothing. With
   //! `threads` > 1 (0 = all hardware threads) the graph is built in parallel with hnswlib's
   //! thread-safe insertion; the graph then depends on scheduling (results stay correct).
-  //! If hnswlib itself fails mid-batch, the rows before the failure stay added.
+  //! If the insertion fails mid-batch (out of memory), the rows before the failure stay added.
   //! @code index.add(ids, vectors.view(), 0); @endcode
   void add(std::span<const id_type> ids, matrix_view<const float> vectors, std::size_t threads = 1) {
     state& s = get("add");
@@ -210,8 +210,10 @@ class hnsw_index {
     grow_for_locked(s, ids.size(), "hnsw_index: add");
     if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
     threads = std::min(threads, ids.size());
+    // `published` is every element whose insertion has finished (one at a time: all earlier ones;
+    // in parallel: those from before the batch, as publishing waits for the batch to end).
     const auto insert = [&](std::size_t i) {
-      s.graph->addPoint(vectors.row(i).data(), static_cast<hnswlib::labeltype>(ids[i]));
+      insert_locked(s, vectors.row(i).data(), ids[i], s.published.load(std::memory_order_relaxed));
     };
     if (threads <= 1) {
       // One at a time, each published as soon as it is linked (searches see it right away).
@@ -393,11 +395,16 @@ class hnsw_index {
   //! @brief Reads an index written by `save`.
   //!
   //! The header (magic, version, header checksum, sizes against the real file size), the body
-  //! checksum and the structure of the whole hnswlib body (layout, counts, every link and level,
+  //! checksum and the structure of the whole hnswlib body (layout, counts, the entry point and
+  //! its level, every element's level, link counts, every link and the level of its target,
   //! finite vectors, unique ids) are validated before hnswlib parses anything, so truncated,
-  //! corrupt or hostile files throw instead of crashing. hnswlib 0.6.2 only loads from a file
-  //! name, so the validated body goes through a temporary file in the system temp directory.
-  //! The default search width of the result is `default_ef`.
+  //! corrupt or hostile files throw instead of crashing, and a file that loads cannot make a
+  //! later add, remove or search read out of bounds. Live items that no link path from the entry
+  //! point reaches get a link from a close reachable item after loading (or, when no close item
+  //! has a free link slot, are re-inserted, leaving a removed tombstone), so the graph reaches
+  //! every live item. hnswlib 0.6.2 only loads from a file name, so the validated body goes through
+  //! a temporary file in the system temp directory. The default search width of the result is
+  //! `default_ef`.
   //! @throws recpipe::io_error naming the file and the problem; recpipe::index_error if hnswlib fails.
   //! @code auto index = recpipe::cpu::hnsw_index::load("items.hnsw"); @endcode
   static hnsw_index load(const std::filesystem::path& path) {
@@ -423,7 +430,8 @@ class hnsw_index {
     } catch (const recpipe::error& e) {
       recpipe::detail::fail<io_error>(component, ": '", name, "' has an invalid header (", e.what(), ")");
     }
-    const std::size_t deleted = recpipe::detail::validate_hnsw_body(body, body_size, h, name);
+    std::vector<std::uint32_t> unreachable;
+    const std::size_t deleted = recpipe::detail::validate_hnsw_body(body, body_size, h, name, &unreachable);
 
     hnsw_index index(private_tag{});
     index.state_ = std::make_unique<state>(h.dim, kind, h.m, h.ef_construction, h.seed);
@@ -455,9 +463,16 @@ class hnsw_index {
     }
     g.num_deleted_ = deleted;
     publish_locked(s);
-    g.level_generator_.seed(static_cast<std::default_random_engine::result_type>(h.seed));
-    g.update_probability_generator_.seed(static_cast<std::default_random_engine::result_type>(h.seed + 1));
     g.setEf(1);
+    // Live items that no link path from the entry point reaches (a hostile file; also hnswlib's
+    // neighbour pruning can leave a few) would be found only by the search's full-scan fallback:
+    // link each from a close reachable element (reconnect_locked).
+    if (!unreachable.empty()) {
+      recpipe::detail::call_hnswlib(component, [&] {
+        for (const std::uint32_t element : unreachable) reconnect_locked(s, element);
+      });
+      publish_locked(s);
+    }
     return index;
   }
 
@@ -564,6 +579,165 @@ class hnsw_index {
                                            : (static_cast<std::uint64_t>(g.maxlevel_) << 32) | g.enterpoint_node_,
                   std::memory_order_release);
     s.live.store(g.cur_element_count - g.num_deleted_, std::memory_order_release);
+  }
+
+  // The level of element `element`: hnswlib's distribution floor(-ln(u) / ln(M)), with u drawn
+  // from (seed, element) by a counter-based generator instead of hnswlib's shared
+  // level_generator_, which parallel insertions would race on. A fixed seed and one-at-a-time
+  // adds still give the same graph every time, also after save and load.
+  static int draw_level(const state& s, std::size_t element) {
+    const double u = recpipe::math::uniform_open01(s.seed, element);
+    return std::min(static_cast<int>(-std::log(u) * s.graph->mult_), recpipe::detail::hnsw_max_level);
+  }
+
+  // Links a new element for `id` (not in the label map: retire_label_locked ran) into the graph.
+  // hnswlib's addPoint, rewritten so that no state of the graph can make it fail:
+  // - a level search whose reachable part holds only removed elements returns no candidate, and
+  //   hnswlib would read the last of zero selected neighbours (heap overflow); here the element
+  //   is then linked to the closest live elements on that level found by a scan of the finished
+  //   elements, or to the element the search started from when none is live;
+  // - the level comes from draw_level, not hnswlib's shared generator (a data race in parallel);
+  // - lock order: hnswlib's `global` (held only by an insertion that raises the top level) is
+  //   taken before the new element's link lock, never after, so every thread takes `global`, then
+  //   its new element's lock, then locks of older elements (hnswlib locks the other way round,
+  //   which ThreadSanitizer reports as a lock-order inversion).
+  // `finished`: elements below it are complete (their vectors, levels and links are final or
+  // only change under their link locks). Caller holds the writer mutex; several threads of one
+  // batch may call this at once for distinct ids.
+  static void insert_locked(state& s, const float* vector, id_type id, std::size_t finished) {
+    graph_type& g = *s.graph;
+    using queue = std::priority_queue<std::pair<float, hnswlib::tableint>,
+                                      std::vector<std::pair<float, hnswlib::tableint>>, graph_type::CompareByFirst>;
+    const auto label = static_cast<hnswlib::labeltype>(id);
+    hnswlib::tableint element = 0;
+    {
+      const std::lock_guard guard(label_map_mutex(g));
+      if (g.cur_element_count >= g.max_elements_) throw std::runtime_error("the index is full");
+      element = static_cast<hnswlib::tableint>(g.cur_element_count);
+      // Vector, label and empty level-0 links first, so that a failure below leaves a complete,
+      // unlinked element that only needs its delete mark.
+      std::memset(g.data_level0_memory_ + element * g.size_data_per_element_ + g.offsetLevel0_, 0,
+                  g.size_data_per_element_);
+      std::memcpy(g.getExternalLabeLp(element), &label, sizeof(label));
+      std::memcpy(g.getDataByInternalId(element), vector, g.data_size_);
+      g.element_levels_[element] = 0;
+      g.cur_element_count = element + 1;
+      g.label_lookup_[label] = element;
+    }
+    const int level = draw_level(s, element);
+    std::unique_lock top(g.global);
+    const int max_level = g.maxlevel_;
+    const hnswlib::tableint entry = g.enterpoint_node_;
+    if (level <= max_level) top.unlock();
+    const std::lock_guard own(g.link_list_locks_[element]);
+    try {
+      if (level > 0) {
+        const std::size_t bytes = g.size_links_per_element_ * static_cast<std::size_t>(level) + 1;
+        g.linkLists_[element] = static_cast<char*>(std::malloc(bytes));
+        if (g.linkLists_[element] == nullptr) throw std::bad_alloc();
+        std::memset(g.linkLists_[element], 0, bytes);
+        g.element_levels_[element] = level;
+      }
+      if (max_level >= 0) {
+        hnswlib::tableint current = descend(s, vector, entry, max_level, level);
+        const bool entry_deleted = is_deleted(g, entry);
+        for (int l = std::min(level, max_level); l >= 0; --l) {
+          queue candidates = g.searchBaseLayer(current, vector, l);
+          if (entry_deleted) {  // as hnswlib: keep a removed entry point linked
+            candidates.emplace(s.space.distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(entry))), entry);
+            if (candidates.size() > g.ef_construction_) candidates.pop();
+          }
+          if (candidates.empty()) candidates = scan_candidates(s, vector, l, finished, current);
+          current = g.mutuallyConnectNewElement(vector, element, candidates, l, false);
+        }
+      }
+    } catch (...) {
+      // Unlinked (a neighbour may link back to it: then it stays a valid, removed element).
+      if (!is_deleted(g, element)) mark_deleted_locked(s, element);
+      throw;
+    }
+    if (level > max_level) {  // the new top: `top` still holds hnswlib's global lock
+      g.enterpoint_node_ = element;
+      g.maxlevel_ = level;
+    }
+  }
+
+  // hnswlib's greedy descent: from `current` on level `from`, the closest element reachable by
+  // moving to a closer neighbour on each level above `to`.
+  static hnswlib::tableint descend(const state& s, const float* vector, hnswlib::tableint current, int from, int to) {
+    graph_type& g = *s.graph;
+    float current_distance = s.space.distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(current)));
+    for (int l = from; l > to; --l) {
+      for (bool moved = true; moved;) {
+        moved = false;
+        const std::lock_guard guard(g.link_list_locks_[current]);
+        const hnswlib::linklistsizeint* list = g.get_linklist(current, l);
+        const hnswlib::tableint* links = reinterpret_cast<const hnswlib::tableint*>(list + 1);
+        for (std::size_t j = 0, n = g.getListCount(const_cast<hnswlib::linklistsizeint*>(list)); j < n; ++j) {
+          const float d = s.space.distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(links[j])));
+          if (d < current_distance) {
+            current_distance = d;
+            current = links[j];
+            moved = true;
+          }
+        }
+      }
+    }
+    return current;
+  }
+
+  // Makes the live `element`, which no link path from the entry point reaches, reachable: its
+  // vector's level-0 search (from the entry point, so over reachable elements only) lists the
+  // closest live elements, and the closest with a free level-0 slot gets a link to it. Appending
+  // into a free slot prunes nothing, so no other element loses its last in-link (a fresh
+  // insertion could cause that) and a graph repaired once needs no repair at the next load.
+  // Only when none of them has a free slot is the item re-inserted (the old element becomes a
+  // removed tombstone). Caller owns the index (load).
+  static void reconnect_locked(state& s, hnswlib::tableint element) {
+    graph_type& g = *s.graph;
+    const auto* vector = reinterpret_cast<const float*>(g.getDataByInternalId(element));
+    auto candidates = g.searchBaseLayer(descend(s, vector, g.enterpoint_node_, g.maxlevel_, 0), vector, 0);
+    std::vector<std::pair<float, hnswlib::tableint>> closest;
+    for (; !candidates.empty(); candidates.pop()) closest.push_back(candidates.top());
+    std::sort(closest.begin(), closest.end());
+    for (const auto& [distance, other] : closest) {
+      hnswlib::linklistsizeint* list = g.get_linklist0(other);
+      const std::size_t n = g.getListCount(list);
+      if (other == element || n >= g.maxM0_) continue;
+      reinterpret_cast<hnswlib::tableint*>(list + 1)[n] = element;
+      g.setListCount(list, static_cast<unsigned short>(n + 1));
+      return;
+    }
+    const auto id = static_cast<id_type>(g.getExternalLabel(element));
+    const std::vector<float> copy(vector, vector + s.dim);
+    grow_for_locked(s, 1, "hnsw_index: load");
+    retire_label_locked(s, id);
+    insert_locked(s, copy.data(), id, g.cur_element_count);
+  }
+
+  // The insertion's fallback when the graph walk on `level` found no live element: the
+  // ef_construction closest live finished elements on that level (a scan, only in this
+  // degenerate state), else `start` (on that level, removed).
+  template <class Queue = std::priority_queue<std::pair<float, hnswlib::tableint>,
+                                              std::vector<std::pair<float, hnswlib::tableint>>,
+                                              graph_type::CompareByFirst>>
+  static Queue scan_candidates(const state& s, const float* vector, int level, std::size_t finished,
+                               hnswlib::tableint start) {
+    const graph_type& g = *s.graph;
+    Queue best;  // worst on top
+    for (hnswlib::tableint i = 0; i < finished; ++i) {
+      if (g.element_levels_[i] < level || is_deleted(g, i)) continue;
+      const float d = s.space.distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(i)));
+      if (best.size() < g.ef_construction_) {
+        best.emplace(d, i);
+      } else if (d < best.top().first) {
+        best.pop();
+        best.emplace(d, i);
+      }
+    }
+    if (best.empty())
+      best.emplace(s.space.distance(vector, reinterpret_cast<const float*>(g.getDataByInternalId(start))), start);
+    return best;
   }
 
   // Grows (doubling) so that `extra` new elements fit. Caller holds the writer mutex.

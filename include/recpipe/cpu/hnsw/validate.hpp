@@ -22,13 +22,21 @@
 RECPIPE_NAMESPACE_BEGIN
 namespace detail {
 
-// Walks an hnswlib 0.6.2 saveIndex body and checks every field and link that loadIndex and
-// searchKnn trust, so that a file that passes cannot make hnswlib read out of bounds: layout
-// sizes, element count, entry point, level of every node, neighbour ids and the level of each
-// neighbour, finite vectors, unique non-negative labels, no trailing bytes. Returns the number of
-// elements marked deleted.
+// hnswlib's entry point of an empty graph (its constructor stores -1 in the unsigned field).
+inline constexpr std::uint32_t hnsw_no_entry_point = 0xFFFFFFFFu;
+
+// Walks an hnswlib 0.6.2 saveIndex body and checks every field and link that loadIndex, the
+// insertion and the search trust, so that a file that passes cannot make them read out of
+// bounds: layout sizes, element count, the entry point (the "none" value -1 in an empty graph;
+// below the count and on the top level otherwise), the level of every node (at most the max
+// level), link counts (at most maxM0 / maxM), every neighbour id (below the count, and on the
+// level of the link), finite vectors, unique non-negative labels, no trailing bytes. Returns
+// the number of elements marked deleted. With `unreachable`, it also receives the live elements
+// that no path of links (any level) leads to from the entry point: the graph cannot be trusted
+// to find them, so the loader re-inserts them.
 inline std::size_t validate_hnsw_body(const unsigned char* body, std::size_t size, const hnsw_file_header& h,
-                                      const std::string& path) {
+                                      const std::string& path,
+                                      std::vector<std::uint32_t>* unreachable = nullptr) {
   std::size_t pos = 0;
   const auto bad = [&](const auto&... what) { fail<io_error>("hnsw_index: load: '", path, "': ", what...); };
   const auto read = [&](auto& value, const char* what) {
@@ -74,6 +82,7 @@ inline std::size_t validate_hnsw_body(const unsigned char* body, std::size_t siz
     bad("level multiplier ", mult, " does not match M ", m);
   if (count == 0) {
     if (max_level != -1) bad("empty graph with max level ", max_level);
+    if (entry_point != hnsw_no_entry_point) bad("empty graph with entry point ", entry_point, " (must be none, -1)");
   } else {
     if (max_level < 0 || max_level > hnsw_max_level) bad("max level ", max_level, " is out of range");
     if (entry_point >= count) bad("entry point ", entry_point, " is not below the element count ", count);
@@ -152,6 +161,35 @@ inline std::size_t validate_hnsw_body(const unsigned char* body, std::size_t siz
           bad("element ", i, " links at level ", level, " to element ", neighbour, " which is not on that level");
       }
     }
+  }
+  if (unreachable != nullptr) {
+    unreachable->clear();
+    if (count == 0) return deleted;
+    // Depth-first walk over the links of every level; every link was checked above.
+    std::vector<bool> reached(count, false);
+    std::vector<std::uint32_t> stack{entry_point};
+    reached[entry_point] = true;
+    const auto visit = [&](const unsigned char* list) {
+      std::uint16_t links = 0;
+      std::memcpy(&links, list, 2);
+      for (std::size_t j = 0; j < links; ++j) {
+        hnswlib::tableint neighbour = 0;
+        std::memcpy(&neighbour, list + 4 + j * 4, 4);
+        if (!reached[neighbour]) {
+          reached[neighbour] = true;
+          stack.push_back(neighbour);
+        }
+      }
+    };
+    while (!stack.empty()) {
+      const std::uint32_t i = stack.back();
+      stack.pop_back();
+      visit(level0 + i * bytes_per_element);
+      for (int level = 1; level <= levels[i]; ++level)
+        visit(body + offsets[i] + static_cast<std::size_t>(level - 1) * links_bytes);
+    }
+    for (std::size_t i = 0; i < count; ++i)
+      if (!reached[i] && !is_deleted[i]) unreachable->push_back(static_cast<std::uint32_t>(i));
   }
   return deleted;
 }
