@@ -9,6 +9,9 @@ RECPIPE_BASE_PACKAGES=(g++ make ninja-build cmake libeigen3-dev libhnswlib-dev n
 RECPIPE_PEER_PACKAGES=(libtorch-dev python3-torch python3-numpy python3-hnswlib)
 # Examples: gnuplot draws the incremental-training plot.
 RECPIPE_EXAMPLE_PACKAGES=(gnuplot-nox)
+# Fuzzing (scripts/fuzz): clang 14 and its libFuzzer runtime (libclang_rt.fuzzer*.a, in
+# libclang-rt-14-dev on Debian 12).
+RECPIPE_FUZZ_PACKAGES=(clang-14 libclang-rt-14-dev)
 # The Redis feature store (include/recpipe/io/redis_store.hpp, target recpipe::redis): hiredis to
 # build it; redis-server for its tests, which start their own server on a free port (the system
 # service is neither needed nor started).

@@ -90,7 +90,8 @@ class safetensors_writer {
 
   std::size_t tensor_count() const noexcept { return tensors_.size(); }
 
-  //! The complete file image.
+  //! The complete file image. Throws recpipe::error when a tensor name or metadata entry is not
+  //! valid UTF-8 (the JSON header cannot hold it).
   std::vector<std::byte> to_bytes() const {
     std::vector<const pending*> order;
     for (const pending& t : tensors_) order.push_back(&t);
@@ -106,7 +107,15 @@ class safetensors_writer {
                          {"data_offsets", {offset, offset + t->bytes.size()}}};
       offset += t->bytes.size();
     }
-    std::string text = header.dump();
+    std::string text;
+    try {
+      text = header.dump();
+    } catch (const nlohmann::json::exception& e) {
+      // dump() throws for strings that are not UTF-8, which the format's JSON header cannot hold
+      // (found by tests/fuzz/fuzz_model_config: a config text with invalid UTF-8 escaped as a
+      // nlohmann exception instead of a recpipe::error).
+      detail::fail("safetensors_writer: a tensor name or metadata entry is not valid UTF-8 (", e.what(), ")");
+    }
     text.resize((text.size() + 7) / 8 * 8, ' ');  // data buffer starts 8-byte aligned
     std::vector<std::byte> out(8 + text.size() + offset);
     const std::uint64_t length = text.size();

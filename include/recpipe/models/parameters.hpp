@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <set>
@@ -230,7 +231,11 @@ inline float float_field(const nlohmann::json& j, const char* kind, const char* 
   const auto it = j.find(name);
   if (it == j.end()) return fallback;
   if (!it->is_number()) detail::fail(kind, ": config: field '", name, "' must be a number");
-  return it->get<float>();
+  // A JSON number beyond float's range (e.g. 1e300) would silently become inf.
+  const double value = it->get<double>();
+  if (std::abs(value) > static_cast<double>(std::numeric_limits<float>::max()))
+    detail::fail(kind, ": config: field '", name, "' is ", value, ", outside the range of float");
+  return static_cast<float>(value);
 }
 inline std::string string_field(const nlohmann::json& j, const char* kind, const char* name, const char* fallback) {
   const auto it = j.find(name);

@@ -164,7 +164,8 @@ struct session_transformer_config {
       detail::fail(kind, "num_heads = ", num_heads, " must be at least 1 and divide embedding_dim = ", embedding_dim);
     if (activation != cpu::activation::relu && activation != cpu::activation::gelu)
       detail::fail(kind, "activation must be relu or gelu (as nn.TransformerEncoderLayer)");
-    if (!(eps >= 0.0f) || !std::isfinite(embedding_scale)) detail::fail(kind, "eps must be >= 0 and embedding_scale finite");
+    if (!(eps >= 0.0f) || !std::isfinite(eps) || !std::isfinite(embedding_scale))
+      detail::fail(kind, "eps must be finite and >= 0, and embedding_scale finite");
     if (query_only_norm && !norm_first)
       detail::fail(kind, "query_only_norm is a pre-norm block: it needs norm_first = true");
     if (positions != position_numbering::first_item && padding != session_padding::left)

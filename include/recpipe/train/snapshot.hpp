@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <span>
@@ -177,6 +178,21 @@ struct snapshot_write_options {
 };
 
 namespace impl {
+// An integer field of manifest.json, range-checked. nlohmann's get<T>() would convert a JSON float
+// (1e300) to T with a cast whose overflow is undefined behaviour, and truncate a too-large integer
+// silently (found by tests/fuzz/fuzz_model_config).
+template <class T>
+T manifest_integer(const nlohmann::json& value, const char* field, const std::string& where) {
+  bool in_range = false;
+  if (value.is_number_unsigned())
+    in_range = value.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<T>::max());
+  else if (value.is_number_integer())
+    in_range = std::numeric_limits<T>::is_signed && value.get<std::int64_t>() >= static_cast<std::int64_t>(std::numeric_limits<T>::min());
+  if (!in_range)
+    detail::fail<io_error>(where, ": manifest.json: '", field, "' must be an integer in [", std::numeric_limits<T>::min(), ", ",
+                           std::numeric_limits<T>::max(), "] (got ", value.dump(), ")");
+  return value.get<T>();
+}
 
 inline std::uint32_t crc32_of(std::span<const std::byte> bytes, std::uint32_t crc = 0) {
   uLong c = crc;
@@ -497,22 +513,23 @@ inline snapshot_info verify_snapshot(const std::filesystem::path& dir) {
         nlohmann::json::parse(reinterpret_cast<const char*>(text.data()), reinterpret_cast<const char*>(text.data()) + text.size());
     if (m.value("format", std::string()) != "recpipe.snapshot")
       detail::fail<io_error>(where, ": manifest.json is not a recpipe snapshot manifest");
-    info.format_version = m.at("format_version").get<std::int64_t>();
+    info.format_version = impl::manifest_integer<std::int64_t>(m.at("format_version"), "format_version", where);
     if (info.format_version > snapshot_format_version)
       detail::fail<io_error>(where, ": written by a newer recpipe (snapshot format version ", info.format_version,
                              "; this build reads up to ", snapshot_format_version, ")");
     if (info.format_version < 1) detail::fail<io_error>(where, ": invalid format version ", info.format_version);
-    info.model_version = m.at("model_version").get<std::uint64_t>();
+    info.model_version = impl::manifest_integer<std::uint64_t>(m.at("model_version"), "model_version", where);
     info.created = m.value("created", std::string());
-    info.created_unix_ms = m.value("created_unix_ms", std::int64_t{0});
+    if (m.contains("created_unix_ms"))
+      info.created_unix_ms = impl::manifest_integer<std::int64_t>(m.at("created_unix_ms"), "created_unix_ms", where);
     info.recpipe_version = m.value("recpipe_version", std::string());
     for (const auto& f : m.at("files")) {
       snapshot_file file;
       file.name = f.at("name").get<std::string>();
       file.kind = f.at("kind").get<std::string>();
       file.part = f.at("part").get<std::string>();
-      file.size = f.at("size").get<std::uint64_t>();
-      file.crc32 = f.at("crc32").get<std::uint32_t>();
+      file.size = impl::manifest_integer<std::uint64_t>(f.at("size"), "size", where);
+      file.crc32 = impl::manifest_integer<std::uint32_t>(f.at("crc32"), "crc32", where);
       if (file.name.empty() || file.name.find('/') != std::string::npos || file.name[0] == '.')
         detail::fail<io_error>(where, ": manifest lists an invalid file name '", file.name, "'");
       info.files.push_back(std::move(file));
