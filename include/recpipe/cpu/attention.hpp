@@ -15,6 +15,7 @@
 #include <recpipe/cpu/detail/attention_avx512.hpp>
 #include <recpipe/cpu/isa.hpp>
 #include <recpipe/cpu/parallel.hpp>
+#include <recpipe/cpu/workspace.hpp>
 #include <recpipe/math/softmax.hpp>
 #include <recpipe/math/vector.hpp>
 
@@ -51,21 +52,17 @@ inline void check_mha(const char* where, std::size_t e, const mha_weights& w) {
   check_bias(where, "out_proj_bias", w.out_proj_bias, e);
 }
 
-inline std::vector<std::size_t>& session_starts() {
-  thread_local std::vector<std::size_t> starts;
-  return starts;
-}
-
 inline void zero_padding(matrix_view<float> out, std::span<const std::size_t> lengths, std::size_t max_len) {
   for (std::size_t b = 0; b < lengths.size(); ++b)
     for (std::size_t t = lengths[b]; t < max_len; ++t) std::fill_n(out.data() + (b * max_len + t) * out.stride(), out.cols(), 0.0f);
 }
 
-// The valid rows of x (session b's first lengths[b] rows), contiguous in scratch `slot`.
+// The valid rows of x (session b's first lengths[b] rows), contiguous in memory taken from ws
+// (in the caller's frame).
 inline matrix_view<const float> pack_valid(matrix_view<const float> x, std::span<const std::size_t> lengths,
-                                           std::size_t max_len, std::size_t valid, std::size_t slot) {
+                                           std::size_t max_len, std::size_t valid, workspace& ws) {
   const std::size_t e = x.cols();
-  float* packed = scratch(slot, valid * e);
+  float* packed = ws.take<float>(valid * e).data();
   std::size_t row = 0;
   for (std::size_t b = 0; b < lengths.size(); ++b)
     for (std::size_t t = 0; t < lengths[b]; ++t, ++row)
@@ -78,22 +75,23 @@ inline matrix_view<const float> pack_valid(matrix_view<const float> x, std::span
 // projections (with lengths spread over 1..max_len that halves the GEMM work) and restored as
 // zeros at the end.
 inline void mha(matrix_view<const float> query_x, matrix_view<const float> x, std::span<const std::size_t> lengths,
-                std::size_t max_len, const mha_weights& w, bool causal, matrix_view<float> out) {
+                std::size_t max_len, const mha_weights& w, bool causal, matrix_view<float> out, workspace& ws) {
   const std::size_t e = x.cols(), rows = x.rows(), heads = w.num_heads, hd = e / heads;
   if (rows == 0 || e == 0) return;
+  const workspace::frame frame(ws);
   std::size_t valid = 0;
   for (const std::size_t len : lengths) valid += len;
   const bool padded = valid != rows;
   const bool separate_query = query_x.data() != x.data() || query_x.stride() != x.stride();
   // 1. Valid rows only, contiguous (session b's items start at the running sum of lengths).
-  const matrix_view<const float> input = padded ? pack_valid(x, lengths, max_len, valid, 7) : x;
+  const matrix_view<const float> input = padded ? pack_valid(x, lengths, max_len, valid, ws) : x;
   // 2. One GEMM for q, k and v of every valid row (two when the queries come from another input:
   //    q from query_x with the first E rows of in_proj, k and v from x with the other 2E).
-  float* qkv = scratch(3, std::max<std::size_t>(valid * 3 * e, 1));
+  float* qkv = ws.take<float>(std::max<std::size_t>(valid * 3 * e, 1)).data();
   if (!separate_query) {
     linear(input, w.in_proj_weight, w.in_proj_bias, matrix_view<float>(qkv, valid, 3 * e));
   } else {
-    const matrix_view<const float> query_input = padded ? pack_valid(query_x, lengths, max_len, valid, 8) : query_x;
+    const matrix_view<const float> query_input = padded ? pack_valid(query_x, lengths, max_len, valid, ws) : query_x;
     const auto bias = [&](std::size_t first, std::size_t count) {
       return w.in_proj_bias.empty() ? std::span<const float>() : w.in_proj_bias.subspan(first, count);
     };
@@ -102,20 +100,22 @@ inline void mha(matrix_view<const float> query_x, matrix_view<const float> x, st
            matrix_view<float>(qkv + e, valid, 2 * e, 3 * e));
   }
   // 3. Per session and head: scaled scores over the allowed keys, stable softmax, weighted sum of v.
-  float* context = scratch(4, valid * e);
+  float* context = ws.take<float>(valid * e).data();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const std::size_t ld = 3 * e;
-  std::vector<std::size_t>& starts = session_starts();
-  starts.resize(lengths.size() + 1);
+  const std::span<std::size_t> starts = ws.take<std::size_t>(lengths.size() + 1);
   starts[0] = 0;
   for (std::size_t b = 0; b < lengths.size(); ++b) starts[b + 1] = starts[b] + lengths[b];
   std::size_t work = 0;
   for (const std::size_t len : lengths) work += len * len * e;
   [[maybe_unused]] const bool avx512 = active_isa() == isa::avx512 && attention_avx512_supports(hd);
   parallel_for(lengths.size(), work, [&](std::size_t first_session, std::size_t last_session) {
+  // Each thread of the parallel region (the caller's too) takes from its own thread's workspace.
+  workspace& local = workspace::for_this_thread();
+  const workspace::frame local_frame(local);
 #if RECPIPE_HAS_AVX512_KERNELS
   if (avx512) {
-    float* head_work = scratch(9, attention_avx512_work_floats(max_len, hd));  // per thread
+    float* head_work = local.take<float>(attention_avx512_work_floats(max_len, hd)).data();
     for (std::size_t b = first_session; b < last_session; ++b)
       for (std::size_t h = 0; h < heads; ++h)
         attention_head_avx512(qkv + starts[b] * ld, ld, lengths[b], hd, h * hd, e + h * hd, 2 * e + h * hd, scale,
@@ -123,7 +123,7 @@ inline void mha(matrix_view<const float> query_x, matrix_view<const float> x, st
     return;
   }
 #endif
-  float* probs = scratch(9, max_len + hd);  // per thread
+  float* probs = local.take<float>(max_len + hd).data();
   float* query = probs + max_len;
   for (std::size_t b = first_session; b < last_session; ++b) {
     const std::size_t len = lengths[b], first = starts[b];
@@ -176,17 +176,19 @@ inline void mha(matrix_view<const float> query_x, matrix_view<const float> x, st
 //!                 as 0 (PyTorch leaves them unspecified); a session of length 0 gives all zeros.
 //! Scores are scaled by 1/sqrt(E / heads); the softmax subtracts the row maximum, so it never
 //! overflows. Complexity O(rows E^2 + sum len^2 E).
+//! @param ws       scratch (see cpu::workspace); the calling thread's by default.
 //! @throws recpipe::error for mismatched shapes, heads not dividing E, or a length above max_len.
 //! @code
 //! recpipe::cpu::mha_weights w{in_w.view(), in_b, out_w.view(), out_b, 2};
 //! recpipe::cpu::multi_head_attention(x.view(), lengths, 50, w, true, y.view());
 //! @endcode
 inline void multi_head_attention(matrix_view<const float> x, std::span<const std::size_t> lengths, std::size_t max_len,
-                                 const mha_weights& w, bool causal, matrix_view<float> out) {
+                                 const mha_weights& w, bool causal, matrix_view<float> out,
+                                 workspace& ws = workspace::for_this_thread()) {
   impl::check_sessions("cpu::multi_head_attention", x, lengths, max_len);
   impl::check_mha("cpu::multi_head_attention", x.cols(), w);
   impl::check_shape("cpu::multi_head_attention", "out", out, x.rows(), x.cols());
-  impl::mha(x, x, lengths, max_len, w, causal, out);
+  impl::mha(x, x, lengths, max_len, w, causal, out, ws);
 }
 
 //! @brief Multi-head attention whose queries come from another input than its keys and values,
@@ -204,12 +206,12 @@ inline void multi_head_attention(matrix_view<const float> x, std::span<const std
 //! @endcode
 inline void multi_head_attention(matrix_view<const float> query_x, matrix_view<const float> x,
                                  std::span<const std::size_t> lengths, std::size_t max_len, const mha_weights& w,
-                                 bool causal, matrix_view<float> out) {
+                                 bool causal, matrix_view<float> out, workspace& ws = workspace::for_this_thread()) {
   impl::check_sessions("cpu::multi_head_attention", x, lengths, max_len);
   impl::check_shape("cpu::multi_head_attention", "query_x", query_x, x.rows(), x.cols());
   impl::check_mha("cpu::multi_head_attention", x.cols(), w);
   impl::check_shape("cpu::multi_head_attention", "out", out, x.rows(), x.cols());
-  impl::mha(query_x, x, lengths, max_len, w, causal, out);
+  impl::mha(query_x, x, lengths, max_len, w, causal, out, ws);
 }
 
 //! Weights of `nn.TransformerEncoderLayer(E, heads, F, dropout=0, activation, batch_first=True,
@@ -250,6 +252,7 @@ inline void check_layer_weights(const char* where, matrix_view<const float> x, s
 //! pre-norm   y = h + FF(LN2(h)), h = x + MHA(LN1(x)); FF(z) = linear2(act(linear1(z))).
 //! Sessions, masks and padding as in multi_head_attention(); padded output rows are 0.
 //! @param out same shape as x, must not overlap it.
+//! @param ws  scratch (see cpu::workspace); the calling thread's by default.
 //! @throws recpipe::error naming the weight or argument whose shape disagrees.
 //! @code
 //! recpipe::cpu::transformer_encoder_layer(x.view(), lengths, max_len, weights, true, y.view());
@@ -257,14 +260,15 @@ inline void check_layer_weights(const char* where, matrix_view<const float> x, s
 
 inline void transformer_encoder_layer(matrix_view<const float> x, std::span<const std::size_t> lengths,
                                       std::size_t max_len, const transformer_layer_weights& w, bool causal,
-                                      matrix_view<float> out) {
+                                      matrix_view<float> out, workspace& ws = workspace::for_this_thread()) {
   impl::check_layer_weights("cpu::transformer_encoder_layer", x, lengths, max_len, w, out);
   const std::size_t e = x.cols(), rows = x.rows(), ff = w.linear1_weight.rows();
   if (rows == 0 || e == 0) return;
-  const matrix_view<float> a(impl::scratch(5, rows * e), rows, e);
-  const matrix_view<float> hidden(impl::scratch(6, rows * std::max<std::size_t>(ff, 1)), rows, ff);
+  const workspace::frame frame(ws);
+  const matrix_view<float> a(ws.take<float>(rows * e).data(), rows, e);
+  const matrix_view<float> hidden(ws.take<float>(rows * std::max<std::size_t>(ff, 1)).data(), rows, ff);
   if (!w.norm_first) {
-    impl::mha(x, x, lengths, max_len, w.attention, causal, a);
+    impl::mha(x, x, lengths, max_len, w.attention, causal, a, ws);
     add(a, x);
     layer_norm(a, w.norm1_weight, w.norm1_bias, a, w.eps);
     linear(a, w.linear1_weight, w.linear1_bias, hidden, w.act);
@@ -273,7 +277,7 @@ inline void transformer_encoder_layer(matrix_view<const float> x, std::span<cons
     layer_norm(out, w.norm2_weight, w.norm2_bias, out, w.eps);
   } else {
     layer_norm(x, w.norm1_weight, w.norm1_bias, a, w.eps);
-    impl::mha(a, a, lengths, max_len, w.attention, causal, out);
+    impl::mha(a, a, lengths, max_len, w.attention, causal, out, ws);
     add(out, x);
     layer_norm(out, w.norm2_weight, w.norm2_bias, a, w.eps);
     linear(a, w.linear1_weight, w.linear1_bias, hidden, w.act);
@@ -290,20 +294,22 @@ inline void transformer_encoder_layer(matrix_view<const float> x, std::span<cons
 //! `w.norm_first` is ignored. Sessions, masks and padding as in multi_head_attention(); padded
 //! output rows are 0.
 //! @param out same shape as x, must not overlap it.
+//! @param ws  scratch (see cpu::workspace); the calling thread's by default.
 //! @throws recpipe::error naming the weight or argument whose shape disagrees.
 //! @code
 //! recpipe::cpu::query_norm_encoder_layer(x.view(), lengths, max_len, weights, true, y.view());
 //! @endcode
 inline void query_norm_encoder_layer(matrix_view<const float> x, std::span<const std::size_t> lengths,
                                      std::size_t max_len, const transformer_layer_weights& w, bool causal,
-                                     matrix_view<float> out) {
+                                     matrix_view<float> out, workspace& ws = workspace::for_this_thread()) {
   impl::check_layer_weights("cpu::query_norm_encoder_layer", x, lengths, max_len, w, out);
   const std::size_t e = x.cols(), rows = x.rows(), ff = w.linear1_weight.rows();
   if (rows == 0 || e == 0) return;
-  const matrix_view<float> q(impl::scratch(5, rows * e), rows, e);
-  const matrix_view<float> hidden(impl::scratch(6, rows * std::max<std::size_t>(ff, 1)), rows, ff);
+  const workspace::frame frame(ws);
+  const matrix_view<float> q(ws.take<float>(rows * e).data(), rows, e);
+  const matrix_view<float> hidden(ws.take<float>(rows * std::max<std::size_t>(ff, 1)).data(), rows, ff);
   layer_norm(x, w.norm1_weight, w.norm1_bias, q, w.eps);
-  impl::mha(q, x, lengths, max_len, w.attention, causal, out);
+  impl::mha(q, x, lengths, max_len, w.attention, causal, out, ws);
   add(out, q);
   layer_norm(out, w.norm2_weight, w.norm2_bias, out, w.eps);  // z, in place
   linear(out, w.linear1_weight, w.linear1_bias, hidden, w.act);

@@ -14,6 +14,7 @@
 #include <recpipe/cpu/attention.hpp>
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/cpu/dense_backward.hpp>
+#include <recpipe/cpu/workspace.hpp>
 #include <recpipe/cpu/parallel.hpp>
 #include <recpipe/math/softmax.hpp>
 #include <recpipe/math/vector.hpp>
@@ -138,7 +139,10 @@ inline void mha_train(matrix_view<const float> x, std::span<const std::size_t> l
   float* context = tr.context.data();
   float* probs_all = tr.probs.data();
   parallel_for(batch, work, [&](std::size_t first_session, std::size_t last_session) {
-    float* query = scratch(9, std::max<std::size_t>(hd, 1));  // per thread
+    // Each thread of the parallel region (the caller's too) takes from its own thread's workspace.
+    workspace& local = workspace::for_this_thread();
+    const workspace::frame frame(local);
+    float* query = local.take<float>(std::max<std::size_t>(hd, 1)).data();
     for (std::size_t b = first_session; b < last_session; ++b) {
       const std::size_t len = lengths[b], first = tr.starts[b];
       const float* base = qkv + first * ld;
@@ -193,7 +197,10 @@ inline void mha_backward(matrix_view<const float> d_out, const mha_weights& w, m
   const float* d_context = tr.d_context.data();
   float* d_qkv = tr.d_qkv.data();
   parallel_for(batch, work, [&](std::size_t first_session, std::size_t last_session) {
-    float* d_scores = scratch(9, std::max<std::size_t>(max_len, 1));  // per thread
+    // Each thread of the parallel region (the caller's too) takes from its own thread's workspace.
+    workspace& local = workspace::for_this_thread();
+    const workspace::frame frame(local);
+    float* d_scores = local.take<float>(std::max<std::size_t>(max_len, 1)).data();
     for (std::size_t b = first_session; b < last_session; ++b) {
       const std::size_t len = lengths[b], first = tr.starts[b];
       const float* base = qkv + first * ld;

@@ -14,6 +14,7 @@
 #include <recpipe/cpu/detail/interaction_avx512.hpp>
 #include <recpipe/cpu/isa.hpp>
 #include <recpipe/cpu/parallel.hpp>
+#include <recpipe/cpu/workspace.hpp>
 #include <recpipe/math/cross.hpp>
 #include <recpipe/math/vector.hpp>
 
@@ -128,7 +129,7 @@ inline void cross_packed_layer(const float* x0, std::size_t ldx0, const float* s
 // the last lands in out: a layer's output then never overwrites the x_l that later tiles of the
 // same layer still read, so the epilogue can write straight from the register tile.
 inline void cross_network_packed(matrix_view<const float> x0, std::span<const cross_params> layers,
-                                 matrix_view<float> out) {
+                                 matrix_view<float> out, workspace& ws) {
   const std::size_t batch = x0.rows(), d = x0.cols(), count = layers.size();
   std::size_t max_rank = 1;
   for (const cross_params& p : layers)
@@ -140,10 +141,14 @@ inline void cross_network_packed(matrix_view<const float> x0, std::span<const cr
     // Enough rows: each thread takes whole rows through every layer (no barrier between layers),
     // 256 rows at a time so x0, x_l and the next x_l stay in L2.
     parallel_for(batch, flops, [&](std::size_t first, std::size_t last) {
+      // A worker thread takes from its own workspace (the caller's belongs to the caller's thread).
+      workspace& local = workspace::for_this_thread();
+      const workspace::frame frame(local);
+      const std::size_t block_rows = std::min(cross_block_rows, last - first);
+      float* tmp = local.take<float>(block_rows * d).data();
+      float* low = local.take<float>(block_rows * max_rank).data();
       for (std::size_t begin = first; begin < last; begin += cross_block_rows) {
         const std::size_t rows = std::min(cross_block_rows, last - begin);
-        float* tmp = scratch(0, rows * d);
-        float* low = scratch(1, rows * max_rank);
         const float* x0b = x0.data() + begin * x0.stride();
         float* outb = out.data() + begin * out.stride();
         const float* src = x0b;
@@ -163,8 +168,9 @@ inline void cross_network_packed(matrix_view<const float> x0, std::span<const cr
   }
   // Few rows and several threads: split each layer's output panels instead (a barrier per layer;
   // each thread then reads only its share of the weights).
-  float* tmp = scratch(0, batch * d);
-  float* low = scratch(1, batch * max_rank);
+  const workspace::frame frame(ws);
+  float* tmp = ws.take<float>(batch * d).data();
+  float* low = ws.take<float>(batch * max_rank).data();
   const float* src = x0.data();
   std::size_t lds = x0.stride();
   for (std::size_t l = 0; l < count; ++l) {
@@ -189,13 +195,15 @@ inline void cross_network_packed(matrix_view<const float> x0, std::span<const cr
 
 // One layer on rows [0, rows) of a block; out may be xl.
 inline void cross_block(const float* x0, std::size_t x0_stride, const float* xl, std::size_t xl_stride,
-                        const cross_params& p, float* out, std::size_t out_stride, std::size_t rows, std::size_t d) {
-  float* projected = scratch(0, rows * d);
+                        const cross_params& p, float* out, std::size_t out_stride, std::size_t rows, std::size_t d,
+                        workspace& ws) {
+  const workspace::frame frame(ws);
+  float* projected = ws.take<float>(rows * d).data();
   if (!p.weight.empty()) {
     gemm_nt(xl, xl_stride, p.weight.data(), p.weight.stride(), projected, d, rows, d, d, 1.0f, 0.0f);
   } else {
     const std::size_t rank = p.down.rows();
-    float* low = scratch(1, rows * rank);
+    float* low = ws.take<float>(rows * rank).data();
     gemm_nt(xl, xl_stride, p.down.data(), p.down.stride(), low, rank, rows, rank, d, 1.0f, 0.0f);
     gemm_nt(low, rank, p.up.data(), p.up.stride(), projected, d, rows, d, rank, 1.0f, 0.0f);
   }
@@ -215,12 +223,14 @@ inline void cross_block(const float* x0, std::size_t x0_stride, const float* xl,
 //! cache, with the products in OpenBLAS sgemm.
 //! @param x0   [batch, d]
 //! @param out  [batch, d]; must not overlap x0 (x0 is read by every layer).
+//! @param ws   scratch for the layers' products (see cpu::workspace); the calling thread's by default.
 //! @throws recpipe::error naming the layer and argument whose shape disagrees, or if out is x0.
 //! @code
 //! std::vector<recpipe::cpu::cross_params> layers = {{w0.view(), {}, {}, b0}, {w1.view(), {}, {}, b1}};
 //! recpipe::cpu::cross_network(x0.view(), layers, out.view());
 //! @endcode
-inline void cross_network(matrix_view<const float> x0, std::span<const cross_params> layers, matrix_view<float> out) {
+inline void cross_network(matrix_view<const float> x0, std::span<const cross_params> layers, matrix_view<float> out,
+                          workspace& ws = workspace::for_this_thread()) {
   impl::check_view("cpu::cross_network", "x0", x0);
   const std::size_t batch = x0.rows(), d = x0.cols();
   impl::check_shape("cpu::cross_network", "out", out, batch, d);
@@ -229,7 +239,7 @@ inline void cross_network(matrix_view<const float> x0, std::span<const cross_par
     detail::fail("cpu::cross_network: out must not be x0 (every layer reads x0)");
   if (batch != 0 && d != 0 && !layers.empty() && active_isa() == isa::avx512 &&
       std::all_of(layers.begin(), layers.end(), impl::cross_is_packed))
-    return impl::cross_network_packed(x0, layers, out);
+    return impl::cross_network_packed(x0, layers, out, ws);
   for (std::size_t first = 0; first < batch; first += impl::cross_block_rows) {
     const std::size_t rows = std::min(impl::cross_block_rows, batch - first);
     const float* x0_block = x0.data() + first * x0.stride();
@@ -240,9 +250,9 @@ inline void cross_network(matrix_view<const float> x0, std::span<const cross_par
       continue;
     }
     // Layer 0 reads x0 as x_l; later layers update out in place (every element is read before written).
-    impl::cross_block(x0_block, x0.stride(), x0_block, x0.stride(), layers[0], out_block, out.stride(), rows, d);
+    impl::cross_block(x0_block, x0.stride(), x0_block, x0.stride(), layers[0], out_block, out.stride(), rows, d, ws);
     for (std::size_t l = 1; l < layers.size(); ++l)
-      impl::cross_block(x0_block, x0.stride(), out_block, out.stride(), layers[l], out_block, out.stride(), rows, d);
+      impl::cross_block(x0_block, x0.stride(), out_block, out.stride(), layers[l], out_block, out.stride(), rows, d, ws);
   }
 }
 
@@ -295,11 +305,13 @@ class packed_cross_network {
 
 //! @brief One full-rank DCN-v2 cross layer: out = x0 * (xl * weight^T + bias) + xl.
 //! @param weight [d, d] (nn.Linear layout); @param bias [d] or empty; @param out [batch, d], may be xl.
+//! @param ws scratch (see cpu::workspace); the calling thread's by default.
 //! @code
 //! recpipe::cpu::cross_layer(x0.view(), xl.view(), w.view(), b, xl.view());  // in place
 //! @endcode
 inline void cross_layer(matrix_view<const float> x0, matrix_view<const float> xl, matrix_view<const float> weight,
-                        std::span<const float> bias, matrix_view<float> out) {
+                        std::span<const float> bias, matrix_view<float> out,
+                        workspace& ws = workspace::for_this_thread()) {
   impl::check_view("cpu::cross_layer", "x0", x0);
   impl::check_shape("cpu::cross_layer", "xl", xl, x0.rows(), x0.cols());
   impl::check_shape("cpu::cross_layer", "out", out, x0.rows(), x0.cols());
@@ -308,18 +320,19 @@ inline void cross_layer(matrix_view<const float> x0, matrix_view<const float> xl
   for (std::size_t first = 0; first < x0.rows(); first += impl::cross_block_rows) {
     const std::size_t rows = std::min(impl::cross_block_rows, x0.rows() - first);
     impl::cross_block(x0.data() + first * x0.stride(), x0.stride(), xl.data() + first * xl.stride(), xl.stride(), p,
-                      out.data() + first * out.stride(), out.stride(), rows, x0.cols());
+                      out.data() + first * out.stride(), out.stride(), rows, x0.cols(), ws);
   }
 }
 
 //! @brief One low-rank cross layer (TorchRec LowRankCrossNet): out = x0 * (up(down(xl)) + bias) + xl.
-//! @param down [r, d]; @param up [d, r]; @param out may be xl.
+//! @param down [r, d]; @param up [d, r]; @param out may be xl; @param ws scratch (cpu::workspace).
 //! @code
 //! recpipe::cpu::cross_layer_low_rank(x0.view(), xl.view(), v.view(), u.view(), b, out.view());
 //! @endcode
 inline void cross_layer_low_rank(matrix_view<const float> x0, matrix_view<const float> xl,
                                  matrix_view<const float> down, matrix_view<const float> up,
-                                 std::span<const float> bias, matrix_view<float> out) {
+                                 std::span<const float> bias, matrix_view<float> out,
+                                 workspace& ws = workspace::for_this_thread()) {
   impl::check_view("cpu::cross_layer_low_rank", "x0", x0);
   impl::check_shape("cpu::cross_layer_low_rank", "xl", xl, x0.rows(), x0.cols());
   impl::check_shape("cpu::cross_layer_low_rank", "out", out, x0.rows(), x0.cols());
@@ -331,7 +344,7 @@ inline void cross_layer_low_rank(matrix_view<const float> x0, matrix_view<const 
   for (std::size_t first = 0; first < x0.rows(); first += impl::cross_block_rows) {
     const std::size_t rows = std::min(impl::cross_block_rows, x0.rows() - first);
     impl::cross_block(x0.data() + first * x0.stride(), x0.stride(), xl.data() + first * xl.stride(), xl.stride(), p,
-                      out.data() + first * out.stride(), out.stride(), rows, x0.cols());
+                      out.data() + first * out.stride(), out.stride(), rows, x0.cols(), ws);
   }
 }
 
@@ -397,7 +410,10 @@ inline void fm_second_order(matrix_view<const float> features, std::size_t num_f
     detail::fail("cpu::fm_second_order: out holds ", out.size(), " values for ", features.rows(), " rows");
   const std::size_t f = num_features, d = features.cols() / f;
   impl::parallel_for(features.rows(), features.rows() * f * d * 2, [&](std::size_t first, std::size_t last) {
-  float* total = impl::scratch(2, d);  // per thread
+  // Each thread of the parallel region (the caller's too) takes from its own thread's workspace.
+  workspace& ws = workspace::for_this_thread();
+  const workspace::frame frame(ws);
+  float* total = ws.take<float>(d).data();
   for (std::size_t b = first; b < last; ++b) {
     const float* row = features.data() + b * features.stride();
     std::fill_n(total, d, 0.0f);

@@ -13,6 +13,7 @@
 #include <recpipe/cpu/cross.hpp>
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/cpu/dense_backward.hpp>
+#include <recpipe/cpu/workspace.hpp>
 #include <recpipe/math/vector.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -80,7 +81,7 @@ inline void cross_input_gradient(matrix_view<const float> dout, const float* dpr
 inline void cross_layer_backward(matrix_view<const float> x0, matrix_view<const float> xl,
                                  matrix_view<const float> weight, matrix_view<const float> u,
                                  matrix_view<const float> dout, matrix_view<float> dx0, matrix_view<float> dxl,
-                                 matrix_view<float> dweight, std::span<float> dbias) {
+                                 matrix_view<float> dweight, std::span<float> dbias, workspace& ws = workspace::for_this_thread()) {
   constexpr const char* where = "cpu::cross_layer_backward";
   impl::check_view(where, "x0", x0);
   const std::size_t batch = x0.rows(), d = x0.cols();
@@ -90,7 +91,8 @@ inline void cross_layer_backward(matrix_view<const float> x0, matrix_view<const 
   impl::check_cross_grads(where, batch, d, dout, dx0, dxl, dbias);
   if (!dweight.empty()) impl::check_shape(where, "dweight", dweight, d, d);
   if (batch == 0 || d == 0) return;
-  float* du = impl::backward_scratch(4, batch * d);
+  const workspace::frame frame(ws);
+  float* du = ws.take<float>(batch * d).data();
   impl::cross_elementwise_backward(x0, u, dout, dx0, du, dbias);
   if (!dweight.empty())
     impl::gemm(true, false, du, d, xl.data(), xl.stride(), dweight.data(), dweight.stride(), d, d, batch, 1.0f, 1.0f);
@@ -114,7 +116,7 @@ inline void cross_layer_low_rank_backward(matrix_view<const float> x0, matrix_vi
                                           matrix_view<const float> v, matrix_view<const float> u,
                                           matrix_view<const float> dout, matrix_view<float> dx0,
                                           matrix_view<float> dxl, matrix_view<float> ddown, matrix_view<float> dup,
-                                          std::span<float> dbias) {
+                                          std::span<float> dbias, workspace& ws = workspace::for_this_thread()) {
   constexpr const char* where = "cpu::cross_layer_low_rank_backward";
   impl::check_view(where, "x0", x0);
   const std::size_t batch = x0.rows(), d = x0.cols(), rank = down.rows();
@@ -127,8 +129,9 @@ inline void cross_layer_low_rank_backward(matrix_view<const float> x0, matrix_vi
   if (!ddown.empty()) impl::check_shape(where, "ddown", ddown, rank, d);
   if (!dup.empty()) impl::check_shape(where, "dup", dup, d, rank);
   if (batch == 0 || d == 0) return;
-  float* du = impl::backward_scratch(4, batch * d);
-  float* dv = impl::backward_scratch(5, batch * rank);
+  const workspace::frame frame(ws);
+  float* du = ws.take<float>(batch * d).data();
+  float* dv = ws.take<float>(batch * rank).data();
   impl::cross_elementwise_backward(x0, u, dout, dx0, du, dbias);
   if (!dup.empty())
     impl::gemm(true, false, du, d, v.data(), v.stride(), dup.data(), dup.stride(), d, rank, batch, 1.0f, 1.0f);
@@ -224,7 +227,7 @@ inline void cross_network_forward_train(matrix_view<const float> x0, std::span<c
 //! @endcode
 inline void cross_network_backward(std::span<const cross_params> layers, const cross_trace& trace,
                                    matrix_view<const float> dout, matrix_view<float> dx0,
-                                   std::span<const cross_gradient> grads) {
+                                   std::span<const cross_gradient> grads, workspace& ws = workspace::for_this_thread()) {
   constexpr const char* where = "cpu::cross_network_backward";
   const std::size_t count = layers.size();
   if (trace.inputs.size() != count + 1 || trace.projections.size() != count)
@@ -238,7 +241,8 @@ inline void cross_network_backward(std::span<const cross_params> layers, const c
   if (batch == 0 || d == 0) return;
   if (!dx0.empty() && dx0.data() == dout.data()) detail::fail(where, ": dx0 must not be dout");
   // g: the gradient of the current x_l, updated in place layer by layer; dx0 collects the x0 terms.
-  float* g = impl::backward_scratch(6, batch * d);
+  const workspace::frame frame(ws);
+  float* g = ws.take<float>(batch * d).data();
   const matrix_view<float> gview(g, batch, d);
   impl::copy_rows(dout, gview);
   if (!dx0.empty())
@@ -250,11 +254,11 @@ inline void cross_network_backward(std::span<const cross_params> layers, const c
     const matrix_view<float> dxl = need_dxl ? gview : matrix_view<float>();
     if (!p.weight.empty())
       cross_layer_backward(x0, trace.inputs[l].view(), p.weight, trace.projections[l].view(), gview, dx0, dxl,
-                           grads[l].dweight, grads[l].dbias);
+                           grads[l].dweight, grads[l].dbias, ws);
     else
       cross_layer_low_rank_backward(x0, trace.inputs[l].view(), p.down, p.up, trace.low[l].view(),
                                     trace.projections[l].view(), gview, dx0, dxl, grads[l].ddown, grads[l].dup,
-                                    grads[l].dbias);
+                                    grads[l].dbias, ws);
   }
   if (!dx0.empty()) add(dx0, gview);  // x_0 is x0: its own gradient joins the x0 terms
 }
@@ -303,7 +307,8 @@ inline void dot_interaction_backward(matrix_view<const float> features, std::siz
 //! recpipe::cpu::fm_second_order_backward(emb.view(), 26, dscores, demb.view());
 //! @endcode
 inline void fm_second_order_backward(matrix_view<const float> features, std::size_t num_features,
-                                     std::span<const float> dout, matrix_view<float> dfeatures) {
+                                     std::span<const float> dout, matrix_view<float> dfeatures,
+                                     workspace& ws = workspace::for_this_thread()) {
   constexpr const char* where = "cpu::fm_second_order_backward";
   impl::check_view(where, "features", features);
   if (num_features == 0 || features.cols() % num_features != 0)
@@ -312,7 +317,8 @@ inline void fm_second_order_backward(matrix_view<const float> features, std::siz
   const std::size_t f = num_features, d = features.cols() / f, batch = features.rows();
   if (dout.size() != batch) detail::fail(where, ": dout holds ", dout.size(), " values for ", batch, " rows");
   impl::check_shape(where, "dfeatures", dfeatures, batch, features.cols());
-  float* total = impl::backward_scratch(4, d);
+  const workspace::frame frame(ws);
+  float* total = ws.take<float>(d).data();
   for (std::size_t b = 0; b < batch; ++b) {
     const float* row = features.data() + b * features.stride();
     float* out = dfeatures.data() + b * dfeatures.stride();

@@ -143,15 +143,6 @@ inline void bias_activation(matrix_view<float> y, const float* bias, activation 
   detail::fail("cpu::linear: unknown activation ", static_cast<int>(act));
 }
 
-// Per-thread scratch that grows to the largest request and is then reused (no steady-state
-// allocation). Slots: 0-2 cross.hpp, 3-4, 7 and 9 attention, 5-6 transformer layer.
-inline float* scratch(std::size_t slot, std::size_t floats) {
-  thread_local std::vector<float> buffers[10];
-  auto& buffer = buffers[slot];
-  if (buffer.size() < floats) buffer.resize(floats);
-  return buffer.data();
-}
-
 // Sum of n floats with independent lanes (vectorises without -ffast-math).
 inline float sum(const float* RECPIPE_RESTRICT x, std::size_t n) {
   constexpr std::size_t lanes = 16;

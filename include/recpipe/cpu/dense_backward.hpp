@@ -12,6 +12,7 @@
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/cpu/dense.hpp>
+#include <recpipe/cpu/workspace.hpp>
 #include <recpipe/math/activation.hpp>
 #include <recpipe/math/softmax.hpp>
 
@@ -21,15 +22,6 @@ RECPIPE_NAMESPACE_BEGIN
 namespace cpu {
 
 namespace impl {
-// Per-thread gradient scratch for the backward passes, apart from dense.hpp's forward slots so a
-// backward pass never clobbers a forward buffer still in use. Grows to the largest request.
-inline float* backward_scratch(std::size_t slot, std::size_t floats) {
-  thread_local std::vector<float> buffers[8];  // 0-1 mlp, 2 layer norm, 3 embedding, 4-6 cross
-  auto& buffer = buffers[slot];
-  if (buffer.size() < floats) buffer.resize(floats);
-  return buffer.data();
-}
-
 // dz = dy * f'(z) row by row, one loop per activation so each vectorises. out may be dy.
 template <class Op>
 void rows_backward(matrix_view<const float> z, matrix_view<const float> dy, matrix_view<float> dz, Op op) {
@@ -221,13 +213,14 @@ inline void mlp_forward_train(matrix_view<const float> x, std::span<const linear
 //! @param dy      [batch, last out], gradient of the MLP's output
 //! @param dx      [batch, layers[0] in] or empty
 //! @param grads   one per layer
+//! @param ws      scratch for the gradients between layers (see cpu::workspace)
 //! @throws recpipe::error if the layers, trace, grads or a gradient shape disagree.
 //! @code
 //! std::vector<recpipe::cpu::linear_gradient> grads = {{dw1.view(), db1}, {dw2.view(), db2}};
 //! recpipe::cpu::mlp_backward(layers, trace, dy.view(), {}, grads);
 //! @endcode
 inline void mlp_backward(std::span<const linear_layer> layers, const mlp_trace& trace, matrix_view<const float> dy,
-                         matrix_view<float> dx, std::span<const linear_gradient> grads) {
+                         matrix_view<float> dx, std::span<const linear_gradient> grads, workspace& ws = workspace::for_this_thread()) {
   constexpr const char* where = "cpu::mlp_backward";
   if (layers.empty()) detail::fail(where, ": layers is empty");
   if (trace.inputs.size() != layers.size() || trace.pre_activations.size() != layers.size())
@@ -248,7 +241,8 @@ inline void mlp_backward(std::span<const linear_layer> layers, const mlp_trace& 
   for (const linear_layer& l : layers) widest = std::max({widest, l.weight.rows(), l.weight.cols()});
   // Two ping-pong buffers: `held` is the one the upstream gradient lives in (-1: the caller's dy).
   // A layer's dz is made in place there (or, from dy, in buffer 0); its dx goes to the other one.
-  float* buffers[2] = {impl::backward_scratch(0, batch * widest), impl::backward_scratch(1, batch * widest)};
+  const workspace::frame frame(ws);
+  float* buffers[2] = {ws.take<float>(batch * widest).data(), ws.take<float>(batch * widest).data()};
   matrix_view<const float> upstream = dy;
   int held = -1;
   for (std::size_t k = layers.size(); k-- > 0;) {
@@ -281,13 +275,14 @@ inline void mlp_backward(std::span<const linear_layer> layers, const mlp_trace& 
 //! @param dx      [rows, cols] or empty (skipped); may be dy itself, must not otherwise overlap dy or x
 //! @param dgamma  [cols] or empty (skipped)
 //! @param dbeta   [cols] or empty (skipped)
+//! @param ws      scratch for one normalised row (see cpu::workspace)
 //! @throws recpipe::error naming the argument whose shape disagrees, or for eps < 0.
 //! @code
 //! recpipe::cpu::layer_norm_backward(x.view(), gamma, dy.view(), dx.view(), dgamma, dbeta);
 //! @endcode
 inline void layer_norm_backward(matrix_view<const float> x, std::span<const float> gamma, matrix_view<const float> dy,
                                 matrix_view<float> dx, std::span<float> dgamma, std::span<float> dbeta,
-                                float eps = 1e-5f) {
+                                float eps = 1e-5f, workspace& ws = workspace::for_this_thread()) {
   constexpr const char* where = "cpu::layer_norm_backward";
   impl::check_view(where, "x", x);
   const std::size_t rows = x.rows(), n = x.cols();
@@ -300,7 +295,8 @@ inline void layer_norm_backward(matrix_view<const float> x, std::span<const floa
     detail::fail(where, ": dbeta must be empty or hold ", n, " values (got ", dbeta.size(), ")");
   if (!(eps >= 0.0f)) detail::fail(where, ": eps must be >= 0 (got ", eps, ")");
   if (n == 0) return;
-  float* x_hat = impl::backward_scratch(2, n);
+  const workspace::frame frame(ws);
+  float* x_hat = ws.take<float>(n).data();
   for (std::size_t r = 0; r < rows; ++r) {
     const float* in = x.data() + r * x.stride();
     const float* g = dy.data() + r * dy.stride();

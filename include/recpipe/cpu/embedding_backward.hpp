@@ -16,6 +16,7 @@
 #include <recpipe/core/types.hpp>
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/cpu/dense_backward.hpp>
+#include <recpipe/cpu/workspace.hpp>
 #include <recpipe/cpu/embedding.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -179,7 +180,8 @@ inline void embedding_bags_backward(std::span<const bag_input> inputs, std::span
 //! @endcode
 inline void embedding_bag_weights_backward(const embedding_table_view& table, std::span<const id_type> ids,
                                            std::span<const id_type> offsets, pooling mode,
-                                           matrix_view<const float> dout, std::span<float> dweights) {
+                                           matrix_view<const float> dout, std::span<float> dweights,
+                                           workspace& ws = workspace::for_this_thread()) {
   constexpr const char* where = "cpu::embedding_bag_weights_backward";
   impl::check_view(where, "dout", dout);
   if (dout.cols() != table.dim())
@@ -189,7 +191,8 @@ inline void embedding_bag_weights_backward(const embedding_table_view& table, st
   if (dweights.size() != ids.size())
     detail::fail(where, ": dweights holds ", dweights.size(), " values for ", ids.size(), " ids");
   std::fill(dweights.begin(), dweights.end(), 0.0f);
-  float* row = impl::backward_scratch(3, dim);  // one decoded row
+  const workspace::frame frame(ws);
+  float* row = ws.take<float>(dim).data();  // one decoded row
   for (std::size_t b = 0; b < batch; ++b) {
     const auto begin = static_cast<std::size_t>(offsets[b]);
     const std::size_t end = impl::bag_end(offsets, b, ids.size());

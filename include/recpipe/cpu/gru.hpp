@@ -12,6 +12,7 @@
 #include <recpipe/core/errors.hpp>
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/cpu/dense.hpp>
+#include <recpipe/cpu/workspace.hpp>
 
 #include <recpipe/detail/prologue.hpp>
 
@@ -64,15 +65,6 @@ struct gru_sequence_trace {
 };
 
 namespace impl {
-// Per-thread scratch of the GRU kernels (apart from dense.hpp's slots): 0 gi, 1 gh, 2-3 sequence
-// gathers, 4 dgi, 5 dgh, 6 dh direct, 7-8 sequence backward.
-inline float* gru_scratch(std::size_t slot, std::size_t floats) {
-  thread_local std::vector<float> buffers[9];
-  auto& buffer = buffers[slot];
-  if (buffer.size() < floats) buffer.resize(floats);
-  return buffer.data();
-}
-
 // torch's sigmoid: 1 / (1 + exp(-x)).
 inline float gru_sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 
@@ -153,6 +145,7 @@ inline void gather_rows(const float* x, std::size_t sx, std::span<const std::siz
 //! @param h_out  [B, H]; may be the same memory as h (h is read into the trace / a scratch
 //!               before h_out is written), must not overlap x.
 //! @param trace  when not null, filled for gru_step_backward.
+//! @param ws     scratch for the gate products (see cpu::workspace); the calling thread's by default.
 //! NaN or inf in x, h or the weights propagates into h_out (no check, no error), as in PyTorch.
 //! B = 0 does nothing.
 //! @throws recpipe::error naming the argument whose shape disagrees.
@@ -162,7 +155,7 @@ inline void gather_rows(const float* x, std::size_t sx, std::span<const std::siz
 //! recpipe::cpu::gru_step(x.view(), h.view(), w, h_next.view(), &trace);
 //! @endcode
 inline void gru_step(matrix_view<const float> x, matrix_view<const float> h, const gru_weights& w, matrix_view<float> h_out,
-                     gru_step_trace* trace = nullptr) {
+                     gru_step_trace* trace = nullptr, workspace& ws = workspace::for_this_thread()) {
   constexpr const char* where = "cpu::gru_step";
   impl::check_gru_weights(where, w);
   const std::size_t hs = w.hidden_size(), in = w.input_size(), batch = x.rows();
@@ -176,13 +169,14 @@ inline void gru_step(matrix_view<const float> x, matrix_view<const float> h, con
     trace->hn.resize(batch, hs);
   }
   if (batch == 0) return;
+  const workspace::frame frame(ws);
   // h may alias h_out: keep a contiguous copy of it (the trace's when there is one).
-  float* h_copy = trace != nullptr ? trace->h.data() : impl::gru_scratch(2, batch * hs);
+  float* h_copy = trace != nullptr ? trace->h.data() : ws.take<float>(batch * hs).data();
   for (std::size_t b = 0; b < batch; ++b) std::copy_n(h.data() + b * h.stride(), hs, h_copy + b * hs);
   if (trace != nullptr)
     for (std::size_t b = 0; b < batch; ++b) std::copy_n(x.data() + b * x.stride(), in, trace->x.data() + b * in);
-  float* gi = impl::gru_scratch(0, batch * 3 * hs);
-  float* gh = impl::gru_scratch(1, batch * 3 * hs);
+  float* gi = ws.take<float>(batch * 3 * hs).data();
+  float* gh = ws.take<float>(batch * 3 * hs).data();
   impl::gemm(false, true, x.data(), x.stride(), w.weight_ih.data(), w.weight_ih.stride(), gi, 3 * hs, batch, 3 * hs, in,
              1.0f, 0.0f);
   impl::gemm(false, true, h_copy, hs, w.weight_hh.data(), w.weight_hh.stride(), gh, 3 * hs, batch, 3 * hs, hs, 1.0f,
@@ -208,12 +202,14 @@ inline void gru_step(matrix_view<const float> x, matrix_view<const float> h, con
 //! @param dh      [B, H], OVERWRITTEN with dL/dh (the gradient flowing to the previous step);
 //!                a default-constructed view skips it
 //! @param grads   weight gradients, ACCUMULATED (+=)
+//! @param ws      scratch for the gate gradients (see cpu::workspace)
 //! @throws recpipe::error on mismatched shapes (the trace's batch sets B).
 //! @code
 //! recpipe::cpu::gru_step_backward(dh_next.view(), w, trace, dx.view(), dh.view(), grads);
 //! @endcode
 inline void gru_step_backward(matrix_view<const float> dh_out, const gru_weights& w, const gru_step_trace& trace,
-                              matrix_view<float> dx, matrix_view<float> dh, const gru_gradients& grads) {
+                              matrix_view<float> dx, matrix_view<float> dh, const gru_gradients& grads,
+                              workspace& ws = workspace::for_this_thread()) {
   constexpr const char* where = "cpu::gru_step_backward";
   impl::check_gru_weights(where, w);
   impl::check_gru_gradients(where, w, grads);
@@ -225,9 +221,10 @@ inline void gru_step_backward(matrix_view<const float> dh_out, const gru_weights
   if (want_dx) impl::check_shape(where, "dx", dx, batch, in);
   if (want_dh) impl::check_shape(where, "dh", dh, batch, hs);
   if (batch == 0) return;
-  float* dgi = impl::gru_scratch(4, batch * 3 * hs);
-  float* dgh = impl::gru_scratch(5, batch * 3 * hs);
-  float* dh_direct = impl::gru_scratch(6, batch * hs);
+  const workspace::frame frame(ws);
+  float* dgi = ws.take<float>(batch * 3 * hs).data();
+  float* dgh = ws.take<float>(batch * 3 * hs).data();
+  float* dh_direct = ws.take<float>(batch * hs).data();
   for (std::size_t b = 0; b < batch; ++b)
     impl::gru_gates_backward_row(dh_out.data() + b * dh_out.stride(), trace.gates.data() + b * 3 * hs,
                                  trace.hn.data() + b * hs, trace.h.data() + b * hs, hs, dgi + b * 3 * hs,
@@ -265,6 +262,7 @@ inline void gru_step_backward(matrix_view<const float> dh_out, const gru_weights
 //!                 default-constructed view to skip
 //! @param h_last   [B, H] each sequence's last hidden state (h_n), or a default view to skip
 //! @param trace    when not null, filled for gru_sequence_backward
+//! @param ws       scratch for the state and the per-step gathers (see cpu::workspace)
 //! NaN input propagates into the later states of its own sequence only (no error).
 //! @throws recpipe::error naming the argument whose shape disagrees or a length > max_len.
 //! @code
@@ -273,7 +271,7 @@ inline void gru_step_backward(matrix_view<const float> dh_out, const gru_weights
 //! @endcode
 inline void gru_sequence(matrix_view<const float> x, std::span<const std::size_t> lengths, std::size_t max_len,
                          const gru_weights& w, matrix_view<const float> h0, matrix_view<float> outputs,
-                         matrix_view<float> h_last, gru_sequence_trace* trace = nullptr) {
+                         matrix_view<float> h_last, gru_sequence_trace* trace = nullptr, workspace& ws = workspace::for_this_thread()) {
   constexpr const char* where = "cpu::gru_sequence";
   impl::check_gru_weights(where, w);
   const std::size_t hs = w.hidden_size(), in = w.input_size(), batch = lengths.size();
@@ -286,7 +284,9 @@ inline void gru_sequence(matrix_view<const float> x, std::span<const std::size_t
   const bool want_last = !(h_last.rows() == 0 && h_last.data() == nullptr);
   if (want_out) impl::check_shape(where, "outputs", outputs, batch * max_len, hs);
   if (want_last) impl::check_shape(where, "h_last", h_last, batch, hs);
-  std::vector<float> state(batch * hs, 0.0f);
+  const workspace::frame frame(ws);
+  const std::span<float> state = ws.take<float>(batch * hs);
+  std::fill(state.begin(), state.end(), 0.0f);
   if (has_h0)
     for (std::size_t b = 0; b < batch; ++b) std::copy_n(h0.data() + b * h0.stride(), hs, state.data() + b * hs);
   if (want_out)
@@ -298,28 +298,26 @@ inline void gru_sequence(matrix_view<const float> x, std::span<const std::size_t
     trace->max_len = max_len;
     trace->batch = batch;
   }
-  std::vector<std::size_t> active_rows, x_rows;
-  std::vector<float> xs, hs_in, hs_out;
+  // Sized for the whole batch once; each step uses its first `a` rows.
+  const std::span<std::size_t> all_active = ws.take<std::size_t>(batch), all_x_rows = ws.take<std::size_t>(batch);
+  float* xs = ws.take<float>(batch * in).data();
+  float* hs_in = ws.take<float>(batch * hs).data();
+  float* hs_out = ws.take<float>(batch * hs).data();
   for (std::size_t t = 0; t < max_len; ++t) {
-    active_rows.clear();
-    x_rows.clear();
+    std::size_t a = 0;
     for (std::size_t b = 0; b < batch; ++b)
       if (lengths[b] > t) {
-        active_rows.push_back(b);
-        x_rows.push_back(b * max_len + t);
+        all_active[a] = b;
+        all_x_rows[a++] = b * max_len + t;
       }
-    const std::size_t a = active_rows.size();
-    xs.resize(a * in);
-    hs_in.resize(a * hs);
-    hs_out.resize(a * hs);
-    impl::gather_rows(x.data(), x.stride(), x_rows, in, xs.data());
-    impl::gather_rows(state.data(), hs, active_rows, hs, hs_in.data());
-    gru_step({xs.data(), a, in}, {hs_in.data(), a, hs}, w, {hs_out.data(), a, hs},
-             trace != nullptr ? &trace->steps[t] : nullptr);
-    if (trace != nullptr) trace->active[t] = active_rows;
+    const std::span<const std::size_t> active_rows = all_active.first(a), x_rows = all_x_rows.first(a);
+    impl::gather_rows(x.data(), x.stride(), x_rows, in, xs);
+    impl::gather_rows(state.data(), hs, active_rows, hs, hs_in);
+    gru_step({xs, a, in}, {hs_in, a, hs}, w, {hs_out, a, hs}, trace != nullptr ? &trace->steps[t] : nullptr, ws);
+    if (trace != nullptr) trace->active[t].assign(active_rows.begin(), active_rows.end());
     for (std::size_t k = 0; k < a; ++k) {
-      std::copy_n(hs_out.data() + k * hs, hs, state.data() + active_rows[k] * hs);
-      if (want_out) std::copy_n(hs_out.data() + k * hs, hs, outputs.data() + x_rows[k] * outputs.stride());
+      std::copy_n(hs_out + k * hs, hs, state.data() + active_rows[k] * hs);
+      if (want_out) std::copy_n(hs_out + k * hs, hs, outputs.data() + x_rows[k] * outputs.stride());
     }
   }
   if (want_last)
@@ -333,13 +331,15 @@ inline void gru_sequence(matrix_view<const float> x, std::span<const std::size_t
 //! @param dx         [B * max_len, I], OVERWRITTEN (padded rows 0), or a default view to skip
 //! @param dh0        [B, H], OVERWRITTEN with dL/d h0, or a default view to skip
 //! @param grads      weight gradients, ACCUMULATED (+=)
+//! @param ws         scratch for the state gradient and the per-step rows (see cpu::workspace)
 //! @throws recpipe::error on mismatched shapes or a trace from another batch.
 //! @code
 //! recpipe::cpu::gru_sequence_backward(d_out.view(), {}, w, trace, dx.view(), {}, grads);
 //! @endcode
 inline void gru_sequence_backward(matrix_view<const float> d_outputs, matrix_view<const float> d_h_last,
                                   const gru_weights& w, const gru_sequence_trace& trace, matrix_view<float> dx,
-                                  matrix_view<float> dh0, const gru_gradients& grads) {
+                                  matrix_view<float> dh0, const gru_gradients& grads,
+                                  workspace& ws = workspace::for_this_thread()) {
   constexpr const char* where = "cpu::gru_sequence_backward";
   impl::check_gru_weights(where, w);
   impl::check_gru_gradients(where, w, grads);
@@ -353,32 +353,34 @@ inline void gru_sequence_backward(matrix_view<const float> d_outputs, matrix_vie
   if (has_dlast) impl::check_shape(where, "d_h_last", d_h_last, batch, hs);
   if (want_dx) impl::check_shape(where, "dx", dx, batch * max_len, in);
   if (want_dh0) impl::check_shape(where, "dh0", dh0, batch, hs);
-  std::vector<float> dstate(batch * hs, 0.0f);
+  const workspace::frame frame(ws);
+  const std::span<float> dstate = ws.take<float>(batch * hs);
+  std::fill(dstate.begin(), dstate.end(), 0.0f);
   if (has_dlast)
     for (std::size_t b = 0; b < batch; ++b) std::copy_n(d_h_last.data() + b * d_h_last.stride(), hs, dstate.data() + b * hs);
   if (want_dx)
     for (std::size_t r = 0; r < batch * max_len; ++r) std::fill_n(dx.data() + r * dx.stride(), in, 0.0f);
-  std::vector<float> dh_step, dx_step;
+  float* dh_step = ws.take<float>(batch * hs).data();  // each step uses its first `a` rows
+  float* dx_step = ws.take<float>(batch * in).data();
   for (std::size_t t = max_len; t-- > 0;) {
     const std::vector<std::size_t>& active = trace.active[t];
     const std::size_t a = active.size();
-    dh_step.resize(a * hs);
-    dx_step.resize(a * in);
+    if (a > batch) detail::fail(where, ": the trace is inconsistent (step ", t, " has ", a, " rows for a batch of ", batch, ")");
     for (std::size_t k = 0; k < a; ++k) {
       const std::size_t b = active[k];
-      float* g = dh_step.data() + k * hs;
+      float* g = dh_step + k * hs;
       std::copy_n(dstate.data() + b * hs, hs, g);
       if (has_dout) {
         const float* d = d_outputs.data() + (b * max_len + t) * d_outputs.stride();
         for (std::size_t j = 0; j < hs; ++j) g[j] += d[j];
       }
     }
-    const matrix_view<float> dxv = want_dx ? matrix_view<float>{dx_step.data(), a, in} : matrix_view<float>{};
-    gru_step_backward({dh_step.data(), a, hs}, w, trace.steps[t], dxv, {dh_step.data(), a, hs}, grads);
+    const matrix_view<float> dxv = want_dx ? matrix_view<float>{dx_step, a, in} : matrix_view<float>{};
+    gru_step_backward({dh_step, a, hs}, w, trace.steps[t], dxv, {dh_step, a, hs}, grads, ws);
     for (std::size_t k = 0; k < a; ++k) {
       const std::size_t b = active[k];
-      std::copy_n(dh_step.data() + k * hs, hs, dstate.data() + b * hs);
-      if (want_dx) std::copy_n(dx_step.data() + k * in, in, dx.data() + (b * max_len + t) * dx.stride());
+      std::copy_n(dh_step + k * hs, hs, dstate.data() + b * hs);
+      if (want_dx) std::copy_n(dx_step + k * in, in, dx.data() + (b * max_len + t) * dx.stride());
     }
   }
   if (want_dh0)

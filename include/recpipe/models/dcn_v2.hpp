@@ -150,29 +150,32 @@ class dcn_v2 {
   //! @param dense   [batch, dense_dim] (an empty view when dense_dim == 0)
   //! @param sparse  one bag input per table (offsets with batch or batch + 1 entries)
   //! @param out     [batch, 1]
+  //! @param ws      scratch for the activations (see cpu::workspace); the calling thread's by default.
   //! @throws recpipe::error for shape mismatches, bad offsets or out-of-range ids (naming the feature).
-  void forward(matrix_view<const float> dense, std::span<const cpu::bag_input> sparse, matrix_view<float> out) const {
+  void forward(matrix_view<const float> dense, std::span<const cpu::bag_input> sparse, matrix_view<float> out,
+               cpu::workspace& ws = cpu::workspace::for_this_thread()) const {
     const std::size_t batch = out.rows(), d = config_.input_dim();
     impl::check_batch_inputs("dcn_v2: forward", dense, config_.dense_dim, tables_.size(), sparse.size(), batch);
     if (out.cols() != 1) detail::fail("dcn_v2: forward: out must have 1 column (got ", out.cols(), ")");
-    const matrix_view<float> x0(impl::scratch(impl::slot_features, batch * d), batch, d);
+    const cpu::workspace::frame frame(ws);
+    const matrix_view<float> x0(ws.take<float>(batch * d).data(), batch, d);
     if (config_.dense_dim > 0) impl::copy_columns(dense, x0);
     cpu::embedding_bags(tables_, sparse, config_.pooling, {x0.data() + config_.dense_dim, batch, d - config_.dense_dim, d});
 
     const std::size_t deep_out = config_.deep.back();
     const cpu::activation head_act = config_.sigmoid ? cpu::activation::sigmoid : cpu::activation::none;
     if (config_.structure == dcn_structure::stacked) {
-      const matrix_view<float> crossed(impl::scratch(impl::slot_hidden, batch * d), batch, d);
-      cpu::cross_network(x0, cross_layers(), crossed);
-      const matrix_view<float> hidden(impl::scratch(impl::slot_deep, batch * deep_out), batch, deep_out);
-      deep_.forward(crossed, hidden);
+      const matrix_view<float> crossed(ws.take<float>(batch * d).data(), batch, d);
+      cpu::cross_network(x0, cross_layers(), crossed, ws);
+      const matrix_view<float> hidden(ws.take<float>(batch * deep_out).data(), batch, deep_out);
+      deep_.forward(crossed, hidden, ws);
       cpu::linear(hidden, head_weight_, head_bias_, out, head_act);
     } else {
       // [cross(x0) | deep(x0)] side by side, so the head is one product.
       const std::size_t width = d + deep_out;
-      const matrix_view<float> both(impl::scratch(impl::slot_hidden, batch * width), batch, width);
-      cpu::cross_network(x0, cross_layers(), {both.data(), batch, d, width});
-      deep_.forward(x0, {both.data() + d, batch, deep_out, width});
+      const matrix_view<float> both(ws.take<float>(batch * width).data(), batch, width);
+      cpu::cross_network(x0, cross_layers(), {both.data(), batch, d, width}, ws);
+      deep_.forward(x0, {both.data() + d, batch, deep_out, width}, ws);
       cpu::linear(both, head_weight_, head_bias_, out, head_act);
     }
   }

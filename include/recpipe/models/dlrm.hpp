@@ -118,22 +118,25 @@ class dlrm {
   //! @param dense   [batch, dense_dim]
   //! @param sparse  one bag input per table; offsets with batch or batch + 1 entries; ids in [0, rows_t)
   //! @param out     [batch, output_dim]
+  //! @param ws      scratch for the activations (see cpu::workspace); the calling thread's by default.
   //! @throws recpipe::error for shape mismatches, bad offsets or out-of-range ids (naming the feature).
-  void forward(matrix_view<const float> dense, std::span<const cpu::bag_input> sparse, matrix_view<float> out) const {
+  void forward(matrix_view<const float> dense, std::span<const cpu::bag_input> sparse, matrix_view<float> out,
+               cpu::workspace& ws = cpu::workspace::for_this_thread()) const {
     const std::size_t batch = out.rows(), d = config_.embedding_dim, f = config_.num_features();
     impl::check_batch_inputs("dlrm: forward", dense, config_.dense_dim, tables_.size(), sparse.size(), batch);
     if (out.cols() != output_dim())
       detail::fail("dlrm: forward: out has ", out.cols(), " columns but the model outputs ", output_dim());
     // features [batch, f * d] = [x | bag_0 | ... ]: the layout dot_interaction reads.
-    const matrix_view<float> features(impl::scratch(impl::slot_features, batch * f * d), batch, f * d);
-    bottom_.forward(dense, {features.data(), batch, d, f * d});
+    const cpu::workspace::frame frame(ws);
+    const matrix_view<float> features(ws.take<float>(batch * f * d).data(), batch, f * d);
+    bottom_.forward(dense, {features.data(), batch, d, f * d}, ws);
     cpu::embedding_bags(tables_, sparse, cpu::pooling::sum, {features.data() + d, batch, (f - 1) * d, f * d});
     // top input [batch, d + pairs] = cat(x, z)
     const std::size_t width = config_.top_input_dim();
-    const matrix_view<float> top_in(impl::scratch(impl::slot_hidden, batch * width), batch, width);
+    const matrix_view<float> top_in(ws.take<float>(batch * width).data(), batch, width);
     impl::copy_columns({features.data(), batch, d, f * d}, top_in);
     cpu::dot_interaction(features, f, config_.self_interaction, {top_in.data() + d, batch, width - d, width});
-    top_.forward(top_in, out);
+    top_.forward(top_in, out, ws);
   }
 
  private:

@@ -126,14 +126,16 @@ class mlp {
   //! @param x  [batch, input_dim] (any stride)
   //! @param y  [batch, output_dim] (any stride; may be a column block of a wider matrix); must not
   //!           overlap x.
+  //! @param ws scratch for the hidden activations (see cpu::workspace); the calling thread's by default.
   //! @throws recpipe::error naming the argument whose shape disagrees.
-  void forward(matrix_view<const float> x, matrix_view<float> y) const {
+  void forward(matrix_view<const float> x, matrix_view<float> y, cpu::workspace& ws = cpu::workspace::for_this_thread()) const {
     if (x.cols() != input_dim())
       detail::fail("mlp: forward: x has ", x.cols(), " columns but the model's input_dim is ", input_dim());
     if (y.rows() != x.rows() || y.cols() != output_dim())
       detail::fail("mlp: forward: y must be ", x.rows(), " x ", output_dim(), " (got ", y.rows(), " x ", y.cols(), ")");
     const std::size_t floats = cpu::mlp_scratch_size(x.rows(), layers_);
-    const std::span<float> scratch(impl::scratch(impl::slot_mlp, floats), floats);
+    const cpu::workspace::frame frame(ws);
+    const std::span<float> scratch = ws.take<float>(floats);
     if (!packed_ || cpu::active_isa() != cpu::isa::avx512) return cpu::mlp(x, layers_, y, scratch);
     // The packed path: the same ping-pong through scratch as cpu::mlp, bias added in the GEMM's
     // register tile, the activation as a pass over the (cache-resident) output.

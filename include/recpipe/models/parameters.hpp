@@ -22,6 +22,7 @@
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/cpu/embedding.hpp>
+#include <recpipe/cpu/workspace.hpp>
 #include <recpipe/io/safetensors.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -266,26 +267,6 @@ inline cpu::pooling parse_pooling(const std::string& name, const char* kind) {
   if (name == "mean") return cpu::pooling::mean;
   detail::fail(kind, ": config: unknown pooling '", name, "' (sum, mean)");
 }
-
-// Per-thread model scratch, separate from the kernels' own slots; grows to the largest batch
-// seen and is then reused, so a warm forward pass does not allocate.
-inline float* scratch(std::size_t slot, std::size_t floats) {
-  thread_local std::vector<float> buffers[8];
-  std::vector<float>& buffer = buffers[slot];
-  if (buffer.size() < floats) buffer.resize(floats);
-  return buffer.data();
-}
-// Fixed slots so nested model calls never share a buffer.
-enum scratch_slot : std::size_t {
-  slot_mlp = 0,          // mlp hidden ping-pong
-  slot_features = 1,     // concatenated input of a tower / DCN / DLRM
-  slot_hidden = 2,       // DLRM top input, DCN cross output
-  slot_deep = 3,         // DCN deep output
-  slot_user = 4,         // two-tower user vectors
-  slot_item = 5,         // two-tower item vectors
-  slot_sequence = 6,     // session transformer activations (ping)
-  slot_sequence_2 = 7,   // session transformer activations (pong)
-};
 
 // Batch size of a model call: out.rows(); checks dense and sparse agree with it.
 inline void check_batch_inputs(const char* where, matrix_view<const float> dense, std::size_t dense_dim,

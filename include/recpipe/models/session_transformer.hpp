@@ -287,12 +287,14 @@ class session_transformer {
   //!         or a wrong out shape.
   //! Complexity: O(sum len * E * (E + F) + sum len^2 * E) per layer; with attend_to_padding
   //! every session costs its full window, len = max_length.
-  void encode(std::span<const id_type> offsets, std::span<const id_type> items, matrix_view<float> out) const {
-    encode(ragged_view<const id_type, id_type>(offsets, items), out);
+  //! `ws`: scratch for the activations (see cpu::workspace); the calling thread's by default.
+  void encode(std::span<const id_type> offsets, std::span<const id_type> items, matrix_view<float> out,
+              cpu::workspace& ws = cpu::workspace::for_this_thread()) const {
+    encode(ragged_view<const id_type, id_type>(offsets, items), out, ws);
   }
   //! The same over a ragged_view with any offset type (a ragged column's view(): no copy).
   template <std::integral Offset>
-  void encode(ragged_view<const id_type, Offset> sessions, matrix_view<float> out) const {
+  void encode(ragged_view<const id_type, Offset> sessions, matrix_view<float> out, cpu::workspace& ws = cpu::workspace::for_this_thread()) const {
     const std::size_t e = config_.embedding_dim;
     sessions.check("session_transformer: encode", "items.size()");
     const std::span<const Offset> offsets = sessions.offsets();
@@ -305,24 +307,24 @@ class session_transformer {
         detail::fail("session_transformer: encode: items[", i, "] = ", items[i], " is outside [0, ", config_.num_items, ")");
 
     // Sessions with the padding item dropped (it is not an item), then their last max_length items.
+    const cpu::workspace::frame frame(ws);
     std::span<const id_type> kept_items = items;
     std::span<const Offset> kept_offsets = offsets;
     if (config_.padding_id >= 0 && std::find(items.begin(), items.end(), config_.padding_id) != items.end()) {
-      thread_local std::vector<id_type> filtered_items;
-      thread_local std::vector<Offset> filtered_offsets;
-      filtered_items.clear();
-      filtered_offsets.assign(1, 0);
+      const std::span<id_type> filtered_items = ws.take<id_type>(items.size());
+      const std::span<Offset> filtered_offsets = ws.take<Offset>(batch + 1);
+      std::size_t kept = 0;
+      filtered_offsets[0] = 0;
       for (std::size_t b = 0; b < batch; ++b) {
         for (auto i = static_cast<std::size_t>(offsets[b]); i < static_cast<std::size_t>(offsets[b + 1]); ++i)
-          if (items[i] != config_.padding_id) filtered_items.push_back(items[i]);
-        filtered_offsets.push_back(static_cast<Offset>(filtered_items.size()));
+          if (items[i] != config_.padding_id) filtered_items[kept++] = items[i];
+        filtered_offsets[b + 1] = static_cast<Offset>(kept);
       }
-      kept_items = filtered_items;
+      kept_items = filtered_items.first(kept);
       kept_offsets = filtered_offsets;
     }
 
-    thread_local std::vector<std::size_t> lengths;
-    lengths.resize(batch);
+    const std::span<std::size_t> lengths = ws.take<std::size_t>(batch);
     std::size_t longest = 0;
     for (std::size_t b = 0; b < batch; ++b) {
       lengths[b] = std::min(static_cast<std::size_t>(kept_offsets[b + 1] - kept_offsets[b]), config_.max_length);
@@ -340,8 +342,8 @@ class session_transformer {
     const bool full_window = config_.attend_to_padding;
     const std::size_t window = full_window ? config_.max_length : longest;
     const std::size_t rows = batch * window;
-    matrix_view<float> x(impl::scratch(impl::slot_sequence, rows * e), rows, e);
-    matrix_view<float> y(impl::scratch(impl::slot_sequence_2, rows * e), rows, e);
+    matrix_view<float> x(ws.take<float>(rows * e).data(), rows, e);
+    matrix_view<float> y(ws.take<float>(rows * e).data(), rows, e);
     const auto table = cpu::embedding_table_view::fp32(items_);
     const bool left = config_.padding == session_padding::left;
     for (std::size_t b = 0; b < batch; ++b) {
@@ -373,10 +375,12 @@ class session_transformer {
       if (!full_window) std::fill_n(x.data() + (b * window + len) * e, (window - len) * e, 0.0f);
     }
     // The kernels' view of the sessions: all max_length slots valid, or the ragged lengths.
-    thread_local std::vector<std::size_t> kernel_lengths;
-    kernel_lengths.assign(batch, window);
-    const std::span<const std::size_t> valid =
-        full_window ? std::span<const std::size_t>(kernel_lengths) : std::span<const std::size_t>(lengths.data(), batch);
+    std::span<const std::size_t> valid = lengths;
+    if (full_window) {
+      const std::span<std::size_t> kernel_lengths = ws.take<std::size_t>(batch);
+      std::fill(kernel_lengths.begin(), kernel_lengths.end(), window);
+      valid = kernel_lengths;
+    }
     const auto apply_timeline_mask = [&](matrix_view<float> h) {
       if (!config_.timeline_mask) return;
       for (std::size_t b = 0; b < batch; ++b) std::fill_n(h.data() + b * window * e, (window - lengths[b]) * e, 0.0f);
@@ -385,9 +389,9 @@ class session_transformer {
     apply_timeline_mask(x);
     for (const cpu::transformer_layer_weights& layer : layers_) {
       if (config_.query_only_norm)
-        cpu::query_norm_encoder_layer(x, valid, window, layer, true, y);
+        cpu::query_norm_encoder_layer(x, valid, window, layer, true, y, ws);
       else
-        cpu::transformer_encoder_layer(x, valid, window, layer, true, y);
+        cpu::transformer_encoder_layer(x, valid, window, layer, true, y, ws);
       std::swap(x, y);
       apply_timeline_mask(x);
     }

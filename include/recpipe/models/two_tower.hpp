@@ -113,18 +113,21 @@ class tower {
 
   //! @brief out = tower(dense, sparse), one row per example; L2-normalised rows when the model
   //! normalises (x / max(||x||, 1e-12), as torch.nn.functional.normalize).
+  //! `ws`: scratch for the tower's input and hidden layers (see cpu::workspace).
   //! @throws recpipe::error for shape mismatches, bad offsets or ids outside a table.
-  void encode(matrix_view<const float> dense, std::span<const cpu::bag_input> sparse, matrix_view<float> out) const {
+  void encode(matrix_view<const float> dense, std::span<const cpu::bag_input> sparse, matrix_view<float> out,
+              cpu::workspace& ws = cpu::workspace::for_this_thread()) const {
     const std::size_t batch = out.rows();
     impl::check_batch_inputs("two_tower: encode", dense, config_.dense_dim, tables_.size(), sparse.size(), batch);
     if (out.cols() != output_dim())
       detail::fail("two_tower: encode: out has ", out.cols(), " columns but the tower outputs ", output_dim());
     const std::size_t width = config_.input_dim();
-    const matrix_view<float> x(impl::scratch(impl::slot_features, batch * width), batch, width);
+    const cpu::workspace::frame frame(ws);
+    const matrix_view<float> x(ws.take<float>(batch * width).data(), batch, width);
     if (config_.dense_dim > 0) impl::copy_columns(dense, x);
     cpu::embedding_bags(tables_, sparse, config_.pooling,
                         {x.data() + config_.dense_dim, batch, width - config_.dense_dim, width});
-    mlp_.forward(x, out);
+    mlp_.forward(x, out, ws);
     if (normalize_) {
       for (std::size_t r = 0; r < batch; ++r) {
         float* row = out.data() + r * out.stride();
@@ -185,23 +188,26 @@ class two_tower {
   const tower& item_tower() const noexcept { return item_; }
 
   //! User vectors: out [batch, output_dim].
-  void encode_users(matrix_view<const float> dense, std::span<const cpu::bag_input> sparse, matrix_view<float> out) const {
-    user_.encode(dense, sparse, out);
+  void encode_users(matrix_view<const float> dense, std::span<const cpu::bag_input> sparse, matrix_view<float> out,
+                    cpu::workspace& ws = cpu::workspace::for_this_thread()) const {
+    user_.encode(dense, sparse, out, ws);
   }
   //! Item vectors: out [batch, output_dim].
-  void encode_items(matrix_view<const float> dense, std::span<const cpu::bag_input> sparse, matrix_view<float> out) const {
-    item_.encode(dense, sparse, out);
+  void encode_items(matrix_view<const float> dense, std::span<const cpu::bag_input> sparse, matrix_view<float> out,
+                    cpu::workspace& ws = cpu::workspace::for_this_thread()) const {
+    item_.encode(dense, sparse, out, ws);
   }
   //! @brief out[b] = <user b, item b> for paired inputs; out [batch, 1].
   void forward(matrix_view<const float> user_dense, std::span<const cpu::bag_input> user_sparse,
                matrix_view<const float> item_dense, std::span<const cpu::bag_input> item_sparse,
-               matrix_view<float> out) const {
+               matrix_view<float> out, cpu::workspace& ws = cpu::workspace::for_this_thread()) const {
     const std::size_t batch = out.rows(), d = output_dim();
     if (out.cols() != 1) detail::fail("two_tower: forward: out must have 1 column (got ", out.cols(), ")");
-    const matrix_view<float> users(impl::scratch(impl::slot_user, batch * d), batch, d);
-    const matrix_view<float> items(impl::scratch(impl::slot_item, batch * d), batch, d);
-    encode_users(user_dense, user_sparse, users);
-    encode_items(item_dense, item_sparse, items);
+    const cpu::workspace::frame frame(ws);
+    const matrix_view<float> users(ws.take<float>(batch * d).data(), batch, d);
+    const matrix_view<float> items(ws.take<float>(batch * d).data(), batch, d);
+    encode_users(user_dense, user_sparse, users, ws);
+    encode_items(item_dense, item_sparse, items, ws);
     for (std::size_t b = 0; b < batch; ++b) out(b, 0) = math::dot(users.data() + b * d, items.data() + b * d, d);
   }
 

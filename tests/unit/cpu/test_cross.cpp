@@ -2,12 +2,14 @@
 // recpipe tests: cpu/cross.hpp (DCN-v2 cross layers, DLRM dot interaction, FM term).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include <recpipe/cpu/cross.hpp>
 #include <recpipe/cpu/threads.hpp>
+#include <recpipe/cpu/workspace.hpp>
 
 #include "common/isa.hpp"
 #include "unit/cpu/reference.hpp"
@@ -69,6 +71,36 @@ TEST_CASE("cross_network matches a double reference, full rank, low rank and mix
       CHECK(ref::max_rel_error(cross_reference(x0d, x0d, batch, d, wlow, b1), xl) < 1e-5);
     }
   }
+}
+
+TEST_CASE("cross_network: a caller's workspace: same result, outer buffers kept, nothing allocated once warm") {
+  std::mt19937 rng(12);
+  const std::size_t batch = 300, d = 24, rank = 5;  // 300 rows: two blocks of the portable path
+  ref::buffer x0(batch, d), w0(d, d), down(rank, d), up(d, rank), want(batch, d), got(batch, d);
+  ref::fill(x0, rng);
+  ref::fill(w0, rng, 0.3f);
+  ref::fill(down, rng, 0.5f);
+  ref::fill(up, rng, 0.5f);
+  const auto b0 = ref::random_vector(d, rng);
+  const std::vector<cpu::cross_params> layers = {{w0.cview(), {}, {}, b0}, {{}, down.cview(), up.cview(), {}}};
+  cpu::cross_network(x0.cview(), layers, want.view());  // the thread's workspace
+  cpu::workspace ws;
+  {
+    // A caller's buffer taken before the call stays intact: the kernel's frame sits above it.
+    const cpu::workspace::frame frame(ws);
+    const std::span<float> mine = ws.take<float>(1000);
+    std::fill(mine.begin(), mine.end(), 42.0f);
+    cpu::cross_network(x0.cview(), layers, got.view(), ws);
+    CHECK(std::all_of(mine.begin(), mine.end(), [](float v) { return v == 42.0f; }));
+    CHECK(ws.in_use() == 4032);  // 4000 bytes rounded up to whole cache lines
+  }
+  CHECK(ws.in_use() == 0);
+  CHECK(got.storage == want.storage);
+  const std::size_t allocations = ws.allocations();
+  for (int run = 0; run < 3; ++run) cpu::cross_network(x0.cview(), layers, got.view(), ws);
+  cpu::cross_layer(x0.cview(), x0.cview(), w0.cview(), b0, got.view(), ws);
+  CHECK(ws.allocations() == allocations);
+  CHECK(ws.blocks() == 1);
 }
 
 TEST_CASE("cross kernels reject bad shapes naming the layer and argument") {

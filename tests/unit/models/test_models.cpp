@@ -294,6 +294,27 @@ TEST_CASE("dlrm: bad ids, offsets and feature counts are errors naming the featu
   CHECK_THROWS_AS(model.forward(dense.view(), sparse, wrong_out.view()), recpipe::error);
 }
 
+TEST_CASE("dlrm: a caller's workspace gives the same scores, is empty after a throw, and a warm forward allocates nothing") {
+  dlrm_fixture f;
+  const auto model = models::dlrm::load(as_file(f.writer), f.config);
+  matrix<float> dense(2, 3, 0.5f), want(2, 1), got(2, 1);
+  std::vector<id_type> ids0 = {1, 2, 3}, off0 = {0, 2, 3}, ids1 = {6, 0}, off1 = {0, 1, 2};
+  std::vector<recpipe::cpu::bag_input> sparse = {{ids0, off0}, {ids1, off1}};
+  model.forward(dense.view(), sparse, want.view());
+  recpipe::cpu::workspace ws;
+  model.forward(dense.view(), sparse, got.view(), ws);
+  CHECK(got(0, 0) == want(0, 0));
+  CHECK(got(1, 0) == want(1, 0));
+  CHECK(ws.in_use() == 0);
+  const std::size_t allocations = ws.allocations();
+  for (int run = 0; run < 3; ++run) model.forward(dense.view(), sparse, got.view(), ws);
+  CHECK(ws.allocations() == allocations);
+  std::vector<id_type> bad_ids1 = {7, 0};
+  sparse[1].ids = bad_ids1;  // throws after the model took its buffers
+  CHECK_THROWS_AS(model.forward(dense.view(), sparse, got.view(), ws), recpipe::error);
+  CHECK(ws.in_use() == 0);
+}
+
 TEST_CASE("dlrm with F16 and BF16 weights computes what the F32 weights compute, to half precision") {
   dlrm_fixture f;
   const auto reference_file = as_file(f.writer);
