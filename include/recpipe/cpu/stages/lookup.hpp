@@ -17,6 +17,14 @@
 
 RECPIPE_NAMESPACE_BEGIN
 
+namespace detail {
+//! `T`, as a type that depends on `U` too (see its use in the lookup stage).
+template <class T, class U>
+struct first_of {
+  using type = T;
+};
+}  // namespace detail
+
 template <class Store, class Ref, class Flag>
 struct stage_impl<lookup_stage<Store, Ref, Flag>, cpu_backend> {
   static constexpr bool flags = !std::is_void_v<Flag>;
@@ -41,8 +49,13 @@ struct stage_impl<lookup_stage<Store, Ref, Flag>, cpu_backend> {
     const auto read = [&store](id_type id, auto&& copy) {
       if constexpr (requires { store.read_or_apply_policy(id, copy); })
         store.read_or_apply_policy(id, copy);
-      else
-        copy(store.find_or_apply_policy(id));
+      else {
+        // Through a type that names `copy`, so that the call is dependent: clang 14 checks a
+        // non-dependent call even in a generic lambda's discarded branch, and a store that reads
+        // whole batches (io/redis_store.hpp) has no find_or_apply_policy.
+        const typename detail::first_of<Store, decltype(copy)>::type& s = store;
+        copy(s.find_or_apply_policy(id));
+      }
     };
     column_storage_t<value> out;
     // 1 where the id got the store's default (flag_missing); sized only when the stage flags.
