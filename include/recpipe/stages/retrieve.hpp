@@ -28,7 +28,7 @@ struct retrieve_stage : stage<retrieve_stage<Index, Query, Ref>> {
                 "recpipe: QUERY_COLUMN_NOT_A_FLOAT_VECTOR - retrieve searches with a per_request_vector column of float");
   using reads = columns<Query>;
   using writes = columns<col::candidates, col::retrieval_score>;
-  static constexpr std::string_view name = detail::stage_name_v<detail::retrieve_prefix, Query::name>;
+  static constexpr std::string_view name = detail::stage_name_v<&detail::retrieve_prefix, &Query::name>;
 
   template <class Arg>
   retrieve_stage(Arg&& index, std::size_t k) : index_(std::forward<Arg>(index)), k_(k) {
