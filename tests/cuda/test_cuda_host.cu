@@ -7,6 +7,11 @@
 #include <recpipe/cuda/blas.cuh>
 #include <recpipe/cuda/cross.cuh>
 #include <recpipe/cuda/dense.cuh>
+#include <recpipe/cuda/stages.cuh>
+#include <recpipe/core/pipeline.hpp>
+#include <recpipe/stages/filter.hpp>
+#include <recpipe/stages/order.hpp>
+#include <recpipe/stages/score.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -338,4 +343,32 @@ TEST_CASE("cuda::multi_head_attention validates before touching the device") {
   // No sessions: nothing to do, no CUDA call.
   CHECK(rc::multi_head_attention(backend, blas, recpipe::matrix_view<const float>(fake_floats, 0, 8), {}, 5,
                                  {in_w, {}, out_w, {}, 2}, true, recpipe::matrix_view<float>(fake_out, 0, 8)) == cudaSuccess);
+}
+
+// Which stages run where inside a cuda_backend run (compile-time, no device needed).
+static_assert(recpipe::cuda::detail::device_stage<recpipe::top_k_stage<recpipe::col::score>>);
+static_assert(recpipe::cuda::detail::device_stage<recpipe::softmax_sample_stage<recpipe::col::score>>);
+static_assert(recpipe::cuda::detail::device_stage<
+              recpipe::retrieve_stage<recpipe::cuda::exact_index, recpipe::col::user_embedding>>);
+static_assert(recpipe::cuda::detail::device_stage<
+              recpipe::score_stage<const recpipe::dot_product_scorer<>&, recpipe::col::score>>);
+static_assert(!recpipe::cuda::detail::device_stage<recpipe::filter_seen_stage<recpipe::col::history>>);
+static_assert(recpipe::has_stage_impl<recpipe::filter_seen_stage<recpipe::col::history>, recpipe::cuda::cuda_backend>);
+
+TEST_CASE("cuda_backend runs host stages on the host and device stages skip empty work without a CUDA call") {
+  using namespace recpipe;
+  recpipe::cuda::cuda_backend borrowed{cudaStream_t{}};  // makes no CUDA call; a device stage with work would fail
+  // filter_seen has no device implementation: it runs its CPU stage_impl inside the cuda run.
+  auto requests = make_batch<col::user_id>(std::vector<id_type>{1, 2});
+  ragged<id_type> candidates, history;
+  candidates.assign(std::vector<std::size_t>{0, 3, 5}, std::vector<id_type>{10, 11, 12, 20, 21}, "candidates");
+  history.assign(std::vector<std::size_t>{0, 1, 2}, std::vector<id_type>{11, 21}, "history");
+  auto with_lists = std::move(requests).with<col::candidates>(std::move(candidates)).with<col::history>(std::move(history));
+  const auto filtered = (filter_seen() >> filter_seen()).run(with_lists, borrowed);
+  CHECK(filtered.get<col::candidates>().values() == std::vector<id_type>{10, 12, 20});
+  // top_k and softmax_sample over an empty batch: no device work.
+  auto empty = make_batch<col::user_id>(std::vector<id_type>{})
+                   .with<col::candidates>(ragged<id_type>{})
+                   .with<col::score>(std::vector<float>{});
+  CHECK((top_k(3) >> softmax_sample(2, 0.5f, 1)).run(empty, borrowed).size() == 0);
 }

@@ -110,7 +110,7 @@ struct cold_start_stage : stage<cold_start_stage<Flag, Score, Ref>> {
                 "recpipe: COLD_START_SCORE_NOT_PER_CANDIDATE_FLOAT - the score cold_start writes is a per-candidate float column");
   using reads = columns<Flag, col::candidates, Score>;
   using writes = columns<>;
-  static constexpr std::string_view name = detail::stage_name_v<detail::cold_start_prefix, Flag::name>;
+  static constexpr std::string_view name = detail::stage_name_v<&detail::cold_start_prefix, &Flag::name>;
 
   template <class Arg>
   cold_start_stage(Arg&& popular, std::size_t k) : popular_(std::forward<Arg>(popular)), k_(k) {

@@ -38,7 +38,7 @@ struct lookup_stage : stage<lookup_stage<Store, Ref, Flag>> {
   using flag_column = Flag;
   using reads = columns<key_column>;
   using writes = typename detail::lookup_writes<value_column, Flag>::type;
-  static constexpr std::string_view name = detail::stage_name_v<detail::lookup_prefix, Store::value_column::name>;
+  static constexpr std::string_view name = detail::stage_name_v<&detail::lookup_prefix, &Store::value_column::name>;
 
   template <class Arg>
     requires(!std::is_same_v<std::remove_cvref_t<Arg>, lookup_stage>)

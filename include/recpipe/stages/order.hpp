@@ -29,7 +29,7 @@ struct top_k_stage : stage<top_k_stage<Score>> {
                 "recpipe: ORDER_COLUMN_NOT_PER_CANDIDATE - ordering stages rank by a per_candidate column");
   using reads = columns<col::candidates, Score>;
   using writes = columns<>;
-  static constexpr std::string_view name = detail::stage_name_v<detail::top_k_prefix, Score::name>;
+  static constexpr std::string_view name = detail::stage_name_v<&detail::top_k_prefix, &Score::name>;
 
   explicit top_k_stage(std::size_t k) : k_(k) {
     if (k == 0) detail::fail("top_k: k must be at least 1 (got 0)");
@@ -61,7 +61,7 @@ struct softmax_sample_stage : stage<softmax_sample_stage<Score>> {
                 "recpipe: ORDER_COLUMN_NOT_PER_CANDIDATE - ordering stages rank by a per_candidate column");
   using reads = columns<col::candidates, Score>;
   using writes = columns<>;
-  static constexpr std::string_view name = detail::stage_name_v<detail::softmax_sample_prefix, Score::name>;
+  static constexpr std::string_view name = detail::stage_name_v<&detail::softmax_sample_prefix, &Score::name>;
 
   softmax_sample_stage(std::size_t k, float temperature, std::uint64_t seed)
       : k_(k), temperature_(temperature), seed_(seed) {

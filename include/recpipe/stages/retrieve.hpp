@@ -39,7 +39,7 @@ struct retrieve_stage : stage<retrieve_stage<Index, Query, Ref, Excluded>> {
   using reads = detail::list_concat_t<columns<Query>, Excluded>;
   using writes = columns<col::candidates, col::retrieval_score>;
   using excluded_columns = Excluded;
-  static constexpr std::string_view name = detail::stage_name_v<detail::retrieve_prefix, Query::name>;
+  static constexpr std::string_view name = detail::stage_name_v<&detail::retrieve_prefix, &Query::name>;
 
   template <class Arg>
   retrieve_stage(Arg&& index, std::size_t k) : index_(std::forward<Arg>(index)), k_(k) {

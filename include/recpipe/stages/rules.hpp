@@ -49,7 +49,7 @@ struct diversify_stage : stage<diversify_stage<Score, Vector>> {
                 "of float (e.g. col::item_embedding)");
   using reads = columns<col::candidates, Score, Vector>;
   using writes = columns<>;
-  static constexpr std::string_view name = detail::stage_name_v<detail::diversify_prefix, Vector::name>;
+  static constexpr std::string_view name = detail::stage_name_v<&detail::diversify_prefix, &Vector::name>;
 
   diversify_stage(std::size_t k, float lambda) : k_(k), lambda_(lambda) {
     if (k == 0) detail::fail("diversify: k must be at least 1 (got 0)");
@@ -114,7 +114,7 @@ struct cap_stage : stage<cap_stage<Category, Score>> {
                 "recpipe: CAP_ORDER_NOT_A_COLUMN - cap ranks by a per_candidate column or keeps recpipe::current_order");
   using reads = detail::list_union_t<columns<col::candidates, Category>, typename detail::cap_reads<Score>::type>;
   using writes = columns<>;
-  static constexpr std::string_view name = detail::stage_name_v<detail::cap_prefix, Category::name>;
+  static constexpr std::string_view name = detail::stage_name_v<&detail::cap_prefix, &Category::name>;
 
   explicit cap_stage(std::size_t n) : n_(n) {
     if (n == 0)

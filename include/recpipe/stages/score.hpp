@@ -39,7 +39,7 @@ struct score_stage : stage<score_stage<ModelRef, Out>> {
                 "recpipe: SCORE_COLUMN_NOT_PER_CANDIDATE_FLOAT - score writes a per_candidate column of float");
   using reads = detail::list_union_t<columns<col::candidates>, typename model_type::reads>;
   using writes = columns<Out>;
-  static constexpr std::string_view name = detail::stage_name_v<detail::score_prefix, Out::name>;
+  static constexpr std::string_view name = detail::stage_name_v<&detail::score_prefix, &Out::name>;
 
   template <class M>
   explicit score_stage(M&& model) : model_(std::forward<M>(model)) {}
@@ -77,7 +77,7 @@ struct encode_stage : stage<encode_stage<ModelRef, Out>> {
                 "recpipe: ENCODE_COLUMN_NOT_A_FLOAT_VECTOR - encode writes a per_request_vector column of float");
   using reads = typename model_type::reads;
   using writes = columns<Out>;
-  static constexpr std::string_view name = detail::stage_name_v<detail::encode_prefix, Out::name>;
+  static constexpr std::string_view name = detail::stage_name_v<&detail::encode_prefix, &Out::name>;
 
   template <class M>
   explicit encode_stage(M&& model) : model_(std::forward<M>(model)) {}

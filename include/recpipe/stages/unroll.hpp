@@ -46,7 +46,7 @@ struct unroll_stage : stage<unroll_stage<Out, Sources...>> {
   static_assert(((!std::is_same_v<Out, Sources>) && ...), "recpipe: UNROLL_OUTPUT_IS_A_SOURCE");
   using reads = columns<col::candidates, Sources...>;
   using writes = columns<Out>;
-  static constexpr std::string_view name = detail::stage_name_v<detail::unroll_prefix, Out::name>;
+  static constexpr std::string_view name = detail::stage_name_v<&detail::unroll_prefix, &Out::name>;
 
   explicit unroll_stage(std::size_t width) : width_(width) {}
   //! The width the output must have (the sum of the sources' widths), or 0 for any.

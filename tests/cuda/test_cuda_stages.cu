@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: Apache-2.0
+// Whole pipelines on cuda_backend against the CPU backend: ids identical, scores within 1e-5
+// relative. Exits 77 (skipped) without a device.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <span>
+#include <vector>
+
+#include <recpipe/core/pipeline.hpp>
+#include <recpipe/cpu/exact_index.hpp>
+#include <recpipe/cpu/feature_store.hpp>
+#include <recpipe/cuda/stages.cuh>
+#include <recpipe/stages/filter.hpp>
+#include <recpipe/stages/lookup.hpp>
+#include <recpipe/stages/order.hpp>
+#include <recpipe/stages/retrieve.hpp>
+#include <recpipe/stages/score.hpp>
+
+using namespace recpipe;
+
+namespace {
+
+void require_device() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess || count == 0) {
+    std::printf("SKIPPED: no CUDA device (%s)\n",
+                status != cudaSuccess ? cudaGetErrorString(status) : "cudaGetDeviceCount reports 0 devices");
+    std::exit(77);
+  }
+}
+
+struct world {
+  static constexpr std::size_t items = 3000, users = 200, dim = 48;
+  matrix<float> item_rows{items, dim};
+  std::vector<id_type> item_ids = std::vector<id_type>(items);
+  feature_store<col::user_id, col::user_embedding> user_vectors{dim};
+  feature_store<col::user_id, col::history> histories;
+  feature_store<col::candidates, col::item_embedding> item_vectors{dim};
+  cpu::exact_index host_index{dim, metric::inner_product, items};
+
+  world() {
+    std::mt19937 rng(7);
+    // Multiples of 1/4 with |x| <= 2: every product and sum of 48 of them is exact in float, so
+    // cuBLAS, the dot kernel, OpenBLAS and Eigen agree bitwise whatever their summation order, and
+    // ties are many (ranked by id on both backends).
+    std::normal_distribution<float> gaussian(0.0f, 2.0f);
+    const auto normal = [&gaussian](std::mt19937& g) { return std::clamp(std::round(gaussian(g)), -8.0f, 8.0f) / 4.0f; };
+    std::uniform_int_distribution<id_type> pick(0, items - 1);
+    for (std::size_t i = 0; i < items; ++i) {
+      item_ids[i] = static_cast<id_type>(i * 3 + 1);  // not row numbers: ids travel through the device
+      for (auto& x : item_rows.row(i)) x = normal(rng);
+      item_vectors.insert(item_ids[i], item_rows.row(i));
+    }
+    std::vector<float> u(dim);
+    std::vector<id_type> seen(20);
+    for (std::size_t r = 0; r < users; ++r) {
+      for (auto& x : u) x = normal(rng);
+      user_vectors.insert(static_cast<id_type>(r), u);
+      for (auto& s : seen) s = item_ids[static_cast<std::size_t>(pick(rng))];
+      histories.insert(static_cast<id_type>(r), seen);
+    }
+    host_index.add(item_ids, item_rows.view());
+  }
+};
+
+std::vector<id_type> some_users(std::size_t n) {
+  std::vector<id_type> users(n);
+  std::iota(users.begin(), users.end(), id_type{0});
+  users.push_back(100000);  // unknown: a zero user vector, every score 0, ties broken by id
+  return users;
+}
+
+template <class Batch>
+void check_same(const Batch& cpu, const Batch& gpu) {
+  const auto& a = cpu.template get<col::candidates>();
+  const auto& b = gpu.template get<col::candidates>();
+  REQUIRE(a.offsets() == b.offsets());
+  REQUIRE(a.values() == b.values());
+  const auto& sa = cpu.template get<col::score>();
+  const auto& sb = gpu.template get<col::score>();
+  REQUIRE(sa.size() == sb.size());
+  for (std::size_t i = 0; i < sa.size(); ++i)
+    CHECK(std::abs(sa[i] - sb[i]) <= 1e-5f * std::max(1.0f, std::abs(sa[i])));
+}
+
+}  // namespace
+
+TEST_CASE("exact retrieve >> top_k: cuda_backend equals the CPU backend") {
+  require_device();
+  world w;
+  recpipe::cuda::cuda_backend backend;
+  recpipe::cuda::exact_index device_index(backend, w.item_ids, w.item_rows.view());
+  const auto users = make_batch<col::user_id>(some_users(64));
+  // retrieval_score is the score here: copy it into col::score for the comparison
+  const auto on_cpu = (lookup(w.user_vectors) >> retrieve<col::user_embedding>(w.host_index, 200) >>
+                       top_k<col::retrieval_score>(10))
+                          .run(users);
+  const auto on_gpu = (lookup(w.user_vectors) >> retrieve<col::user_embedding>(device_index, 200) >>
+                       top_k<col::retrieval_score>(10))
+                          .run(users, backend);
+  REQUIRE(on_cpu.get<col::candidates>().offsets() == on_gpu.get<col::candidates>().offsets());
+  REQUIRE(on_cpu.get<col::candidates>().values() == on_gpu.get<col::candidates>().values());
+  const auto& a = on_cpu.get<col::retrieval_score>();
+  const auto& b = on_gpu.get<col::retrieval_score>();
+  for (std::size_t i = 0; i < a.size(); ++i) CHECK(std::abs(a[i] - b[i]) <= 1e-5f * std::max(1.0f, std::abs(a[i])));
+  // k beyond the catalog returns every item on both
+  const auto all_gpu = (lookup(w.user_vectors) >> retrieve<col::user_embedding>(device_index, 5000)).run(users, backend);
+  CHECK(all_gpu.get<col::candidates>().total() == users.size() * world::items);
+}
+
+TEST_CASE("retrieve >> lookup >> score >> top_k and the sampling pipeline: cuda_backend equals the CPU backend") {
+  require_device();
+  world w;
+  recpipe::cuda::cuda_backend backend;
+  recpipe::cuda::exact_index device_index(backend, w.item_ids, w.item_rows.view());
+  const auto users = make_batch<col::user_id>(some_users(64));
+  const auto tail = lookup(w.item_vectors) >> score(dot_product_scorer<>{}) >> top_k(10);
+  const auto on_cpu = (lookup(w.user_vectors) >> retrieve<col::user_embedding>(w.host_index, 300) >> tail).run(users);
+  const auto on_gpu =
+      (lookup(w.user_vectors) >> retrieve<col::user_embedding>(device_index, 300) >> tail).run(users, backend);
+  check_same(on_cpu, on_gpu);
+
+  const auto sampled = [&](const auto& index) {
+    return lookup(w.user_vectors) >> lookup(w.histories) >> retrieve<col::user_embedding>(index, 300) >>
+           filter_seen() >> lookup(w.item_vectors) >> score(dot_product_scorer<>{}) >>
+           softmax_sample(10, 0.05f, 2026);
+  };
+  check_same(sampled(w.host_index).run(users), sampled(device_index).run(users, backend));
+  const auto greedy = [&](const auto& index) {
+    return lookup(w.user_vectors) >> retrieve<col::user_embedding>(index, 300) >> lookup(w.item_vectors) >>
+           score(dot_product_scorer<>{}) >> softmax_sample(10, 0.0f, 1);
+  };
+  check_same(greedy(w.host_index).run(users), greedy(device_index).run(users, backend));
+  // an empty batch runs on both
+  CHECK(sampled(device_index).run(make_batch<col::user_id>(std::vector<id_type>{}), backend).size() == 0);
+}
