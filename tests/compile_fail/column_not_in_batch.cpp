@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Reading a column the batch does not hold.
 // EXPECT: recpipe: COLUMN_NOT_IN_BATCH
-#include <recpipe/recpipe.hpp>
+#include <recpipe/core/batch.hpp>
 
 int main() {
   using namespace recpipe;

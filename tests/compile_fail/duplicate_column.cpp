@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A batch type that names one column twice.
 // EXPECT: recpipe: DUPLICATE_COLUMN_IN_BATCH
-#include <recpipe/recpipe.hpp>
+#include <recpipe/core/batch.hpp>
 
 int main() {
   using namespace recpipe;

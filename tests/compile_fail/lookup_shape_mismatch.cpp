@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A store keyed by candidates must hold a per-candidate column.
 // EXPECT: recpipe: LOOKUP_SHAPE_MISMATCH
-#include <recpipe/recpipe.hpp>
+#include <recpipe/cpu/feature_store.hpp>
 
 int main() {
   using namespace recpipe;

@@ -2,7 +2,14 @@
 // A stage that reads a column nothing provides: filter_seen needs col::history.
 // EXPECT: recpipe: STAGE_READS_MISSING_COLUMN
 // EXPECT: STAGE_READS_MISSING_COLUMN<recpipe::(v0::)?filter_seen_stage<recpipe::(v0::)?col::history>, recpipe::(v0::)?col::history>
-#include <recpipe/recpipe.hpp>
+#include <recpipe/core/batch.hpp>
+#include <recpipe/cpu/exact_index.hpp>
+#include <recpipe/cpu/feature_store.hpp>
+#include <recpipe/stages/filter.hpp>
+#include <recpipe/stages/lookup.hpp>
+#include <recpipe/stages/retrieve.hpp>
+
+#include <vector>
 
 int main() {
   using namespace recpipe;

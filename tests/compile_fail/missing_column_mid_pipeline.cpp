@@ -2,7 +2,15 @@
 // The scorer reads item vectors, but no lookup of the item store precedes it.
 // EXPECT: recpipe: STAGE_READS_MISSING_COLUMN
 // EXPECT: STAGE_READS_MISSING_COLUMN<recpipe::(v0::)?score_stage<.*, recpipe::(v0::)?col::item_embedding>
-#include <recpipe/recpipe.hpp>
+#include <recpipe/core/batch.hpp>
+#include <recpipe/cpu/exact_index.hpp>
+#include <recpipe/cpu/feature_store.hpp>
+#include <recpipe/stages/lookup.hpp>
+#include <recpipe/stages/order.hpp>
+#include <recpipe/stages/retrieve.hpp>
+#include <recpipe/stages/score.hpp>
+
+#include <vector>
 
 int main() {
   using namespace recpipe;

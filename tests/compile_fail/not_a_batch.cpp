@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // A pipeline applied to something that is not a batch of requests.
 // EXPECT: recpipe: STAGE_CANNOT_CONSUME_INPUT
-#include <recpipe/recpipe.hpp>
+#include <recpipe/core/batch.hpp>
+#include <recpipe/stages/order.hpp>
 
 #include <vector>
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Composing a stage with something that is not a stage (a factory named without its call).
 // EXPECT: recpipe: RIGHT_OF_SHIFT_IS_NOT_A_STAGE
-#include <recpipe/recpipe.hpp>
+#include <recpipe/stages/filter.hpp>
+#include <recpipe/stages/order.hpp>
 
 int main() {
   using namespace recpipe;

@@ -2,7 +2,14 @@
 // A user stage that declares its columns but has no CPU implementation.
 // EXPECT: recpipe: RECPIPE_STAGE_HAS_NO_CPU_IMPL
 // EXPECT: STAGE_HAS_NO_BACKEND_IMPL<unimplemented, recpipe::(v0::)?cpu_backend>
-#include <recpipe/recpipe.hpp>
+#include <recpipe/core/backend.hpp>
+#include <recpipe/core/batch.hpp>
+#include <recpipe/core/columns.hpp>
+#include <recpipe/core/pipeline.hpp>
+
+#include <string_view>
+#include <utility>
+#include <vector>
 
 struct unimplemented : recpipe::stage<unimplemented> {
   using reads = recpipe::columns<recpipe::col::user_id>;

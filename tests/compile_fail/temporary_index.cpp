@@ -2,7 +2,8 @@
 // retrieve keeps a reference to its index: a temporary index would dangle.
 // EXPECT: recpipe: INDEX_MUST_OUTLIVE_PIPELINE
 // EXPECT_FIRST_ERROR: INDEX_MUST_OUTLIVE_PIPELINE
-#include <recpipe/recpipe.hpp>
+#include <recpipe/cpu/exact_index.hpp>
+#include <recpipe/stages/retrieve.hpp>
 
 int main() {
   using namespace recpipe;

@@ -2,7 +2,8 @@
 // lookup keeps a reference to its feature store: a temporary store would dangle.
 // EXPECT: recpipe: STORE_MUST_OUTLIVE_PIPELINE
 // EXPECT_FIRST_ERROR: STORE_MUST_OUTLIVE_PIPELINE
-#include <recpipe/recpipe.hpp>
+#include <recpipe/cpu/feature_store.hpp>
+#include <recpipe/stages/lookup.hpp>
 
 int main() {
   using namespace recpipe;
