@@ -1062,10 +1062,29 @@ class hnsw_index {
     }
 
     // Beam search of width max(count, ef) on level 0 (hnswlib's searchBaseLayerST).
+    // The heaps compare distances only (hnswlib's CompareByFirst; std::pair's operator< would
+    // also compare ids on every tie test) and reuse this thread's storage across calls.
     using pair = std::pair<float, hnswlib::tableint>;
+    struct heap {  // a binary max-heap on the first member, over this thread's reused storage
+      std::vector<pair>& v;
+      bool empty() const { return v.empty(); }
+      std::size_t size() const { return v.size(); }
+      const pair& top() const { return v.front(); }
+      void emplace(float d, hnswlib::tableint i) {
+        v.emplace_back(d, i);
+        std::push_heap(v.begin(), v.end(), graph_type::CompareByFirst{});
+      }
+      void pop() {
+        std::pop_heap(v.begin(), v.end(), graph_type::CompareByFirst{});
+        v.pop_back();
+      }
+    };
     const std::size_t width = std::max(count, ef);
-    std::priority_queue<pair> top;         // best `width` live elements, worst on top
-    std::priority_queue<pair> candidates;  // -distance: closest on top
+    thread_local std::vector<pair> top_storage, candidate_storage;
+    top_storage.clear();
+    candidate_storage.clear();
+    heap top{top_storage};                // best `width` live elements, worst on top
+    heap candidates{candidate_storage};  // -distance: closest on top
     float lower_bound = std::numeric_limits<float>::max();
     sc.visited[current] = sc.tag;
     if (!has_deletions || keep(current)) {
@@ -1081,14 +1100,21 @@ class hnsw_index {
       candidates.pop();
       if (closest.second >= published) continue;
       const std::size_t n = copy_links(g, closest.second, 0, links);
+      // Fetch ahead: the visited marks and vectors of the next neighbours while this one is
+      // scored (hnswlib does this only with its SSE path, which recpipe compiles out).
+      for (std::size_t j = 0; j < n; ++j) __builtin_prefetch(&sc.visited[links[j]]);
+      if (n > 0) __builtin_prefetch(g.getDataByInternalId(links[0]));
       for (std::size_t j = 0; j < n; ++j) {
         const hnswlib::tableint c = links[j];
+        if (j + 1 < n) __builtin_prefetch(g.getDataByInternalId(links[j + 1]));
         if (sc.visited[c] == sc.tag) continue;
         sc.visited[c] = sc.tag;
         const float d = distance(c);
         if (top.size() < width || lower_bound > d) {
           candidates.emplace(-d, c);
-          if (keep(c)) top.emplace(d, c);
+          // Without removals or a filter every element is kept: do not read its delete mark
+          // (another cache line than its vector), as hnswlib's searchBaseLayerST<false>.
+          if (!has_deletions || keep(c)) top.emplace(d, c);
           if (top.size() > width) top.pop();
           if (!top.empty()) lower_bound = top.top().first;
         }
@@ -1099,9 +1125,9 @@ class hnsw_index {
     thread_local std::vector<id_type> ids;
     scores.clear();
     ids.clear();
-    for (; !top.empty(); top.pop()) {
-      scores.push_back(-top.top().first);
-      ids.push_back(static_cast<id_type>(g.getExternalLabel(top.top().second)));
+    for (const pair& p : top.v) {  // in heap order: top_k_at_most sorts
+      scores.push_back(-p.first);
+      ids.push_back(static_cast<id_type>(g.getExternalLabel(p.second)));
     }
     if (ids.size() < count) {
       // The walk reached fewer live items than asked for (removals can cut the graph; a filter
