@@ -44,12 +44,16 @@ std::size_t retrieve_eligible(const Index& index, std::span<const float> query, 
   } else {
     thread_local std::vector<id_type> fetched_ids;
     thread_local std::vector<float> fetched_scores;
-    const std::size_t size = index.size();
+    // An index without size() (a user's own) is fetched until a search returns fewer than asked.
+    std::size_t size = static_cast<std::size_t>(-1);
+    if constexpr (requires { index.size(); }) size = index.size();
     std::size_t want = std::min(size, k + excluded);
     while (true) {
       fetched_ids.resize(want);
       fetched_scores.resize(want);
-      const std::size_t found = index.search(query, want, std::span<id_type>(fetched_ids), std::span<float>(fetched_scores));
+      // An index may claim more results than asked for: never read past what was asked.
+      const std::size_t found =
+          std::min(want, index.search(query, want, std::span<id_type>(fetched_ids), std::span<float>(fetched_scores)));
       std::size_t kept = 0;
       for (std::size_t i = 0; i < found && kept < k; ++i) {
         if (fetched_ids[i] < 0 || !allowed(fetched_ids[i])) continue;
