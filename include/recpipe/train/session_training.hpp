@@ -61,7 +61,9 @@ struct session_list {
   }
   //! @throws recpipe::error for offsets that do not describe items or an id outside [0, num_items).
   void validate(std::size_t num_items, const char* where) const {
-    check_offsets<id_type>(std::string(where) + ": sessions", offsets, items.size(), last_offset::equals_total, "items.size()");
+    std::string label = where;  // appended, not operator+: GCC 12 -O2 warns falsely (-Warray-bounds) on the latter
+    label += ": sessions";
+    check_offsets<id_type>(label, offsets, items.size(), last_offset::equals_total, "items.size()");
     for (std::size_t i = 0; i < items.size(); ++i)
       if (items[i] < 0 || static_cast<std::size_t>(items[i]) >= num_items)
         detail::fail(where, ": sessions: item ", items[i], " (click ", i, ") is outside the catalog [0, ", num_items, ")");

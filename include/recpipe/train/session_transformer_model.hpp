@@ -570,7 +570,9 @@ class session_transformer_model {
 
   void check_sessions(const char* what, std::span<const id_type> offsets, std::span<const id_type> items) const {
     const char* kind = "train::session_transformer_model: ";
-    check_offsets<id_type>(std::string(kind) + what, offsets, items.size(), last_offset::equals_total, "items.size()");
+    std::string where = kind;  // appended, not operator+: GCC 12 -O2 warns falsely (-Warray-bounds) on the latter
+    where += what;
+    check_offsets<id_type>(where, offsets, items.size(), last_offset::equals_total, "items.size()");
     for (std::size_t i = 0; i < items.size(); ++i)
       if (items[i] < 0 || static_cast<std::size_t>(items[i]) >= config_.num_items)
         detail::fail(kind, what, ": items[", i, "] = ", items[i], " is outside [0, ", config_.num_items, ")");
