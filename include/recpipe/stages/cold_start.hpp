@@ -54,11 +54,10 @@ class popular_items {
     ids_.reserve(ids.size());
     counts_.reserve(ids.size());
     for (const std::size_t i : order) {
-      if (!ids_.empty() && ids_.back() == ids[i]) detail::fail("popular_items: id ", ids[i], " appears twice");
       ids_.push_back(ids[i]);
       counts_.push_back(static_cast<float>(counts[i]));
     }
-    // Equal ids with different counts are not adjacent after the sort: check them all.
+    // Equal ids need not be adjacent in count order: look for them in id order.
     std::vector<id_type> sorted(ids_);
     std::sort(sorted.begin(), sorted.end());
     if (const auto twice = std::adjacent_find(sorted.begin(), sorted.end()); twice != sorted.end())
