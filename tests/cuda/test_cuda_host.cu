@@ -352,20 +352,33 @@ static_assert(recpipe::cuda::detail::device_stage<
               recpipe::retrieve_stage<recpipe::cuda::exact_index, recpipe::col::user_embedding>>);
 static_assert(recpipe::cuda::detail::device_stage<
               recpipe::score_stage<const recpipe::dot_product_scorer<>&, recpipe::col::score>>);
-static_assert(!recpipe::cuda::detail::device_stage<recpipe::filter_seen_stage<recpipe::col::history>>);
-static_assert(recpipe::has_stage_impl<recpipe::filter_seen_stage<recpipe::col::history>, recpipe::cuda::cuda_backend>);
+static_assert(recpipe::cuda::detail::device_stage<recpipe::filter_seen_stage<recpipe::col::history>>);
+// A filter with a host predicate has no device version: it runs its CPU stage_impl inside the run.
+using host_filter = decltype(recpipe::filter([](recpipe::id_type item) { return item % 2 == 0; }));
+static_assert(!recpipe::cuda::detail::device_stage<host_filter>);
+static_assert(recpipe::has_stage_impl<host_filter, recpipe::cuda::cuda_backend>);
+// The residency keeps device copies across host stages that keep the candidates, and drops them
+// after those that may select candidates.
+static_assert(recpipe::cuda::host_stage_keeps_candidates<
+              recpipe::score_stage<const recpipe::dot_product_scorer<>&, recpipe::col::score>>);
+static_assert(!recpipe::cuda::host_stage_keeps_candidates<host_filter>);
 
 TEST_CASE("cuda_backend runs host stages on the host and device stages skip empty work without a CUDA call") {
   using namespace recpipe;
   recpipe::cuda::cuda_backend borrowed{cudaStream_t{}};  // makes no CUDA call; a device stage with work would fail
-  // filter_seen has no device implementation: it runs its CPU stage_impl inside the cuda run.
+  // A host filter runs its CPU stage_impl inside the cuda run; filter_seen with no history to
+  // remove makes no CUDA call either.
   auto requests = make_batch<col::user_id>(std::vector<id_type>{1, 2});
   ragged<id_type> candidates, history;
   candidates.assign(std::vector<std::size_t>{0, 3, 5}, std::vector<id_type>{10, 11, 12, 20, 21}, "candidates");
-  history.assign(std::vector<std::size_t>{0, 1, 2}, std::vector<id_type>{11, 21}, "history");
+  history.assign(std::vector<std::size_t>{0, 0, 0}, std::vector<id_type>{}, "history");
   auto with_lists = std::move(requests).with<col::candidates>(std::move(candidates)).with<col::history>(std::move(history));
-  const auto filtered = (filter_seen() >> filter_seen()).run(with_lists, borrowed);
+  const auto filtered =
+      (filter([](id_type item) { return item != 11 && item != 21; }) >> filter_seen()).run(with_lists, borrowed);
   CHECK(filtered.get<col::candidates>().values() == std::vector<id_type>{10, 12, 20});
+  CHECK(filtered.get<col::candidates>().offsets() == std::vector<std::size_t>{0, 2, 3});
+  CHECK(borrowed.columns().counts().synchronizations == 0);
+  CHECK(borrowed.columns().depth() == 0);
   // top_k and softmax_sample over an empty batch: no device work.
   auto empty = make_batch<col::user_id>(std::vector<id_type>{})
                    .with<col::candidates>(ragged<id_type>{})

@@ -141,3 +141,44 @@ TEST_CASE("retrieve >> lookup >> score >> top_k and the sampling pipeline: cuda_
   // an empty batch runs on both
   CHECK(sampled(device_index).run(make_batch<col::user_id>(std::vector<id_type>{}), backend).size() == 0);
 }
+
+TEST_CASE("a run moves each column once and synchronises once at its end") {
+  require_device();
+  world w;
+  recpipe::cuda::cuda_backend backend;
+  recpipe::cuda::exact_index device_index(backend, w.item_ids, w.item_rows.view());
+  const auto users = make_batch<col::user_id>(some_users(64));
+  // Host lookup, then only device stages: the user vectors go up once; candidates and scores
+  // come back once, at the end.
+  const auto device_tail = lookup(w.user_vectors) >> retrieve<col::user_embedding>(device_index, 300) >>
+                           top_k<col::retrieval_score>(10);
+  (void)device_tail.run(users, backend);  // warm: staging buffers and the pool
+  backend.columns().reset_counts();
+  const auto result = device_tail.run(users, backend);
+  const auto& counts = backend.columns().counts();
+  CHECK(counts.synchronizations == 1);
+  CHECK(counts.downloads == 2);  // candidates and retrieval_score, once each
+  CHECK(result.get<col::candidates>().total() == users.size() * 10);
+  CHECK(backend.columns().depth() == 0);
+
+  // A host stage reading a device column in the middle costs one more synchronisation, and
+  // filter_seen one (its kept counts): never more.
+  backend.columns().reset_counts();
+  const auto mixed = (lookup(w.user_vectors) >> lookup(w.histories) >> retrieve<col::user_embedding>(device_index, 300) >>
+                      filter_seen() >> lookup(w.item_vectors) >> score(dot_product_scorer<>{}) >> top_k(10))
+                         .run(users, backend);
+  CHECK(backend.columns().counts().synchronizations == 3);
+  CHECK(mixed.get<col::candidates>().total() == users.size() * 10);
+}
+
+TEST_CASE("a stage run on its own on cuda_backend is a run: its result is on the host when it returns") {
+  require_device();
+  world w;
+  recpipe::cuda::cuda_backend backend;
+  auto b = make_batch<col::user_id>(some_users(8));
+  auto candidates = (lookup(w.user_vectors) >> retrieve<col::user_embedding>(w.host_index, 50)).run(b);
+  const auto on_cpu = top_k<col::retrieval_score>(5)(candidates);
+  const auto on_gpu = top_k<col::retrieval_score>(5)(std::move(candidates), backend);
+  CHECK(on_cpu.get<col::candidates>().values() == on_gpu.get<col::candidates>().values());
+  CHECK(on_cpu.get<col::retrieval_score>() == on_gpu.get<col::retrieval_score>());
+}

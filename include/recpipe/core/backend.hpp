@@ -38,6 +38,44 @@ struct stage_impl;
 template <class Stage, class Backend>
 concept has_stage_impl = requires { sizeof(stage_impl<Stage, Backend>); };
 
+//! @brief A backend that keeps per-run state (the CUDA backend's device copies of columns) has
+//! run hooks: `begin_run()`, `finish_run(batch&)` (the run produced `batch`: make it current on the
+//! host) and `abort_run() noexcept` (a stage threw). Pipelines call them around a whole run and
+//! around each stage (nested: only the outermost level finishes), so a stage run on its own
+//! (`stage(batch, backend)`) is a run too. The CPU backend has none.
+template <class Backend>
+concept backend_with_run_hooks = requires(Backend& backend) {
+  backend.begin_run();
+  backend.abort_run();
+};
+
+namespace detail {
+//! Calls a backend's run hooks (nothing for a backend without them): begin on construction,
+//! finish(batch) on success, abort when destroyed without finishing (an exception unwinds).
+template <class Backend>
+class backend_run {
+ public:
+  explicit backend_run(Backend& backend) : backend_(backend) {
+    if constexpr (backend_with_run_hooks<Backend>) backend_.begin_run();
+  }
+  backend_run(const backend_run&) = delete;
+  backend_run& operator=(const backend_run&) = delete;
+  template <class Batch>
+  void finish(Batch& batch) {
+    done_ = true;  // a finish that throws has cleaned up itself
+    if constexpr (backend_with_run_hooks<Backend>) backend_.finish_run(batch);
+  }
+  ~backend_run() {
+    if constexpr (backend_with_run_hooks<Backend>)
+      if (!done_) backend_.abort_run();
+  }
+
+ private:
+  Backend& backend_;
+  bool done_ = false;
+};
+}  // namespace detail
+
 RECPIPE_NAMESPACE_END
 
 #include <recpipe/detail/epilogue.hpp>

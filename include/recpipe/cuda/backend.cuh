@@ -8,7 +8,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <memory>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -17,6 +19,8 @@
 
 #include <recpipe/core/backend.hpp>
 #include <recpipe/core/errors.hpp>
+#include <recpipe/cuda/kernels/gather.cuh>
+#include <recpipe/cuda/residency.hpp>
 
 #include <recpipe/detail/prologue.hpp>
 
@@ -58,6 +62,119 @@ class device_span {
   T* data_ = nullptr;
   std::size_t size_ = 0;
 };
+
+
+namespace detail {
+
+//! @brief column_residency's Transfer on a CUDA stream: device memory from the stream-ordered
+//! pool, host<->device copies through pinned staging buffers (cudaMemcpyAsync from pageable memory
+//! would be synchronous), and the row-gather kernel. Staging grows in chunks that live as long as
+//! the backend and are reused from the start after each run's last synchronisation.
+class device_transfer {
+ public:
+  device_transfer(cudaStream_t stream, cudaMemPool_t pool) noexcept : stream_(stream), pool_(pool) {}
+  device_transfer(const device_transfer&) = delete;
+  device_transfer& operator=(const device_transfer&) = delete;
+  device_transfer(device_transfer&& other) noexcept
+      : stream_(other.stream_), pool_(other.pool_), chunks_(std::move(other.chunks_)), pending_(std::move(other.pending_)) {
+    other.chunks_.clear();
+  }
+  device_transfer& operator=(device_transfer&&) = delete;
+  ~device_transfer() {
+    for (chunk& c : chunks_) (void)cudaFreeHost(c.data);
+  }
+
+  void* allocate(std::size_t bytes) {
+    void* pointer = nullptr;
+    RECPIPE_CUDA_TRY(pool_ != nullptr ? cudaMallocFromPoolAsync(&pointer, bytes, pool_, stream_)
+                                      : cudaMallocAsync(&pointer, bytes, stream_));
+    return pointer;
+  }
+  void release(void* pointer) noexcept { (void)cudaFreeAsync(pointer, stream_); }
+
+  void upload(void* device, const void* host, std::size_t bytes) {
+    char* staged = stage(bytes);
+    std::memcpy(staged, host, bytes);
+    RECPIPE_CUDA_TRY(cudaMemcpyAsync(device, staged, bytes, cudaMemcpyHostToDevice, stream_));
+  }
+  void download(void* host, const void* device, std::size_t bytes) {
+    char* staged = stage(bytes);
+    RECPIPE_CUDA_TRY(cudaMemcpyAsync(staged, device, bytes, cudaMemcpyDeviceToHost, stream_));
+    pending_.push_back({host, staged, bytes});
+  }
+  void gather(void* dst, const void* src, std::size_t row_bytes, std::size_t src_rows, const std::int64_t* picks,
+              std::size_t rows) {
+    constexpr int block = 256;
+    const bool words = row_bytes % 4 == 0 && reinterpret_cast<std::uintptr_t>(dst) % 4 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(src) % 4 == 0;
+    const std::uint64_t row_words = words ? row_bytes / 4 : row_bytes;
+    const std::uint64_t total = static_cast<std::uint64_t>(rows) * row_words;
+    const auto grid = static_cast<unsigned>((total + block - 1) / block);
+    if (words)
+      kernels::gather_rows_kernel<std::uint32_t, block><<<grid, block, 0, stream_>>>(
+          static_cast<std::uint32_t*>(dst), static_cast<const std::uint32_t*>(src), row_words, picks, rows, src_rows);
+    else
+      kernels::gather_rows_kernel<unsigned char, block><<<grid, block, 0, stream_>>>(
+          static_cast<unsigned char*>(dst), static_cast<const unsigned char*>(src), row_words, picks, rows, src_rows);
+    RECPIPE_CUDA_TRY(cudaGetLastError());
+  }
+  //! Waits for the stream, then copies every finished download from staging to its destination.
+  void synchronize() {
+    RECPIPE_CUDA_TRY(cudaStreamSynchronize(stream_));
+    for (const pending& p : pending_) std::memcpy(p.host, p.staged, p.bytes);
+    pending_.clear();
+  }
+  void end_run() noexcept {
+    pending_.clear();
+    for (chunk& c : chunks_) c.used = 0;
+  }
+  //! Pinned bytes held for staging (grows to the largest run's traffic).
+  std::size_t staging_bytes() const noexcept {
+    std::size_t total = 0;
+    for (const chunk& c : chunks_) total += c.size;
+    return total;
+  }
+
+ private:
+  struct chunk {
+    char* data = nullptr;
+    std::size_t size = 0, used = 0;
+  };
+  struct pending {
+    void* host;
+    const char* staged;
+    std::size_t bytes;
+  };
+  // A slice of pinned memory no other copy of this run uses (chunks are only reset by end_run).
+  char* stage(std::size_t bytes) {
+    const std::size_t aligned = (bytes + 255) / 256 * 256;
+    for (chunk& c : chunks_)
+      if (c.size - c.used >= aligned) {
+        char* out = c.data + c.used;
+        c.used += aligned;
+        return out;
+      }
+    std::size_t size = std::size_t{1} << 20;
+    while (size < aligned) size *= 2;
+    if (!chunks_.empty() && chunks_.back().size * 2 > size) size = chunks_.back().size * 2;
+    chunk fresh;
+    RECPIPE_CUDA_TRY(cudaMallocHost(reinterpret_cast<void**>(&fresh.data), size));
+    fresh.size = size;
+    fresh.used = aligned;
+    chunks_.push_back(fresh);
+    return fresh.data;
+  }
+
+  cudaStream_t stream_;
+  cudaMemPool_t pool_;
+  std::vector<chunk> chunks_;
+  std::vector<pending> pending_;
+};
+
+}  // namespace detail
+
+//! The residency table a cuda_backend keeps for its current run (see cuda/residency.hpp).
+using run_columns = column_residency<detail::device_transfer>;
 
 //! @brief Where recpipe's CUDA work runs: one stream and one stream-ordered memory pool.
 //!
@@ -154,14 +271,34 @@ class cuda_backend {
   //! @throws cuda_error
   void synchronize() const { RECPIPE_CUDA_TRY(cudaStreamSynchronize(stream_)); }
 
+  //! @brief Where each column of the current run lives (device stages read and write columns
+  //! through it; see cuda/residency.hpp). Created on first use.
+  run_columns& columns() {
+    if (!columns_) columns_ = std::make_unique<run_columns>(detail::device_transfer(stream_, pool_));
+    return *columns_;
+  }
+  //! Run hooks (core/backend.hpp): a pipeline run on this backend moves each column between host
+  //! and device at most once each way and synchronises once, at its end (plus once before a host
+  //! stage that reads a column the device produced).
+  void begin_run() { columns().begin(); }
+  template <class Batch>
+  void finish_run(Batch& batch) {
+    columns().finish(batch);
+  }
+  void abort_run() noexcept {
+    if (columns_) columns_->abort();
+  }
+
  private:
   void swap(cuda_backend& other) noexcept {
     std::swap(stream_, other.stream_);
     std::swap(pool_, other.pool_);
     std::swap(owns_stream_, other.owns_stream_);
     std::swap(owns_pool_, other.owns_pool_);
+    std::swap(columns_, other.columns_);
   }
   void release() noexcept {
+    columns_.reset();  // waits for its run's work on the stream, which must still exist
     if (owns_stream_ && stream_ != nullptr) (void)cudaStreamDestroy(stream_);
     if (owns_pool_ && pool_ != nullptr) (void)cudaMemPoolDestroy(pool_);
     stream_ = nullptr;
@@ -173,6 +310,7 @@ class cuda_backend {
   cudaMemPool_t pool_ = nullptr;
   bool owns_stream_ = false;
   bool owns_pool_ = false;
+  std::unique_ptr<run_columns> columns_;
 };
 
 //! @brief An owning, uninitialised array of `size` values of T in device memory, allocated from a

@@ -2,13 +2,15 @@
 // Pipeline stages on the GPU: stage_impl<Stage, cuda::cuda_backend>.
 //
 // Design (see docs/cuda.md, "Stages"): batch columns stay host containers, the interface every
-// stage already speaks. A device stage stages its input columns into stream-ordered buffers from
-// the backend's pool, enqueues its kernels on the backend's stream, copies its outputs back and
-// synchronises once at its end (the next stage may be a host stage reading those columns). So a
-// device stage round-trips its own columns: NOT yet the issue's "once per run" target, which
-// needs a device-resident column type in batch<> (see docs/cuda.md). Stages without a device
-// implementation run their CPU stage_impl on the host inside the same run (hnswlib retrieval,
-// feature-store / Redis lookups, filters, rules, cold start).
+// stage and user code speak, and the backend's column_residency (cuda/residency.hpp) keeps their
+// device copies for the run. A device stage reads its input columns through it (uploaded through
+// pinned staging only when the device has no current copy), enqueues its kernels and leaves its
+// outputs on the device, marking the host copies stale; a device stage that selects candidates
+// gathers every per-candidate column on the device. Nothing waits until the run ends (the
+// pipeline's finish_run hook copies the stale columns back and synchronises once), except a host
+// stage that reads a column only the device has, and filter_seen, whose kept counts the host
+// needs for the batch's shape. Stages without a device implementation run their CPU stage_impl
+// on the host inside the same run (hnswlib retrieval, feature-store / Redis lookups, rules...).
 // Needs cuBLAS (exact retrieval's GEMM): link CUDA::cublas.
 #pragma once
 
@@ -32,7 +34,10 @@
 #include <recpipe/cuda/dot_score.cuh>
 #include <recpipe/cuda/sampling.cuh>
 #include <recpipe/cuda/topk.cuh>
+#include <recpipe/cuda/kernels/select.cuh>
 #include <recpipe/math/random.hpp>
+#include <recpipe/stages/transform.hpp>
+#include <recpipe/stages/unroll.hpp>
 
 #include <recpipe/detail/prologue.hpp>
 
@@ -105,63 +110,98 @@ template <class Score>
 inline constexpr bool device_stage<top_k_stage<Score>> = true;
 template <class Score>
 inline constexpr bool device_stage<softmax_sample_stage<Score>> = true;
+template <class History>
+inline constexpr bool device_stage<filter_seen_stage<History>> = true;
 template <class ModelRef, class Out>
 inline constexpr bool device_stage<score_stage<ModelRef, Out>> =
     is_dot_product_scorer<typename score_stage<ModelRef, Out>::model_type>;
 
-inline std::vector<std::int64_t> signed_offsets(const std::vector<std::size_t>& offsets) {
-  return {offsets.begin(), offsets.end()};
+inline constexpr int select_block = 256;
+
+inline unsigned grid_for(std::size_t threads) {
+  return static_cast<unsigned>((threads + select_block - 1) / select_block);
 }
 
-// Maps the device top-k's (id, score) slots back to candidate positions of each request, for
-// batch::select_candidates (which keeps every per-candidate column aligned). The first unused
-// position with that id and bitwise-equal score: duplicates of an id rank by position on both
-// backends, so this is the position the device picked.
-template <class Batch>
-void select_device_picks(Batch& batch, std::span<const float> scores, std::size_t k, const std::vector<id_type>& out_ids,
-                         const std::vector<float>& out_scores) {
-  const auto& candidates = batch.template get<col::candidates>();
-  const auto& ids = candidates.values();
-  const auto& offsets = candidates.offsets();
+template <class C>
+device_span<const typename C::value_type> values_of(const resident_column<const typename C::value_type>& column) {
+  return {column.data, column.count};
+}
+
+// top_k and softmax_sample: the device writes k (id, score) slots per request; the kept slots
+// (min(k, segment size), the CPU stages' count) become flat positions, and every per-candidate
+// column is gathered by them on the device. The new row partition is known on the host.
+template <class Score, class Batch, class Device>
+void device_select(Batch& batch, std::size_t k, cuda_backend& backend, Device&& device_call) {
   const std::size_t n = batch.size();
-  std::vector<std::size_t> new_offsets(n + 1, 0), picks;
-  std::vector<char> used;
-  const auto same = [](float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; };
+  const auto& host_candidates = batch.template get<col::candidates>();
+  const std::size_t total = host_candidates.total();
+  if (n == 0 || total == 0) return;  // nothing to order: no CUDA call
+  if (k == 0 && total == 0) return;
+  run_columns& columns = backend.columns();
+  const auto ids = columns.read<col::candidates>(batch);
+  const auto scores = columns.read<Score>(batch);
+  std::vector<std::size_t> new_offsets(n + 1, 0);
   for (std::size_t r = 0; r < n; ++r) {
-    const std::size_t begin = offsets[r], end = offsets[r + 1];
-    used.assign(end - begin, 0);
-    for (std::size_t slot = r * k; slot < r * k + k && slot - r * k < end - begin; ++slot) {
-      for (std::size_t at = begin; at < end; ++at)
-        if (!used[at - begin] && ids[at] == out_ids[slot] && same(scores[at], out_scores[slot])) {
-          used[at - begin] = 1;
-          picks.push_back(at);
-          break;
-        }
-    }
-    new_offsets[r + 1] = picks.size();
+    const std::size_t size = host_candidates.row_size(r);
+    new_offsets[r + 1] = new_offsets[r] + (size < k ? size : k);
   }
-  batch.select_candidates(std::move(new_offsets), picks);
+  const std::size_t picked = new_offsets[n];
+  std::int64_t* picks = columns.scratch<std::int64_t>(picked);
+  if (k > 0) {
+    id_type* slot_ids = columns.scratch<id_type>(n * k);
+    float* slot_scores = columns.scratch<float>(n * k);
+    const device_span<const std::int64_t> offsets(ids.offsets, n + 1);
+    RECPIPE_CUDA_TRY(device_call(device_span<const float>(scores.data, scores.count),
+                                 device_span<const id_type>(ids.data, ids.count), offsets,
+                                 device_span<id_type>(slot_ids, n * k), device_span<float>(slot_scores, n * k)));
+    const std::vector<std::int64_t> signed_offsets(new_offsets.begin(), new_offsets.end());
+    const std::int64_t* d_new_offsets = columns.upload_scratch(std::span<const std::int64_t>(signed_offsets));
+    kernels::slots_to_picks_kernel<select_block><<<grid_for(n * k), select_block, 0, backend.stream()>>>(
+        scores.data, ids.data, ids.offsets, static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(k), slot_ids,
+        slot_scores, d_new_offsets, picks);
+    RECPIPE_CUDA_TRY(cudaGetLastError());
+  }
+  columns.select_candidates(batch, std::move(new_offsets), picks);
 }
 
 }  // namespace detail
+
+//! @brief True for the host stages recpipe knows keep col::candidates as they are (so their device
+//! copies survive them): scorers, lookups, transforms and unroll.
+template <class ModelRef, class Out>
+inline constexpr bool host_stage_keeps_candidates<score_stage<ModelRef, Out>> = true;
+template <class Store, class Ref, class Flag>
+inline constexpr bool host_stage_keeps_candidates<lookup_stage<Store, Ref, Flag>> = true;
+template <class... Ops>
+inline constexpr bool host_stage_keeps_candidates<transform_stage<Ops...>> = true;
+template <class Out, class... Sources>
+inline constexpr bool host_stage_keeps_candidates<unroll_stage<Out, Sources...>> = true;
+
 }  // namespace cuda
 
-//! Stages without a device implementation run their CPU stage_impl on the host (columns are host
-//! containers), so a cuda_backend run may mix hnswlib retrieval, store lookups and rules with
-//! device stages.
+//! Stages without a device implementation run their CPU stage_impl on the host, so a cuda_backend
+//! run may mix hnswlib retrieval, store lookups and rules with device stages. Before the stage,
+//! the columns it reads that only the device has come back (one synchronisation); after it, the
+//! device copies of what it changed are dropped.
 template <class Stage>
   requires(!cuda::detail::device_stage<Stage> && has_stage_impl<Stage, cpu_backend>)
 struct stage_impl<Stage, cuda::cuda_backend> {
   template <class Batch>
-  static auto run(const Stage& stage, Batch&& batch, cuda::cuda_backend&) {
+  static auto run(const Stage& stage, Batch&& batch, cuda::cuda_backend& backend) {
+    cuda::run_columns& columns = backend.columns();
+    columns.before_host_stage<Stage>(batch);
     cpu_backend host;
-    return stage_impl<Stage, cpu_backend>::run(stage, std::forward<Batch>(batch), host);
+    auto out = stage_impl<Stage, cpu_backend>::run(stage, std::forward<Batch>(batch), host);
+    columns.after_host_stage<Stage>(out);
+    return out;
   }
 };
 
 //! Exact retrieval on the GPU: one GEMM of the batch's queries against the device items, then a
-//! device top-k per request. Same guarantees as the CPU stage (non-finite queries: no candidates;
-//! a wrong query width throws).
+//! device top-k per request; the candidates and their scores stay on the device. Same guarantees
+//! as the CPU stage (non-finite queries: no candidates; a wrong query width throws). A query only
+//! the device holds (from a device stage) costs one synchronisation, to learn which rows are
+//! finite.
 template <class Query, class Ref>
 struct stage_impl<retrieve_stage<cuda::exact_index, Query, Ref>, cuda::cuda_backend> {
   template <class Batch>
@@ -177,47 +217,58 @@ struct stage_impl<retrieve_stage<cuda::exact_index, Query, Ref>, cuda::cuda_back
       ::recpipe::detail::fail("retrieve: query column '", Query::name, "' has width ", queries.cols(),
                               " but the index has dim ", index.dim());
     const std::size_t k = stage.k(), kept = k < items ? k : items;
-    std::vector<id_type> ids(n * k, -1);
-    std::vector<float> scores(n * k);
-    if (n > 0 && items > 0) {
-      std::vector<float> packed(n * index.dim());
-      for (std::size_t r = 0; r < n; ++r)
-        for (std::size_t c = 0; c < index.dim(); ++c) packed[r * index.dim() + c] = queries(r, c);
-      auto d_queries = cuda::to_device(backend, std::span<const float>(packed));
-      cuda::device_buffer<float> d_scores(backend, n * items);
-      cuda::device_buffer<id_type> d_ids(backend, n * k);
-      cuda::device_buffer<float> d_best(backend, n * k);
-      RECPIPE_CUDA_TRY(cuda::linear(backend, index.blas(), matrix_view<const float>(d_queries.data(), n, index.dim()),
-                                    index.items(), {}, matrix_view<float>(d_scores.data(), n, items)));
-      RECPIPE_CUDA_TRY(cuda::top_k_rows(backend, d_scores.const_span(), n, items, index.ids(), k, d_ids.span(),
-                                        d_best.span()));
-      RECPIPE_CUDA_TRY(cuda::copy_to_host(backend, d_ids.const_span(), std::span<id_type>(ids)));
-      RECPIPE_CUDA_TRY(cuda::copy_to_host(backend, d_best.const_span(), std::span<float>(scores)));
-      backend.synchronize();  // host columns: the next stage may read them on the CPU
+    cuda::run_columns& columns = backend.columns();
+    std::vector<std::uint8_t> finite(n, 1);
+    const bool searched = n > 0 && items > 0 && k > 0;
+    cuda::resident_column<const float> d_queries;
+    if (searched) {
+      d_queries = columns.read<Query>(batch);
+      if (columns.current_on_host<Query>()) {
+        for (std::size_t r = 0; r < n; ++r)
+          for (std::size_t c = 0; c < queries.cols(); ++c) finite[r] = finite[r] && std::isfinite(queries(r, c));
+      } else {
+        std::uint8_t* d_finite = columns.scratch<std::uint8_t>(n);
+        cuda::kernels::finite_rows_kernel<cuda::detail::select_block>
+            <<<cuda::detail::grid_for(n), cuda::detail::select_block, 0, backend.stream()>>>(
+                d_queries.data, static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(index.dim()), d_finite);
+        RECPIPE_CUDA_TRY(cudaGetLastError());
+        columns.download(std::span<std::uint8_t>(finite), d_finite);
+        columns.synchronize();
+      }
+    } else {
+      finite.assign(n, 0);
     }
     std::vector<std::size_t> offsets(n + 1, 0);
-    std::size_t written = 0;
+    std::vector<std::int64_t> picks;
     for (std::size_t r = 0; r < n; ++r) {
-      bool finite = true;
-      for (std::size_t c = 0; c < queries.cols(); ++c) finite = finite && std::isfinite(queries(r, c));
-      for (std::size_t i = 0; finite && i < kept; ++i) {
-        ids[written] = ids[r * k + i];
-        scores[written] = scores[r * k + i];
-        ++written;
-      }
-      offsets[r + 1] = written;
+      for (std::size_t i = 0; finite[r] && i < kept; ++i) picks.push_back(static_cast<std::int64_t>(r * k + i));
+      offsets[r + 1] = picks.size();
     }
-    ids.resize(written);
-    scores.resize(written);
+    const std::size_t total = picks.size();
     ragged<id_type> candidates;
-    candidates.assign(std::move(offsets), std::move(ids), col::candidates::name);
-    return std::forward<Batch>(batch)
-        .template with<col::candidates>(std::move(candidates))
-        .template with<col::retrieval_score>(std::move(scores));
+    candidates.assign(std::move(offsets), std::vector<id_type>(total), col::candidates::name);
+    auto out = std::forward<Batch>(batch)
+                   .template with<col::candidates>(std::move(candidates))
+                   .template with<col::retrieval_score>(std::vector<float>(total));
+    if (total == 0) return out;  // no CUDA call for an empty result
+    const auto d_ids = columns.write<col::candidates>(out);
+    const auto d_scores = columns.write<col::retrieval_score>(out);
+    cuda::device_buffer<float> d_all(backend, n * items);
+    cuda::device_buffer<id_type> d_best_ids(backend, n * k);
+    cuda::device_buffer<float> d_best(backend, n * k);
+    RECPIPE_CUDA_TRY(cuda::linear(backend, index.blas(), matrix_view<const float>(d_queries.data, n, index.dim()),
+                                  index.items(), {}, matrix_view<float>(d_all.data(), n, items)));
+    RECPIPE_CUDA_TRY(cuda::top_k_rows(backend, d_all.const_span(), n, items, index.ids(), k, d_best_ids.span(),
+                                      d_best.span()));
+    const std::int64_t* d_picks = columns.upload_scratch(std::span<const std::int64_t>(picks));
+    columns.gather(d_ids.data, d_best_ids.data(), sizeof(id_type), n * k, d_picks, total);
+    columns.gather(d_scores.data, d_best.data(), sizeof(float), n * k, d_picks, total);
+    return out;
   }
 };
 
-//! dot_product_scorer on the GPU: cuda::dot_scores over the batch's query rows and candidate rows.
+//! dot_product_scorer on the GPU: cuda::dot_scores over the device query rows and candidate rows;
+//! the scores stay on the device.
 template <class ModelRef, class Out>
   requires cuda::detail::is_dot_product_scorer<typename score_stage<ModelRef, Out>::model_type>
 struct stage_impl<score_stage<ModelRef, Out>, cuda::cuda_backend> {
@@ -226,71 +277,82 @@ struct stage_impl<score_stage<ModelRef, Out>, cuda::cuda_backend> {
     using model = cuda::detail::dot_scorer_columns<typename score_stage<ModelRef, Out>::model_type>;
     (void)stage;
     const std::size_t total = batch.candidate_count();
-    std::vector<float> scores(total);
-    if (total > 0) {
+    {
       const auto& queries = batch.template get<typename model::query>();
       const auto& items = batch.template get<typename model::item>();
-      if (queries.cols() != items.cols())
+      if (total > 0 && queries.cols() != items.cols())
         ::recpipe::detail::fail("dot_product_scorer: '", model::query::name, "' has width ", queries.cols(),
                                 " but '", model::item::name, "' has width ", items.cols());
-      const std::size_t n = batch.size(), dim = queries.cols();
-      std::vector<float> q(n * dim), it(total * dim);
-      for (std::size_t r = 0; r < n; ++r)
-        for (std::size_t c = 0; c < dim; ++c) q[r * dim + c] = queries(r, c);
-      for (std::size_t r = 0; r < total; ++r)
-        for (std::size_t c = 0; c < dim; ++c) it[r * dim + c] = items(r, c);
-      std::vector<id_type> rows(total);
-      for (std::size_t i = 0; i < total; ++i) rows[i] = static_cast<id_type>(i);  // candidate i's row is row i
-      const auto offsets = cuda::detail::signed_offsets(batch.template get<col::candidates>().offsets());
-      auto d_q = cuda::to_device(backend, std::span<const float>(q));
-      auto d_items = cuda::to_device(backend, std::span<const float>(it));
-      auto d_rows = cuda::to_device(backend, std::span<const id_type>(rows));
-      auto d_offsets = cuda::to_device(backend, std::span<const std::int64_t>(offsets));
-      cuda::device_buffer<float> d_out(backend, total);
-      RECPIPE_CUDA_TRY(cuda::dot_scores(backend, matrix_view<const float>(d_q.data(), n, dim),
-                                        matrix_view<const float>(d_items.data(), total, dim), d_rows.const_span(),
-                                        d_offsets.const_span(), d_out.span()));
-      RECPIPE_CUDA_TRY(cuda::copy_to_host(backend, d_out.const_span(), std::span<float>(scores)));
-      backend.synchronize();  // also keeps the pageable host sources alive until the copies ran
+      if (items.rows() != total)
+        ::recpipe::detail::fail("dot_product_scorer: '", model::item::name, "' has ", items.rows(),
+                                " rows but the batch has ", total, " candidates");
     }
-    return std::forward<Batch>(batch).template with<Out>(std::move(scores));
+    auto out = std::forward<Batch>(batch).template with<Out>(std::vector<float>(total));
+    if (total == 0) return out;
+    cuda::run_columns& columns = backend.columns();
+    const std::size_t n = out.size();
+    const auto q = columns.read<typename model::query>(out);
+    const auto it = columns.read<typename model::item>(out);
+    const auto candidates = columns.read<col::candidates>(out);
+    std::vector<id_type> rows(total);
+    for (std::size_t i = 0; i < total; ++i) rows[i] = static_cast<id_type>(i);  // candidate i's row is row i
+    const id_type* d_rows = columns.upload_scratch(std::span<const id_type>(rows));
+    const auto d_out = columns.write<Out>(out);
+    RECPIPE_CUDA_TRY(cuda::dot_scores(backend, matrix_view<const float>(q.data, n, q.cols),
+                                      matrix_view<const float>(it.data, total, it.cols),
+                                      cuda::device_span<const id_type>(d_rows, total),
+                                      cuda::device_span<const std::int64_t>(candidates.offsets, n + 1),
+                                      cuda::device_span<float>(d_out.data, total)));
+    return out;
   }
 };
 
-namespace cuda::detail {
-
-// top_k and softmax_sample share everything but the device call.
-template <class Score, class Batch, class Device>
-void device_select(Batch& batch, std::size_t k, cuda_backend& backend, Device&& device_call) {
-  const auto& candidates = batch.template get<col::candidates>();
-  const std::size_t n = batch.size(), total = candidates.total();
-  if (n == 0) return;
-  const auto& scores = batch.template get<Score>();
-  std::vector<id_type> out_ids(n * k, -1);
-  std::vector<float> out_scores(n * k);
-  if (total > 0) {
-    const auto offsets = signed_offsets(candidates.offsets());
-    auto d_scores = to_device(backend, std::span<const float>(scores.data(), scores.size()));
-    auto d_ids = to_device(backend, std::span<const id_type>(candidates.values().data(), total));
-    auto d_offsets = to_device(backend, std::span<const std::int64_t>(offsets));
-    device_buffer<id_type> d_out_ids(backend, n * k);
-    device_buffer<float> d_out_scores(backend, n * k);
-    RECPIPE_CUDA_TRY(device_call(d_scores.const_span(), d_ids.const_span(), d_offsets.const_span(), d_out_ids.span(),
-                                 d_out_scores.span()));
-    RECPIPE_CUDA_TRY(copy_to_host(backend, d_out_ids.const_span(), std::span<id_type>(out_ids)));
-    RECPIPE_CUDA_TRY(copy_to_host(backend, d_out_scores.const_span(), std::span<float>(out_scores)));
-    backend.synchronize();
+//! filter_seen on the GPU: one block per request flags each candidate whose id is absent from the
+//! request's history row and numbers the kept ones with a block scan (CUB); the kept candidates
+//! are gathered on the device. The host needs the kept counts for the batch's shape: one
+//! synchronisation.
+template <class History>
+struct stage_impl<filter_seen_stage<History>, cuda::cuda_backend> {
+  template <class Batch>
+  static auto run(const filter_seen_stage<History>&, Batch&& batch, cuda::cuda_backend& backend) {
+    ::recpipe::detail::check_stage_input(batch, "filter_seen");
+    const std::size_t n = batch.size(), total = batch.candidate_count();
+    if (n == 0 || total == 0 || batch.template get<History>().total() == 0) return std::forward<Batch>(batch);
+    cuda::run_columns& columns = backend.columns();
+    const auto ids = columns.read<col::candidates>(batch);
+    const auto history = columns.read<History>(batch);
+    std::int64_t* sparse_picks = columns.scratch<std::int64_t>(total);
+    std::int64_t* d_kept = columns.scratch<std::int64_t>(n);
+    constexpr int block = cuda::detail::select_block;
+    cuda::kernels::unseen_compact_kernel<block><<<static_cast<unsigned>(n), block, 0, backend.stream()>>>(
+        ids.data, ids.offsets, history.data, history.offsets, sparse_picks, d_kept);
+    RECPIPE_CUDA_TRY(cudaGetLastError());
+    std::vector<std::int64_t> kept(n);
+    columns.download(std::span<std::int64_t>(kept), d_kept);
+    columns.synchronize();  // the batch's new shape is a device result
+    std::vector<std::size_t> offsets(n + 1, 0);
+    for (std::size_t r = 0; r < n; ++r) offsets[r + 1] = offsets[r] + static_cast<std::size_t>(kept[r]);
+    if (offsets.back() == total) return std::forward<Batch>(batch);  // nothing seen: columns unchanged, as on the CPU
+    const std::vector<std::int64_t> signed_offsets(offsets.begin(), offsets.end());
+    const std::int64_t* d_new_offsets = columns.upload_scratch(std::span<const std::int64_t>(signed_offsets));
+    std::int64_t* picks = columns.scratch<std::int64_t>(offsets.back());
+    if (offsets.back() > 0) {
+      cuda::kernels::pack_picks_kernel<block><<<static_cast<unsigned>(n), block, 0, backend.stream()>>>(
+          sparse_picks, ids.offsets, d_new_offsets, picks);
+      RECPIPE_CUDA_TRY(cudaGetLastError());
+    }
+    columns.select_candidates(batch, std::move(offsets), picks);
+    return std::forward<Batch>(batch);
   }
-  select_device_picks(batch, std::span<const float>(scores.data(), scores.size()), k, out_ids, out_scores);
-}
+};
 
-}  // namespace cuda::detail
-
-//! top_k on the GPU (cuda::top_k: the CPU order, score desc, NaN last, then id asc).
+//! top_k on the GPU (cuda::top_k: the CPU order, score desc, NaN last, then id asc); every
+//! per-candidate column follows on the device.
 template <class Score>
 struct stage_impl<top_k_stage<Score>, cuda::cuda_backend> {
   template <class Batch>
   static auto run(const top_k_stage<Score>& stage, Batch&& batch, cuda::cuda_backend& backend) {
+    ::recpipe::detail::check_stage_input(batch, "top_k");
     const std::size_t k = stage.k();
     cuda::detail::device_select<Score>(batch, k, backend, [&](auto scores, auto ids, auto offsets, auto out_ids,
                                                               auto out_scores) {
@@ -307,6 +369,7 @@ template <class Score>
 struct stage_impl<softmax_sample_stage<Score>, cuda::cuda_backend> {
   template <class Batch>
   static auto run(const softmax_sample_stage<Score>& stage, Batch&& batch, cuda::cuda_backend& backend) {
+    ::recpipe::detail::check_stage_input(batch, "softmax_sample");
     using batch_type = std::remove_cvref_t<Batch>;
     std::vector<std::uint64_t> keys(batch.size());
     for (std::size_t r = 0; r < batch.size(); ++r) {
@@ -320,9 +383,9 @@ struct stage_impl<softmax_sample_stage<Score>, cuda::cuda_backend> {
     const std::size_t k = stage.k();
     cuda::detail::device_select<Score>(batch, k, backend, [&](auto scores, auto ids, auto offsets, auto out_ids,
                                                               auto out_scores) {
-      auto d_keys = cuda::to_device(backend, std::span<const std::uint64_t>(keys));
-      return cuda::softmax_sample(backend, scores, ids, offsets, d_keys.const_span(), k, stage.temperature(),
-                                  stage.seed(), out_ids, out_scores);
+      const std::uint64_t* d_keys = backend.columns().upload_scratch(std::span<const std::uint64_t>(keys));
+      return cuda::softmax_sample(backend, scores, ids, offsets, cuda::device_span<const std::uint64_t>(d_keys, keys.size()),
+                                  k, stage.temperature(), stage.seed(), out_ids, out_scores);
     });
     return std::forward<Batch>(batch);
   }

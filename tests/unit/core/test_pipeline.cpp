@@ -182,3 +182,70 @@ TEST_CASE("describe: a pipeline prints its stages and the columns each reads and
   CHECK(describe(nothing{}) == "nothing  reads: -  adds: -\n");
   CHECK(pipeline<nothing>(nothing{}).describe() == "pipeline of 1 stage (reads: -; adds: -)\n  1. nothing  reads: -  adds: -\n");
 }
+
+// A backend with per-run state (as the CUDA backend's device copies of columns): the pipeline calls
+// its hooks around the whole run and around each stage, and only the outermost level finishes.
+namespace {
+struct hooked_backend {
+  static constexpr std::string_view name = "hooked";
+  int depth = 0, begins = 0, outer_finishes = 0, aborts = 0;
+  std::size_t finished_size = 0;
+  bool throw_in_add_one = false;
+  void begin_run() {
+    ++depth;
+    ++begins;
+  }
+  template <class Batch>
+  void finish_run(Batch& batch) {
+    if (--depth == 0) {
+      ++outer_finishes;
+      finished_size = batch.size();
+    }
+  }
+  void abort_run() noexcept {
+    --depth;
+    ++aborts;
+  }
+};
+}  // namespace
+
+template <>
+struct recpipe::stage_impl<double_ids, hooked_backend> {
+  template <class Batch>
+  static auto run(const double_ids& s, Batch&& batch, hooked_backend&) {
+    cpu_backend host;
+    return stage_impl<double_ids, cpu_backend>::run(s, std::forward<Batch>(batch), host);
+  }
+};
+template <>
+struct recpipe::stage_impl<add_one, hooked_backend> {
+  template <class Batch>
+  static auto run(const add_one& s, Batch&& batch, hooked_backend& backend) {
+    if (backend.throw_in_add_one) detail::fail("add_one: asked to fail");
+    cpu_backend host;
+    return stage_impl<add_one, cpu_backend>::run(s, std::forward<Batch>(batch), host);
+  }
+};
+
+TEST_CASE("a backend's run hooks: begin and finish around the run and each stage, abort when a stage throws") {
+  static_assert(backend_with_run_hooks<hooked_backend>);
+  static_assert(!backend_with_run_hooks<cpu_backend>);
+  hooked_backend backend;
+  const auto p = double_ids{} >> add_one{};
+  const auto out = p.run(make_batch<col::user_id>(std::vector<id_type>{1, 2, 3}), backend);
+  CHECK(out.get<plus_one>() == std::vector<id_type>{3, 5, 7});
+  CHECK(backend.begins == 3);  // the run and its two stages
+  CHECK(backend.outer_finishes == 1);
+  CHECK(backend.finished_size == 3);
+  CHECK(backend.depth == 0);
+
+  // A stage on its own is a run.
+  (void)double_ids{}(make_batch<col::user_id>(std::vector<id_type>{4}), backend);
+  CHECK(backend.outer_finishes == 2);
+
+  backend.throw_in_add_one = true;
+  CHECK_THROWS_WITH(p.run(make_batch<col::user_id>(std::vector<id_type>{1}), backend), doctest::Contains("add_one: asked to fail"));
+  CHECK(backend.aborts == 2);  // the stage's level and the run's
+  CHECK(backend.depth == 0);
+  CHECK(backend.outer_finishes == 2);
+}
