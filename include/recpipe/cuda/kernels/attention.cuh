@@ -19,7 +19,7 @@ namespace kernels {
 struct attention_params {
   const float* qkv = nullptr;  // [sessions * max_len, 3E]: q | k | v per row (in_proj output)
   std::size_t qkv_stride = 0;
-  const std::int64_t* lengths = nullptr;  // one per session, clamped into [0, max_len]
+  const std::int64_t* lengths = nullptr;  // one per session, clamped into [0, max_len]; null: all max_len
   std::uint32_t sessions = 0;
   std::uint32_t max_len = 0;
   std::uint32_t e = 0;
@@ -31,7 +31,9 @@ struct attention_params {
 };
 static_assert(std::is_trivially_copyable_v<attention_params>);
 
+// lengths == nullptr: every session fills all max_len rows.
 __device__ inline std::uint32_t clamped_length(const std::int64_t* lengths, std::uint32_t b, std::uint32_t max_len) {
+  if (lengths == nullptr) return max_len;
   const std::int64_t len = lengths[b];
   return len < 0 ? 0u : (len > max_len ? max_len : static_cast<std::uint32_t>(len));
 }
