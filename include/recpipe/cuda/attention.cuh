@@ -43,6 +43,10 @@ inline constexpr std::size_t max_shared_bytes = 48 * 1024;
 inline std::size_t shared_bytes(std::size_t max_len, std::size_t head_dim) {
   return (threads / 32) * (max_len + head_dim) * sizeof(float);
 }
+// The staged kernel also holds the session's keys (pitch head_dim + 1) and values of one head.
+inline std::size_t staged_shared_bytes(std::size_t max_len, std::size_t head_dim) {
+  return shared_bytes(max_len, head_dim) + max_len * (2 * head_dim + 1) * sizeof(float);
+}
 }  // namespace attention_detail
 
 namespace attention_detail {
@@ -112,8 +116,22 @@ inline cudaError_t context(const cuda_backend& backend, const blas_handle& blas,
   p.context = context;
   p.context_stride = e;
   const cudaStream_t stream = backend.stream();
-  kernels::attention_kernel<threads>
-      <<<dim3(p.sessions, static_cast<unsigned>(w.num_heads)), threads, shared_bytes(max_len, head_dim), stream>>>(p);
+  const dim3 grid(p.sessions, static_cast<unsigned>(w.num_heads));
+  // K and V staged in shared memory when they fit the device's opt-in limit (227 KiB per block
+  // on an H200: sessions of ~430 items at head width 64); else read from global memory / L2.
+  const std::size_t staged = staged_shared_bytes(max_len, head_dim);
+  int device = 0, optin = 0;
+  RECPIPE_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  RECPIPE_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (staged <= static_cast<std::size_t>(optin)) {
+    if (staged > max_shared_bytes)
+      RECPIPE_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernels::attention_kernel<threads, true>,
+                                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                        static_cast<int>(staged)));
+    kernels::attention_kernel<threads, true><<<grid, threads, staged, stream>>>(p);
+  } else {
+    kernels::attention_kernel<threads, false><<<grid, threads, shared_bytes(max_len, head_dim), stream>>>(p);
+  }
   RECPIPE_CUDA_RETURN_IF_LAUNCH_FAILED(stream);
   return cudaSuccess;
 }

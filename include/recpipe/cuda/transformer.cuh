@@ -37,9 +37,10 @@
 RECPIPE_CUDA_NAMESPACE_BEGIN
 
 namespace transformer_detail {
+inline constexpr std::size_t rows_per_block = dispatch::block_threads / 32;
 inline unsigned row_blocks(std::size_t rows) {
-  // One warp per row: rows * 32 threads, grid-stride beyond what fills the device.
-  return dispatch::dense_detail::elementwise_blocks(rows * 32);
+  // One warp per row; grid-stride beyond what fills an H200 (132 SMs x 8 resident blocks).
+  return static_cast<unsigned>(std::max<std::size_t>(1, std::min<std::size_t>((rows + rows_per_block - 1) / rows_per_block, 132 * 8)));
 }
 
 inline cudaError_t launch(const cuda_backend& backend, const kernels::residual_norm_params& p) {
