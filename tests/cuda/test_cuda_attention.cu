@@ -154,8 +154,11 @@ TEST_CASE("multi_head_attention with a separate query matches the CPU overload: 
     twin x(backend, rows, e, rng), q(backend, rows, e, rng, 3), in_w(backend, 3 * e, e, rng, 0, 0.2f),
         out_w(backend, e, e, rng, 0, 0.2f);
     vec_twin in_b(backend, 3 * e, rng), out_b(backend, e, rng);
-    const recpipe::cpu::mha_weights cw{in_w.cview(), in_b.h(), out_w.cview(), out_b.h(), heads};
-    const rc::mha_weights gw{in_w.dcview(), in_b.d(), out_w.dcview(), out_b.d(), heads};
+    const bool biases = e != 48;  // one shape without biases (the split in-projection then takes none)
+    const recpipe::cpu::mha_weights cw{in_w.cview(), biases ? in_b.h() : std::span<const float>(), out_w.cview(),
+                                       biases ? out_b.h() : std::span<const float>(), heads};
+    const rc::mha_weights gw{in_w.dcview(), biases ? in_b.d() : rc::device_span<const float>(), out_w.dcview(),
+                             biases ? out_b.d() : rc::device_span<const float>(), heads};
     for (bool causal : {false, true}) {
       CAPTURE(causal);
       twin want(backend, rows, e, rng), got(backend, rows, e, rng, 1), self_got(backend, rows, e, rng);
@@ -385,6 +388,12 @@ TEST_CASE("session_transformer encode_padded gives encode's result, encode rejec
   RECPIPE_CUDA_TRY(gpu.encode_padded(backend, blas, d_slots.const_span(), d_lengths.const_span(), 5, {b.data(), 3, 32}));
   const auto ga = rc::to_host(backend, a.const_span()), gb = rc::to_host(backend, b.const_span());
   for (std::size_t i = 0; i < ga.size(); ++i) CHECK(ga[i] == doctest::Approx(gb[i]).epsilon(1e-6));
+  // A ragged_view with std::size_t offsets (a ragged column's view) encodes the same.
+  const std::vector<std::size_t> size_offsets(offsets.begin(), offsets.end());
+  RECPIPE_CUDA_TRY(gpu.encode(backend, blas, recpipe::ragged_view<const id_type, std::size_t>(size_offsets, items),
+                              {b.data(), 3, 32}));
+  const auto gc = rc::to_host(backend, b.const_span());
+  CHECK(gc == ga);
   using doctest::Contains;
   const std::vector<id_type> bad = {5, 6, 100};
   CHECK_THROWS_WITH_AS(gpu.encode(backend, blas, std::vector<id_type>{0, 3}, bad, {a.data(), 1, 32}),
