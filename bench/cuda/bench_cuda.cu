@@ -720,7 +720,9 @@ void bench_encode(rc::cuda_backend& backend, const rc::blas_handle& blas, std::s
     for (std::size_t c = 0; c < e; ++c) {
       if (std::fabs(got[b * e + c] - want[c]) > 1e-3 * (1 + std::fabs(want[c])))
         fail("session_transformer encode differs from the host reference at session " + std::to_string(b));
-      if (got2[b * e + c] != got[b * e + c]) fail("encode (host ids) and encode_padded (device ids) differ");
+      // The same kernels on the same window: equal up to cuBLAS's algorithm choice (1e-6).
+      if (std::fabs(got2[b * e + c] - got[b * e + c]) > 1e-6 * (1 + std::fabs(got[b * e + c])))
+        fail("encode (host ids) and encode_padded (device ids) differ");
     }
   }
   // Bytes: the ids in, the session vectors out (the minimum any implementation moves).

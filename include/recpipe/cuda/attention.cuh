@@ -166,7 +166,9 @@ inline cudaError_t attend(const cuda_backend& backend, const blas_handle& blas, 
 //! GEMM over all rows (padding included: rows are independent), one fused kernel per (session,
 //! head) - q * 1/sqrt(E / heads), scores with math::dot, the row softmax in shared memory (max,
 //! exp, sum; all -inf gives zeros), the weighted sum of v in key order - then the out-projection
-//! GEMM and a pass that zeroes the padded rows.
+//! GEMM and a pass that zeroes the padded rows. The kernel stages the session's keys and values
+//! of its head in shared memory when they fit the device's opt-in limit (else reads them from
+//! global memory / L2).
 //! @param lengths device, one per session; unchecked device data, so each is clamped into
 //!        [0, max_len] (the CPU entry throws instead).
 //! @param out same shape as x, must not overlap it.
