@@ -467,6 +467,44 @@ TEST_CASE("cuda::session_transformer rejects a bad spec or mis-shaped weights be
     CHECK_THROWS_AS(rc::session_transformer(backend, spec, w), rc::cuda_error);
 }
 
+TEST_CASE("cuda::session_transformer::window_layout lays sessions out as the CPU model's window") {
+  using layout = std::vector<std::int64_t>;
+  rc::session_transformer_spec spec;
+  spec.num_items = 100;
+  spec.embedding_dim = 8;
+  spec.max_length = 3;
+  spec.ffn_dim = 8;
+  spec.num_layers = 1;
+  const std::vector<id_type> offsets = {0, 2, 2, 7}, items = {5, 6, 1, 0, 2, 0, 3};
+  const recpipe::ragged_view<const id_type, id_type> sessions(offsets, items);
+  layout out;
+  // Right padding, no padding id: window = the longest kept (3: the last session keeps 2, 0, 3).
+  CHECK(rc::session_transformer::window_layout(spec, sessions, out) == 3);
+  CHECK(out == layout{5, 6, -1, -1, -1, -1, 2, 0, 3, /* lengths */ 2, 0, 3});
+  // Padding id 0 dropped: the last session keeps 1, 2, 3.
+  spec.padding_id = 0;
+  CHECK(rc::session_transformer::window_layout(spec, sessions, out) == 3);
+  CHECK(out == layout{5, 6, 0, 0, 0, 0, 1, 2, 3, 2, 0, 3});
+  // A full window of max_length slots, items in the last ones.
+  spec.max_length = 4;
+  spec.attend_to_padding = true;
+  CHECK(rc::session_transformer::window_layout(spec, sessions, out) == 4);
+  CHECK(out == layout{0, 0, 5, 6, 0, 0, 0, 0, 0, 1, 2, 3, 2, 0, 3});
+  // Every session empty (after dropping padding): window 0, lengths only.
+  const std::vector<id_type> empty_offsets = {0, 1, 1}, only_padding = {0};
+  CHECK(rc::session_transformer::window_layout(
+            spec, recpipe::ragged_view<const id_type, id_type>(empty_offsets, only_padding), out) == 0);
+  CHECK(out == layout{0, 0});
+  // std::size_t offsets (a ragged column's view) give the same.
+  spec.attend_to_padding = false;
+  const std::vector<std::size_t> size_offsets(offsets.begin(), offsets.end());
+  layout from_size;
+  CHECK(rc::session_transformer::window_layout(spec, recpipe::ragged_view<const id_type, std::size_t>(size_offsets, items),
+                                               from_size) == 3);
+  CHECK(rc::session_transformer::window_layout(spec, sessions, out) == 3);
+  CHECK(from_size == out);
+}
+
 // Which stages run where inside a cuda_backend run (compile-time, no device needed).
 static_assert(recpipe::cuda::detail::device_stage<recpipe::top_k_stage<recpipe::col::score>>);
 static_assert(recpipe::cuda::detail::device_stage<recpipe::softmax_sample_stage<recpipe::col::score>>);

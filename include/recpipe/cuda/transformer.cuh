@@ -443,9 +443,9 @@ class session_transformer {
   //! @brief Session vectors from host ragged sessions, as models::session_transformer::encode:
   //! out[b] = the final hidden state at session b's last item (zeros for an empty session).
   //! The host drops padding_id items, keeps each session's last max_length, lays the ids out in
-  //! the CPU model's window (the longest kept session's length, or max_length slots with
-  //! attend_to_padding) and copies them and the lengths to the device in one copy; then
-  //! encode_padded's kernels.
+  //! the CPU model's window (window_layout: the longest kept session's length, or max_length
+  //! slots with attend_to_padding) and copies them and the lengths to the device in one copy;
+  //! then encode_padded's kernels.
   //! @param offsets batch + 1 non-decreasing entries, offsets[0] = 0, offsets[batch] = items.size()
   //! @param items item ids in [0, num_items), sessions concatenated in time order (host memory)
   //! @param out device [batch, embedding_dim]
@@ -467,7 +467,6 @@ class session_transformer {
     constexpr const char* where = "cuda::session_transformer: encode";
     const std::size_t e = spec_.embedding_dim;
     sessions.check(where, "items.size()");
-    const std::span<const Offset> offsets = sessions.offsets();
     const std::span<const id_type> items = sessions.values();
     const std::size_t batch = sessions.rows();
     cuda::detail::check_device_matrix(where, "out", out);
@@ -476,27 +475,11 @@ class session_transformer {
     for (std::size_t i = 0; i < items.size(); ++i)
       if (items[i] < 0 || static_cast<std::size_t>(items[i]) >= spec_.num_items)
         ::recpipe::detail::fail(where, ": items[", i, "] = ", items[i], " is outside [0, ", spec_.num_items, ")");
-    // Kept items of each session: padding_id dropped, then the last max_length.
-    std::vector<std::vector<id_type>> kept(batch);
-    std::size_t longest = 0;
-    for (std::size_t b = 0; b < batch; ++b) {
-      for (auto i = static_cast<std::size_t>(offsets[b]); i < static_cast<std::size_t>(offsets[b + 1]); ++i)
-        if (spec_.padding_id < 0 || items[i] != spec_.padding_id) kept[b].push_back(items[i]);
-      if (kept[b].size() > spec_.max_length)
-        kept[b].erase(kept[b].begin(), kept[b].end() - static_cast<std::ptrdiff_t>(spec_.max_length));
-      longest = std::max(longest, kept[b].size());
-    }
     if (batch == 0) return cudaSuccess;
-    if (longest == 0) return zero_rows(backend, out);
-    const std::size_t window = spec_.attend_to_padding ? spec_.max_length : longest;
+    std::vector<std::int64_t> host;
+    const std::size_t window = window_layout(spec_, sessions, host);
+    if (window == 0) return zero_rows(backend, out);
     check_window(where, window);
-    // One host block: slots [batch * window], then the lengths [batch].
-    std::vector<std::int64_t> host(batch * window + batch, spec_.padding_id);
-    for (std::size_t b = 0; b < batch; ++b) {
-      const std::size_t len = kept[b].size(), first = spec_.attend_to_padding ? window - len : 0;
-      std::copy(kept[b].begin(), kept[b].end(), host.begin() + static_cast<std::ptrdiff_t>(b * window + first));
-      host[batch * window + b] = static_cast<std::int64_t>(len);
-    }
     cuda::detail::scratch scratch(backend);
     std::int64_t* device = nullptr;
     RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&device, host.size()));
@@ -504,6 +487,48 @@ class session_transformer {
     RECPIPE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device, host.data(), host.size() * sizeof(std::int64_t),
                                                  cudaMemcpyHostToDevice, backend.stream()));
     return run(backend, blas, device, device + batch * window, batch, window, out);
+  }
+
+  //! @brief The host half of encode: lays ragged sessions out in the CPU model's window, as
+  //! encode_padded takes them. Each session drops its padding_id items and keeps its last
+  //! max_length; the window is the longest kept session (max_length with attend_to_padding, the
+  //! items then in the last slots and padding_id before them); unused slots hold padding_id.
+  //! @param out  resized to sessions * window + sessions: the slots [sessions * window], then the
+  //!             kept lengths [sessions]
+  //! @return the window (0 when every kept session is empty); ids are not checked here.
+  //! @code
+  //! std::vector<std::int64_t> host;
+  //! std::size_t window = recpipe::cuda::session_transformer::window_layout(gpu.spec(), sessions, host);
+  //! @endcode
+  template <std::integral Offset>
+  static std::size_t window_layout(const session_transformer_spec& spec, ragged_view<const id_type, Offset> sessions,
+                                   std::vector<std::int64_t>& out) {
+    const std::span<const Offset> offsets = sessions.offsets();
+    const std::span<const id_type> items = sessions.values();
+    const std::size_t batch = sessions.rows();
+    const auto kept = [&](id_type item) { return spec.padding_id < 0 || item != spec.padding_id; };
+    // Pass 1: each session's kept length (counted from its end, at most max_length).
+    out.assign(batch, 0);
+    std::size_t longest = 0;
+    for (std::size_t b = 0; b < batch; ++b) {
+      std::size_t len = 0;
+      for (auto i = static_cast<std::size_t>(offsets[b + 1]); i > static_cast<std::size_t>(offsets[b]) && len < spec.max_length; --i)
+        len += kept(items[i - 1]) ? 1 : 0;
+      out[b] = static_cast<std::int64_t>(len);
+      longest = std::max(longest, len);
+    }
+    const std::size_t window = longest == 0 ? 0 : (spec.attend_to_padding ? spec.max_length : longest);
+    // Pass 2: the slots, filled from each session's last kept item backwards; lengths after them.
+    std::vector<std::int64_t> lengths(out.begin(), out.end());
+    out.assign(batch * window + batch, spec.padding_id);
+    for (std::size_t b = 0; b < batch; ++b) {
+      const auto len = static_cast<std::size_t>(lengths[b]);
+      std::size_t slot = b * window + (spec.attend_to_padding ? window : len);
+      for (auto i = static_cast<std::size_t>(offsets[b + 1]); slot > b * window + (spec.attend_to_padding ? window - len : 0); --i)
+        if (kept(items[i - 1])) out[--slot] = items[i - 1];
+      out[batch * window + b] = lengths[b];
+    }
+    return window;
   }
 
   //! @brief encode over sessions already laid out on the device in the CPU model's window:
