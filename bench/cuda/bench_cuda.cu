@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // CUDA benchmark: embedding bags (fp32 / fp16 / int8, one and many tables), top-k (sort and
-// radix select), dot scoring, cross layers, DLRM interaction, FM and MLP against GPU peers.
+// radix select), dot scoring, cross layers, DLRM interaction, FM, MLP, attention and the session
+// transformer's encode against GPU peers.
 //
 // Ceiling: the device-to-device copy bandwidth measured at the start of the same run (read +
 // write bytes per second of a 1 GiB cudaMemcpyAsync), and for GEMM-bound cases the cuBLAS GEMM
@@ -18,6 +19,7 @@
 #include <recpipe/cuda/dot_score.cuh>
 #include <recpipe/cuda/embedding_bag.cuh>
 #include <recpipe/cuda/topk.cuh>
+#include <recpipe/cuda/transformer.cuh>
 
 #include <cub/device/device_segmented_radix_sort.cuh>
 
@@ -573,6 +575,168 @@ void bench_attention(rc::cuda_backend& backend, const rc::blas_handle& blas, std
             bytes, ours, "-", {});
 }
 
+// ---- session transformer: attention shapes of issue 12 and the whole encode ------------------
+// Attention at lengths 50-200 (the issue's target: at least the best SDPA backend, which
+// torch_peers.py times with each backend forced) over several widths / head counts.
+void bench_attention_shapes(rc::cuda_backend& backend, const rc::blas_handle& blas, bool quick) {
+  struct shape {
+    std::size_t e, heads;
+  };
+  for (std::size_t len : {50u, 100u, 200u})
+    for (const shape s : {shape{64, 2}, shape{128, 2}, shape{256, 4}}) {  // head width 32, 64, 64
+      if (quick && s.e == 128) continue;
+      bench_attention(backend, blas, 256, len, s.e, s.heads, true);
+    }
+}
+
+// Host reference (double) of a pre-norm encoder stack's output at one session's last item:
+// embedding + position, `layers` blocks (LN1, causal MHA, residual, LN2, ReLU FFN, residual),
+// the final LayerNorm. Weights as cuda::session_transformer_host_weights lays them out.
+struct encode_host_weights {
+  std::vector<float> items, positions, final_w, final_b;
+  struct layer {
+    std::vector<float> in_w, in_b, out_w, out_b, w1, b1, w2, b2, n1w, n1b, n2w, n2b;
+  };
+  std::vector<layer> layers;
+};
+
+std::vector<double> reference_last_row(const encode_host_weights& w, const std::vector<id_type>& session, std::size_t e,
+                                       std::size_t heads, std::size_t f, float eps) {
+  const std::size_t len = session.size(), hd = e / heads;
+  std::vector<double> x(len * e);
+  for (std::size_t t = 0; t < len; ++t)
+    for (std::size_t c = 0; c < e; ++c)
+      x[t * e + c] = static_cast<double>(w.items[static_cast<std::size_t>(session[t]) * e + c]) + w.positions[t * e + c];
+  const auto norm = [&](const std::vector<double>& in, const std::vector<float>& g, const std::vector<float>& b) {
+    std::vector<double> out(in.size());
+    for (std::size_t t = 0; t < in.size() / e; ++t) {
+      double mean = 0, var = 0;
+      for (std::size_t c = 0; c < e; ++c) mean += in[t * e + c];
+      mean /= static_cast<double>(e);
+      for (std::size_t c = 0; c < e; ++c) var += (in[t * e + c] - mean) * (in[t * e + c] - mean);
+      const double inv = 1.0 / std::sqrt(var / static_cast<double>(e) + eps);
+      for (std::size_t c = 0; c < e; ++c) out[t * e + c] = (in[t * e + c] - mean) * inv * g[c] + b[c];
+    }
+    return out;
+  };
+  const auto linear = [](const std::vector<double>& in, std::size_t k, const std::vector<float>& weight,
+                         const std::vector<float>& bias, std::size_t m) {
+    const std::size_t n = in.size() / k;
+    std::vector<double> out(n * m);
+    for (std::size_t r = 0; r < n; ++r)
+      for (std::size_t o = 0; o < m; ++o) {
+        double acc = bias[o];
+        for (std::size_t c = 0; c < k; ++c) acc += weight[o * k + c] * in[r * k + c];
+        out[r * m + o] = acc;
+      }
+    return out;
+  };
+  for (const auto& l : w.layers) {
+    const auto a = norm(x, l.n1w, l.n1b);
+    const auto qkv = linear(a, e, l.in_w, l.in_b, 3 * e);
+    std::vector<double> ctx(len * e, 0.0);
+    for (std::size_t h = 0; h < heads; ++h)
+      for (std::size_t t = 0; t < len; ++t) {
+        std::vector<double> p(t + 1);
+        double peak = -1e300, total = 0;
+        for (std::size_t s = 0; s <= t; ++s) {
+          double dot = 0;
+          for (std::size_t c = 0; c < hd; ++c) dot += qkv[t * 3 * e + h * hd + c] * qkv[s * 3 * e + e + h * hd + c];
+          p[s] = dot / std::sqrt(static_cast<double>(hd));
+          peak = std::max(peak, p[s]);
+        }
+        for (auto& v : p) total += (v = std::exp(v - peak));
+        for (std::size_t s = 0; s <= t; ++s)
+          for (std::size_t c = 0; c < hd; ++c) ctx[t * e + h * hd + c] += p[s] / total * qkv[s * 3 * e + 2 * e + h * hd + c];
+      }
+    const auto attn = linear(ctx, e, l.out_w, l.out_b, e);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] += attn[i];
+    auto hidden = linear(norm(x, l.n2w, l.n2b), e, l.w1, l.b1, f);
+    for (auto& v : hidden) v = std::max(v, 0.0);
+    const auto ff = linear(hidden, f, l.w2, l.b2, e);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] += ff[i];
+  }
+  std::vector<double> last(x.end() - static_cast<std::ptrdiff_t>(e), x.end());
+  return norm(last, w.final_w, w.final_b);
+}
+
+// The whole session transformer encode (pre-norm, ReLU, final LayerNorm, causal) of `sessions`
+// sessions of `len` items: ids already on the device (encode_padded; the PyTorch peer starts from
+// device ids too), then from host ragged ids (encode: host layout + one copy, no peer).
+void bench_encode(rc::cuda_backend& backend, const rc::blas_handle& blas, std::size_t sessions, std::size_t len,
+                  std::size_t e, std::size_t heads, std::size_t f, std::size_t layers) {
+  std::mt19937_64 rng(20);
+  rc::session_transformer_spec spec;
+  spec.num_items = 50000;
+  spec.embedding_dim = e;
+  spec.max_length = len;
+  spec.num_heads = heads;
+  spec.ffn_dim = f;
+  spec.num_layers = layers;
+  encode_host_weights hw;
+  hw.items = random_host(spec.num_items * e, rng, 1.0f);
+  hw.positions = random_host(len * e, rng, 1.0f);
+  hw.final_w = random_host(e, rng, 1.0f);
+  hw.final_b = random_host(e, rng, 0.1f);
+  const float ws = 1.0f / std::sqrt(static_cast<float>(e)), fs = 1.0f / std::sqrt(static_cast<float>(f));
+  for (std::size_t i = 0; i < layers; ++i)
+    hw.layers.push_back({random_host(3 * e * e, rng, ws), random_host(3 * e, rng, 0.1f), random_host(e * e, rng, ws),
+                         random_host(e, rng, 0.1f), random_host(f * e, rng, ws), random_host(f, rng, 0.1f),
+                         random_host(e * f, rng, fs), random_host(e, rng, 0.1f), random_host(e, rng, 1.0f),
+                         random_host(e, rng, 0.1f), random_host(e, rng, 1.0f), random_host(e, rng, 0.1f)});
+  rc::session_transformer_host_weights w;
+  w.item_embedding = {hw.items.data(), spec.num_items, e};
+  w.position_embedding = {hw.positions.data(), len, e};
+  w.final_norm_weight = hw.final_w;
+  w.final_norm_bias = hw.final_b;
+  for (const auto& l : hw.layers)
+    w.layers.push_back({{l.in_w.data(), 3 * e, e}, l.in_b, {l.out_w.data(), e, e}, l.out_b, {l.w1.data(), f, e}, l.b1,
+                        {l.w2.data(), e, f}, l.b2, l.n1w, l.n1b, l.n2w, l.n2b});
+  const rc::session_transformer model(backend, spec, w);
+  std::uniform_int_distribution<id_type> item(0, static_cast<id_type>(spec.num_items) - 1);
+  std::vector<id_type> ids(sessions * len), offsets(sessions + 1);
+  for (auto& id : ids) id = item(rng);
+  for (std::size_t b = 0; b <= sessions; ++b) offsets[b] = static_cast<id_type>(b * len);
+  const std::vector<std::int64_t> lengths(sessions, static_cast<std::int64_t>(len));
+  auto d_ids = rc::to_device(backend, cspan(ids));
+  auto d_lengths = rc::to_device(backend, cspan(lengths));
+  rc::device_buffer<float> d_out(backend, sessions * e), d_out2(backend, sessions * e);
+  auto device_ids = [&](int) {
+    RECPIPE_CUDA_TRY(model.encode_padded(backend, blas, d_ids.const_span(), d_lengths.const_span(), len,
+                                         {d_out.data(), sessions, e}));
+  };
+  auto host_ids = [&](int) {
+    RECPIPE_CUDA_TRY(model.encode(backend, blas, std::span<const id_type>(offsets), std::span<const id_type>(ids),
+                                  {d_out2.data(), sessions, e}));
+  };
+  device_ids(0);
+  host_ids(0);
+  const auto got = rc::to_host(backend, d_out.const_span());
+  const auto got2 = rc::to_host(backend, d_out2.const_span());
+  for (std::size_t b : {std::size_t{0}, sessions - 1}) {
+    const std::vector<id_type> session(ids.begin() + static_cast<std::ptrdiff_t>(b * len),
+                                       ids.begin() + static_cast<std::ptrdiff_t>((b + 1) * len));
+    const auto want = reference_last_row(hw, session, e, heads, f, spec.eps);
+    for (std::size_t c = 0; c < e; ++c) {
+      if (std::fabs(got[b * e + c] - want[c]) > 1e-3 * (1 + std::fabs(want[c])))
+        fail("session_transformer encode differs from the host reference at session " + std::to_string(b));
+      // The same kernels on the same window: equal up to cuBLAS's algorithm choice (1e-6).
+      if (std::fabs(got2[b * e + c] - got[b * e + c]) > 1e-6 * (1 + std::fabs(got[b * e + c])))
+        fail("encode (host ids) and encode_padded (device ids) differ");
+    }
+  }
+  // Bytes: the ids in, the session vectors out (the minimum any implementation moves).
+  const double flops_per_row = 2.0 * (4.0 * e * e + 2.0 * e * f) + 2.0 * e * (len + 1);  // GEMMs + causal attention
+  const double flops = flops_per_row * static_cast<double>(sessions * len) * static_cast<double>(layers);
+  const std::string shape = " sessions " + std::to_string(sessions) + " L " + std::to_string(len) + " E " +
+                            std::to_string(e) + " heads " + std::to_string(heads) + " ffn " + std::to_string(f) +
+                            " layers " + std::to_string(layers);
+  time_pair(backend, "encode" + shape, flops, device_ids, "-", {});
+  rows.back().bytes = -flops;  // printed as TFLOP/s
+  time_pair(backend, "encode_host_ids" + shape, flops, host_ids, "-", {});
+  rows.back().bytes = -flops;
+}
+
 void write_tsv(const char* path) {
   std::FILE* f = std::fopen(path, "w");
   if (f == nullptr) fail(std::string("cannot write ") + path);
@@ -621,6 +785,8 @@ int main(int argc, char** argv) {
   bench_mlp(backend, blas, 4096);
   bench_interaction(backend, 8192, 27, 128);
   for (std::size_t len : {50u, 200u}) bench_attention(backend, blas, 1024, len, 64, 2, true);
+  bench_attention_shapes(backend, blas, quick);
+  for (std::size_t len : {50u, 200u}) bench_encode(backend, blas, quick ? 64 : 256, len, 64, 2, 256, 2);
   std::printf("\n| case | ours (ms) | peer (ms) | ratio | fraction of ceiling |\n|---|---|---|---|---|\n");
   for (const auto& r : rows) {
     const double ratio = r.peer_ms > 0 ? r.peer_ms / r.ours_ms : 0.0;

@@ -8,6 +8,7 @@
 #include <recpipe/cuda/cross.cuh>
 #include <recpipe/cuda/dense.cuh>
 #include <recpipe/cuda/stages.cuh>
+#include <recpipe/cuda/transformer.cuh>
 #include <recpipe/core/pipeline.hpp>
 #include <recpipe/stages/filter.hpp>
 #include <recpipe/stages/order.hpp>
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <span>
 #include <string>
 #include <typeinfo>
 #include <vector>
@@ -343,6 +345,164 @@ TEST_CASE("cuda::multi_head_attention validates before touching the device") {
   // No sessions: nothing to do, no CUDA call.
   CHECK(rc::multi_head_attention(backend, blas, recpipe::matrix_view<const float>(fake_floats, 0, 8), {}, 5,
                                  {in_w, {}, out_w, {}, 2}, true, recpipe::matrix_view<float>(fake_out, 0, 8)) == cudaSuccess);
+}
+
+TEST_CASE("cuda::multi_head_attention with a separate query, layer_norm and the encoder blocks validate first") {
+  using doctest::Contains;
+  rc::cuda_backend backend{cudaStream_t{}};
+  const rc::blas_handle blas(cublasHandle_t{});
+  const recpipe::matrix_view<const float> x(fake_floats, 10, 8), in_w(fake_floats, 24, 8), out_w(fake_floats, 8, 8);
+  const recpipe::matrix_view<float> out(fake_out, 10, 8);
+  const auto lengths = fake<const std::int64_t>(fake_offsets, 2);
+  const rc::mha_weights w{in_w, {}, out_w, {}, 2};
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, recpipe::matrix_view<const float>(fake_floats, 9, 8), x,
+                                                lengths, 5, w, true, out),
+                       Contains("cuda::multi_head_attention: query_x is 9 x 8 but must be 10 x 8"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, recpipe::matrix_view<const float>(fake_floats, 10, 4), x,
+                                                lengths, 5, w, true, out),
+                       Contains("query_x is 10 x 4 but must be 10 x 8"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, recpipe::matrix_view<const float>(nullptr, 10, 8), x,
+                                                lengths, 5, w, true, out),
+                       Contains("query_x is 10 x 8 but has no data"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, x, x, lengths, 4, w, true, out),
+                       Contains("x has 10 rows but lengths.size() * max_len = 2 * 4"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::multi_head_attention(backend, blas, x, x, lengths, 5, w, true,
+                                                recpipe::matrix_view<float>(fake_out, 10, 7)),
+                       Contains("out is 10 x 7 but must be 10 x 8"), recpipe::error);
+  CHECK(rc::multi_head_attention(backend, blas, recpipe::matrix_view<const float>(fake_floats, 0, 8),
+                                 recpipe::matrix_view<const float>(fake_floats, 0, 8), {}, 5, w, true,
+                                 recpipe::matrix_view<float>(fake_out, 0, 8)) == cudaSuccess);
+
+  // layer_norm
+  CHECK_THROWS_WITH_AS(rc::layer_norm(backend, x, fake<const float>(fake_floats, 7), {}, out),
+                       Contains("cuda::layer_norm: gamma has 7 entries but must have 8"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::layer_norm(backend, x, {}, {}, recpipe::matrix_view<float>(fake_out, 9, 8)),
+                       Contains("cuda::layer_norm: y is 9 x 8 but must be 10 x 8"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::layer_norm(backend, x, {}, {}, out, -1.0f), Contains("eps must be >= 0"), recpipe::error);
+  CHECK(rc::layer_norm(backend, recpipe::matrix_view<const float>(fake_floats, 0, 8), {}, {},
+                       recpipe::matrix_view<float>(fake_out, 0, 8)) == cudaSuccess);
+
+  // encoder blocks
+  rc::transformer_layer_weights layer;
+  layer.attention = w;
+  layer.linear1_weight = recpipe::matrix_view<const float>(fake_floats, 16, 8);
+  layer.linear2_weight = recpipe::matrix_view<const float>(fake_floats, 8, 16);
+  auto bad = layer;
+  bad.linear2_weight = recpipe::matrix_view<const float>(fake_floats, 8, 15);
+  CHECK_THROWS_WITH_AS(rc::transformer_encoder_layer(backend, blas, x, lengths, 5, bad, true, out),
+                       Contains("cuda::transformer_encoder_layer: linear2_weight is 8 x 15 but must be 8 x 16"),
+                       recpipe::error);
+  bad = layer;
+  bad.norm2_bias = fake<const float>(fake_floats, 3);
+  CHECK_THROWS_WITH_AS(rc::query_norm_encoder_layer(backend, blas, x, lengths, 5, bad, true, out),
+                       Contains("cuda::query_norm_encoder_layer: norm2_bias has 3 entries but must have 8"), recpipe::error);
+  bad = layer;
+  bad.eps = std::nanf("");
+  CHECK_THROWS_WITH_AS(rc::transformer_encoder_layer(backend, blas, x, lengths, 5, bad, true, out),
+                       Contains("eps must be finite and >= 0"), recpipe::error);
+  bad = layer;
+  bad.attention.num_heads = 3;
+  CHECK_THROWS_WITH_AS(rc::transformer_encoder_layer(backend, blas, x, lengths, 5, bad, true, out),
+                       Contains("num_heads = 3 must be >= 1 and divide the embedding width 8"), recpipe::error);
+  CHECK(rc::transformer_encoder_layer(backend, blas, recpipe::matrix_view<const float>(fake_floats, 0, 8), {}, 5, layer,
+                                      true, recpipe::matrix_view<float>(fake_out, 0, 8)) == cudaSuccess);
+}
+
+TEST_CASE("cuda::session_transformer rejects a bad spec or mis-shaped weights before copying anything") {
+  using doctest::Contains;
+  rc::cuda_backend backend{cudaStream_t{}};
+  rc::session_transformer_spec spec;
+  spec.num_items = 20;
+  spec.embedding_dim = 8;
+  spec.max_length = 4;
+  spec.num_heads = 2;
+  spec.ffn_dim = 16;
+  spec.num_layers = 1;
+  static float weights[24 * 20];
+  rc::session_transformer_host_weights w;
+  w.item_embedding = recpipe::matrix_view<const float>(weights, 20, 8);
+  w.position_embedding = recpipe::matrix_view<const float>(weights, 4, 8);
+  w.final_norm_weight = std::span<const float>(weights, 8);
+  w.final_norm_bias = std::span<const float>(weights, 8);
+  rc::session_transformer_host_layer layer;
+  layer.in_proj_weight = recpipe::matrix_view<const float>(weights, 24, 8);
+  layer.out_proj_weight = recpipe::matrix_view<const float>(weights, 8, 8);
+  layer.linear1_weight = recpipe::matrix_view<const float>(weights, 16, 8);
+  layer.linear2_weight = recpipe::matrix_view<const float>(weights, 8, 16);
+  w.layers = {layer};
+  auto bad_spec = spec;
+  bad_spec.num_heads = 3;
+  CHECK_THROWS_WITH_AS(rc::session_transformer(backend, bad_spec, w),
+                       Contains("cuda::session_transformer: num_heads = 3 must be at least 1 and divide embedding_dim = 8"),
+                       recpipe::error);
+  bad_spec = spec;
+  bad_spec.query_only_norm = true;
+  bad_spec.norm_first = false;
+  CHECK_THROWS_WITH_AS(rc::session_transformer(backend, bad_spec, w), Contains("needs norm_first = true"), recpipe::error);
+  bad_spec = spec;
+  bad_spec.attend_to_padding = true;
+  CHECK_THROWS_WITH_AS(rc::session_transformer(backend, bad_spec, w), Contains("attend_to_padding needs left padding"),
+                       recpipe::error);
+  bad_spec = spec;
+  bad_spec.num_layers = 2;
+  CHECK_THROWS_WITH_AS(rc::session_transformer(backend, bad_spec, w), Contains("1 layers of weights for num_layers = 2"),
+                       recpipe::error);
+  auto bad = w;
+  bad.position_embedding = recpipe::matrix_view<const float>(weights, 5, 8);
+  CHECK_THROWS_WITH_AS(rc::session_transformer(backend, spec, bad),
+                       Contains("position_embedding is 5 x 8 but must be 4 x 8"), recpipe::error);
+  bad = w;
+  bad.final_norm_bias = std::span<const float>(weights, 7);
+  CHECK_THROWS_WITH_AS(rc::session_transformer(backend, spec, bad),
+                       Contains("final_norm_bias has 7 entries but must have 8 (or none)"), recpipe::error);
+  auto no_final = spec;  // final_norm off: no final_norm tensors
+  no_final.final_norm = false;
+  CHECK_THROWS_WITH_AS(rc::session_transformer(backend, no_final, w),
+                       Contains("final_norm_weight has 8 entries but must have 0"), recpipe::error);
+  bad = w;
+  bad.layers[0].linear1_bias = std::span<const float>(weights, 15);
+  CHECK_THROWS_WITH_AS(rc::session_transformer(backend, spec, bad),
+                       Contains("layers[i].linear1_bias has 15 entries but must have 16 (or none)"), recpipe::error);
+  if (!has_device())  // the shapes are right: the copy to the device is what fails here
+    CHECK_THROWS_AS(rc::session_transformer(backend, spec, w), rc::cuda_error);
+}
+
+TEST_CASE("cuda::session_transformer::window_layout lays sessions out as the CPU model's window") {
+  using layout = std::vector<std::int64_t>;
+  rc::session_transformer_spec spec;
+  spec.num_items = 100;
+  spec.embedding_dim = 8;
+  spec.max_length = 3;
+  spec.ffn_dim = 8;
+  spec.num_layers = 1;
+  const std::vector<id_type> offsets = {0, 2, 2, 7}, items = {5, 6, 1, 0, 2, 0, 3};
+  const recpipe::ragged_view<const id_type, id_type> sessions(offsets, items);
+  layout out;
+  // Right padding, no padding id: window = the longest kept (3: the last session keeps 2, 0, 3).
+  CHECK(rc::session_transformer::window_layout(spec, sessions, out) == 3);
+  CHECK(out == layout{5, 6, -1, -1, -1, -1, 2, 0, 3, /* lengths */ 2, 0, 3});
+  // Padding id 0 dropped: the last session keeps 1, 2, 3.
+  spec.padding_id = 0;
+  CHECK(rc::session_transformer::window_layout(spec, sessions, out) == 3);
+  CHECK(out == layout{5, 6, 0, 0, 0, 0, 1, 2, 3, 2, 0, 3});
+  // A full window of max_length slots, items in the last ones.
+  spec.max_length = 4;
+  spec.attend_to_padding = true;
+  CHECK(rc::session_transformer::window_layout(spec, sessions, out) == 4);
+  CHECK(out == layout{0, 0, 5, 6, 0, 0, 0, 0, 0, 1, 2, 3, 2, 0, 3});
+  // Every session empty (after dropping padding): window 0, lengths only.
+  const std::vector<id_type> empty_offsets = {0, 1, 1}, only_padding = {0};
+  CHECK(rc::session_transformer::window_layout(
+            spec, recpipe::ragged_view<const id_type, id_type>(empty_offsets, only_padding), out) == 0);
+  CHECK(out == layout{0, 0});
+  // std::size_t offsets (a ragged column's view) give the same.
+  spec.attend_to_padding = false;
+  const std::vector<std::size_t> size_offsets(offsets.begin(), offsets.end());
+  layout from_size;
+  CHECK(rc::session_transformer::window_layout(spec, recpipe::ragged_view<const id_type, std::size_t>(size_offsets, items),
+                                               from_size) == 3);
+  CHECK(rc::session_transformer::window_layout(spec, sessions, out) == 3);
+  CHECK(from_size == out);
 }
 
 // Which stages run where inside a cuda_backend run (compile-time, no device needed).

@@ -11,6 +11,7 @@
 #include <recpipe/core/matrix.hpp>
 #include <recpipe/cpu/threads.hpp>
 #include <recpipe/math/activation.hpp>
+#include <recpipe/math/transformer.hpp>
 
 #if defined(RECPIPE_HAS_CBLAS)
 #include <cblas.h>
@@ -270,12 +271,12 @@ inline void layer_norm(matrix_view<const float> x, std::span<const float> gamma,
     float* out = y.data() + r * y.stride();
     const float mean = impl::sum(in, n) / static_cast<float>(n);
     const float variance = impl::sum_squared_deviation(in, n, mean) / static_cast<float>(n);
-    const float inv_std = 1.0f / std::sqrt(variance + eps);
+    const float inv_std = math::layer_norm_inv_std(variance, eps);  // the formulas the CUDA kernels run
     if (gamma.empty() && beta.empty()) {
-      for (std::size_t c = 0; c < n; ++c) out[c] = (in[c] - mean) * inv_std;
+      for (std::size_t c = 0; c < n; ++c) out[c] = math::layer_norm_value(in[c], mean, inv_std);
     } else {
       for (std::size_t c = 0; c < n; ++c)
-        out[c] = (in[c] - mean) * inv_std * (gamma.empty() ? 1.0f : gamma[c]) + (beta.empty() ? 0.0f : beta[c]);
+        out[c] = math::layer_norm_value(in[c], mean, inv_std, gamma.empty() ? 1.0f : gamma[c], beta.empty() ? 0.0f : beta[c]);
     }
   }
 }

@@ -23,6 +23,7 @@
 #include <recpipe/cpu/dense.hpp>
 #include <recpipe/cpu/embedding.hpp>
 #include <recpipe/io/safetensors.hpp>
+#include <recpipe/math/transformer.hpp>
 #include <recpipe/models/parameters.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -42,6 +43,13 @@ enum class position_numbering {
   window_slot,         //!< the window slot 0 .. max_length-1, padded slots too; table [max_length, E]
   window_slot_from_1,  //!< the window slot + 1 (1 .. max_length), padded slots 0; table [max_length + 1, E]
 };
+
+//! The math:: rule the kernels share (same enumerators and values as position_numbering).
+constexpr math::position_rule to_position_rule(position_numbering p) noexcept { return static_cast<math::position_rule>(p); }
+static_assert(static_cast<int>(position_numbering::first_item) == static_cast<int>(math::position_rule::first_item) &&
+              static_cast<int>(position_numbering::window_slot) == static_cast<int>(math::position_rule::window_slot) &&
+              static_cast<int>(position_numbering::window_slot_from_1) ==
+                  static_cast<int>(math::position_rule::window_slot_from_1));
 
 //! @brief Config of a session_transformer. JSON: `{"num_items": 5000, "embedding_dim": 64,
 //! "max_length": 200, "num_heads": 2, "ffn_dim": 128, "num_layers": 2, "activation": "relu",
@@ -278,6 +286,16 @@ class session_transformer {
   //! The item embedding table [num_items, E] (the vectors score_all_items compares against,
   //! and what an ANN index over items can be built from).
   matrix_view<const float> item_embeddings() const noexcept { return items_; }
+  //! The position embedding table [config().position_rows(), E].
+  matrix_view<const float> position_embeddings() const noexcept { return positions_; }
+  //! The encoder blocks' weights, in order (views into this model's storage).
+  std::span<const cpu::transformer_layer_weights> layers() const noexcept { return layers_; }
+  //! input_norm.weight / .bias (empty without config().input_norm).
+  std::span<const float> input_norm_weight() const noexcept { return input_weight_; }
+  std::span<const float> input_norm_bias() const noexcept { return input_bias_; }
+  //! final_norm.weight / .bias (empty when config().final_norm is false).
+  std::span<const float> final_norm_weight() const noexcept { return final_weight_; }
+  std::span<const float> final_norm_bias() const noexcept { return final_bias_; }
 
   //! @brief Session vectors: out[b] = final hidden state at session b's last item.
   //! @param offsets  batch + 1 non-decreasing entries, offsets[0] = 0, offsets[batch] = items.size()
@@ -364,10 +382,8 @@ class session_transformer {
       // Slot s of `filled` holds item k = s - first_slot (s < first_slot: padding).
       // In a left-padded window of max_length, item k of len sits in slot max_length - len + k.
       for (std::size_t s = 0; s < filled; ++s) {
-        const std::size_t window_slot = left ? config_.max_length - (full_window ? window - s : len - s) : s;
-        std::size_t position = s;  // first_item: item k at slot k (the slots start at the first item)
-        if (config_.positions == position_numbering::window_slot) position = window_slot;
-        if (config_.positions == position_numbering::window_slot_from_1) position = s < first_slot ? 0 : window_slot + 1;
+        const std::size_t position =
+            math::session_position(to_position_rule(config_.positions), left, config_.max_length, filled, first_slot, s);
         const float* p = positions_.data() + position * positions_.stride();
         float* row = slots.data() + s * e;
         for (std::size_t c = 0; c < e; ++c) row[c] += p[c];

@@ -15,6 +15,7 @@
 #include <recpipe/math/random.hpp>
 #include <recpipe/math/softmax.hpp>
 #include <recpipe/math/topk.hpp>
+#include <recpipe/math/transformer.hpp>
 #include <recpipe/math/vector.hpp>
 
 namespace math = recpipe::math;
@@ -179,4 +180,24 @@ TEST_CASE("int8 row quantisation round trip") {
   math::accumulate_row_int8(row, 1.0f, acc, 5);
   for (int i = 0; i < 5; ++i) CHECK(std::abs(acc[i] - values[i]) <= 4.0f / 510 + 1e-6f);
   CHECK(acc[0] == -1.0f);
+}
+
+TEST_CASE("layer_norm_value / layer_norm_inv_std are LayerNorm's element formula, session_position numbers slots") {
+  CHECK(math::layer_norm_inv_std(0.25f, 0.0f) == 2.0f);
+  CHECK(math::layer_norm_inv_std(3.0f, 1.0f) == 0.5f);
+  CHECK(math::layer_norm_value(3.0f, 1.0f, 0.5f) == 1.0f);
+  CHECK(math::layer_norm_value(3.0f, 1.0f, 0.5f, 4.0f, -1.0f) == 3.0f);
+  // eps 0 on a constant row: 0 * inf is NaN, as nn.LayerNorm(eps=0) gives.
+  CHECK(std::isnan(math::layer_norm_value(2.0f, 2.0f, math::layer_norm_inv_std(0.0f, 0.0f))));
+  using math::position_rule;
+  // Right padding, first_item: slot s is position s.
+  for (std::size_t s = 0; s < 3; ++s) CHECK(math::session_position(position_rule::first_item, false, 10, 3, 0, s) == s);
+  // Left padding in a window of 10, a session of 3 kept items (slots 0..2 of its rows): slots 7, 8, 9.
+  CHECK(math::session_position(position_rule::window_slot, true, 10, 3, 0, 0) == 7);
+  CHECK(math::session_position(position_rule::window_slot, true, 10, 3, 0, 2) == 9);
+  CHECK(math::session_position(position_rule::window_slot_from_1, true, 10, 3, 0, 2) == 10);
+  // A full window of 10 with 3 items after 7 padding slots: padding gets 0 from 1, the items 8..10.
+  CHECK(math::session_position(position_rule::window_slot_from_1, true, 10, 10, 7, 6) == 0);
+  CHECK(math::session_position(position_rule::window_slot_from_1, true, 10, 10, 7, 7) == 8);
+  CHECK(math::session_position(position_rule::window_slot, true, 10, 10, 7, 6) == 6);
 }
