@@ -118,7 +118,11 @@ TEST_CASE("linear and mlp match cpu::linear / cpu::mlp for every activation, fus
     auto d_bias = rc::to_device(backend, std::span<const float>(bias));
     RECPIPE_CUDA_TRY(rc::linear(backend, fresh, x.dcview(), w.dcview(), d_bias.const_span(), y.dview(), activation::relu));
     REQUIRE(fresh.plans().size() == 1);
-    const recpipe::cuda::detail::lt_plan_key key{256, 32, 64, 64, 64, 32, CUBLASLT_EPILOGUE_RELU_BIAS, 256, 256, 256, 256};
+    using recpipe::cuda::detail::pointer_alignment;
+    const recpipe::cuda::detail::lt_plan_key key{256, 32, 64, 64, 64, 32, CUBLASLT_EPILOGUE_RELU_BIAS,
+                                                 pointer_alignment(x.device.data()), pointer_alignment(w.device.data()),
+                                                 pointer_alignment(y.device.data()), pointer_alignment(d_bias.data())};
+    REQUIRE(pointer_alignment(d_bias.data()) >= 16);  // pool allocations: the bias goes into the matmul
     REQUIRE(fresh.plans().find(key) != nullptr);
     CHECK(fresh.plans().find(key)->usable);
     RECPIPE_CUDA_TRY(rc::linear(backend, fresh, x.dcview(), w.dcview(), d_bias.const_span(), y.dview(), activation::relu));
