@@ -271,6 +271,94 @@ TEST_CASE("cublas_error names file, line and status; dense and cross entries val
                        Contains("cuda::fm_second_order: out holds 3 values for 2 rows"), recpipe::error);
 }
 
+TEST_CASE("cuBLASLt epilogue split: bias and ReLU fused, GELU / sigmoid / unaligned bias left to the kernel") {
+  using recpipe::math::activation;
+  using rc::dispatch::split_epilogue;
+  // ReLU with or without a (usable) bias: all in cuBLASLt, no kernel.
+  CHECK(split_epilogue(activation::relu, true, true).lt == CUBLASLT_EPILOGUE_RELU_BIAS);
+  CHECK(!split_epilogue(activation::relu, true, true).needs_kernel());
+  CHECK(split_epilogue(activation::relu, false, false).lt == CUBLASLT_EPILOGUE_RELU);
+  CHECK(!split_epilogue(activation::relu, false, false).needs_kernel());
+  // ReLU with a bias cuBLASLt cannot take: both in the kernel (bias before the activation).
+  const auto unaligned = split_epilogue(activation::relu, true, false);
+  CHECK(unaligned.lt == CUBLASLT_EPILOGUE_DEFAULT);
+  CHECK((unaligned.kernel_bias && unaligned.kernel_act == activation::relu));
+  // No activation: BIAS or nothing at all.
+  CHECK(split_epilogue(activation::none, true, true).lt == CUBLASLT_EPILOGUE_BIAS);
+  CHECK(!split_epilogue(activation::none, true, true).needs_kernel());
+  CHECK(split_epilogue(activation::none, false, true).lt == CUBLASLT_EPILOGUE_DEFAULT);
+  CHECK(!split_epilogue(activation::none, false, true).needs_kernel());
+  CHECK(split_epilogue(activation::none, true, false).kernel_bias);
+  // GELU (exact and tanh) and sigmoid: the bias in cuBLASLt, the activation in math::activate.
+  for (activation act : {activation::gelu, activation::gelu_tanh, activation::sigmoid}) {
+    const auto s = split_epilogue(act, true, true);
+    CHECK(s.lt == CUBLASLT_EPILOGUE_BIAS);
+    CHECK((!s.kernel_bias && s.kernel_act == act && s.needs_kernel()));
+    const auto no_bias = split_epilogue(act, false, false);
+    CHECK(no_bias.lt == CUBLASLT_EPILOGUE_DEFAULT);
+    CHECK((!no_bias.kernel_bias && no_bias.kernel_act == act));
+    CHECK(split_epilogue(act, true, false).kernel_bias);
+  }
+}
+
+TEST_CASE("cuBLASLt plans: alignment classes, a bounded first-in-first-out cache, the handle's switches") {
+  using rc::detail::pointer_alignment;
+  alignas(256) static unsigned char bytes[1024];
+  CHECK(pointer_alignment(bytes) == 256);
+  CHECK(pointer_alignment(bytes + 512) == 256);
+  CHECK(pointer_alignment(bytes + 4) == 4);
+  CHECK(pointer_alignment(bytes + 48) == 16);
+  CHECK(pointer_alignment(bytes + 128) == 128);
+  CHECK(pointer_alignment(nullptr) == 256);
+
+  rc::detail::lt_plan_cache cache;  // plans without descriptors: nothing to destroy, no cuBLASLt call
+  rc::detail::lt_plan_key key{4, 19, 37, 40, 38, 21, CUBLASLT_EPILOGUE_RELU_BIAS, 256, 16, 4, 256};
+  CHECK(cache.find(key) == nullptr);
+  rc::detail::lt_plan usable;
+  usable.usable = true;
+  usable.workspace_bytes = 1024;
+  cache.insert(key, usable);
+  REQUIRE(cache.find(key) != nullptr);
+  CHECK(cache.find(key)->workspace_bytes == 1024);
+  rc::detail::lt_plan_key other = key;
+  other.align_c = 8;  // another alignment class is another plan
+  CHECK(cache.find(other) == nullptr);
+  for (std::uint64_t m = 100; cache.size() < rc::detail::lt_plan_cache::capacity; ++m) {
+    other.m = m;
+    cache.insert(other, rc::detail::lt_plan{});
+  }
+  CHECK(cache.find(key) != nullptr);
+  other.m = 1;
+  cache.insert(other, rc::detail::lt_plan{});  // full: the oldest (key) goes
+  CHECK(cache.size() == rc::detail::lt_plan_cache::capacity);
+  CHECK(cache.find(key) == nullptr);
+  CHECK(cache.find(other) != nullptr);
+  cache.clear();
+  CHECK(cache.size() == 0);
+
+  // A borrowed handle pair makes no cuBLAS call; moves carry the switch and the plans.
+  rc::blas_handle blas(cublasHandle_t{}, cublasLtHandle_t{});
+  CHECK(blas.fused_epilogues());
+  blas.set_fused_epilogues(false);
+  blas.plans().insert(key, usable);
+  rc::blas_handle moved(std::move(blas));
+  CHECK(!moved.fused_epilogues());
+  CHECK(moved.plans().size() == 1);
+  // Fused epilogues off: lt_gemm_nt declines (the caller takes cublasSgemm) without any call;
+  // an empty product is done without a call either way.
+  rc::cuda_backend backend{cudaStream_t{}};
+  bool ran = true;
+  CHECK(rc::dispatch::lt_gemm_nt(backend, moved, 4, 19, 37, fake_floats, 37, fake_floats, 37, fake_out, 19,
+                                 CUBLASLT_EPILOGUE_DEFAULT, nullptr, &ran) == cudaSuccess);
+  CHECK(!ran);
+  moved.set_fused_epilogues(true);
+  CHECK(rc::dispatch::lt_gemm_nt(backend, moved, 0, 19, 37, fake_floats, 37, fake_floats, 37, fake_out, 19,
+                                 CUBLASLT_EPILOGUE_RELU, nullptr, &ran) == cudaSuccess);
+  CHECK(ran);
+  CHECK(rc::dispatch::gemm_nt_bias_activation(backend, moved, 4, 0, 37, fake_floats, 37, fake_floats, 37, fake_out, 1,
+                                              fake_floats, recpipe::math::activation::relu) == cudaSuccess);
+}
+
 TEST_CASE("cuda::embedding_bags and cuda::softmax_sample validate before touching the device") {
   using doctest::Contains;
   rc::cuda_backend backend{cudaStream_t{}};

@@ -10,6 +10,7 @@
 #include <recpipe/cuda/detail/scratch.cuh>
 #include <recpipe/cuda/dispatch/dense.cuh>
 
+#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -54,31 +55,47 @@ inline void check_layer(const char* where, std::size_t d, const cross_params& p,
 }
 
 // One layer: out = x0 * (W xl + b) + xl, with `projected` [rows, d] and `low` [rows, r] scratch.
+// The bias rides in the (last) GEMM's cuBLASLt epilogue when it can (16-byte aligned, a cuBLASLt
+// algorithm for the shape), so the recpipe kernel reads no bias; else the kernel adds it.
 inline cudaError_t layer(const cuda_backend& backend, const blas_handle& blas, matrix_view<const float> x0,
                          matrix_view<const float> xl, const cross_params& p, matrix_view<float> out,
                          float* projected, float* low) {
   const std::size_t rows = x0.rows(), d = x0.cols();
   const cudaStream_t stream = backend.stream();
   using cuda::detail::row_stride;
+  const float* bias = p.bias.empty() ? nullptr : p.bias.data();
+  const bool fold = bias != nullptr && cuda::detail::pointer_alignment(bias) >= dispatch::dense_detail::lt_min_bias_alignment;
+  const cublasLtEpilogue_t epilogue = fold ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  bool ran = false;
+  const auto gemm = [&](std::size_t n, std::size_t k, const float* a, std::size_t lda, const float* b, std::size_t ldb,
+                        float* c, cublasLtEpilogue_t e) -> cudaError_t {
+    RECPIPE_CUDA_RETURN_IF_ERROR(dispatch::lt_gemm_nt(backend, blas, rows, n, k, a, lda, b, ldb, c, n, e,
+                                                      e == CUBLASLT_EPILOGUE_BIAS ? bias : nullptr, &ran));
+    if (!ran) dispatch::gemm_nt(blas, stream, rows, n, k, a, lda, b, ldb, c, n);
+    return cudaSuccess;
+  };
   if (!p.weight.empty()) {
-    dispatch::gemm_nt(blas, stream, rows, d, d, xl.data(), row_stride(xl), p.weight.data(), row_stride(p.weight),
-                      projected, d);
+    RECPIPE_CUDA_RETURN_IF_ERROR(gemm(d, d, xl.data(), row_stride(xl), p.weight.data(), row_stride(p.weight), projected,
+                                      epilogue));
   } else {
     const std::size_t rank = p.down.rows();
-    dispatch::gemm_nt(blas, stream, rows, rank, d, xl.data(), row_stride(xl), p.down.data(), row_stride(p.down), low,
-                      rank);
-    dispatch::gemm_nt(blas, stream, rows, d, rank, low, rank, p.up.data(), row_stride(p.up), projected, d);
+    RECPIPE_CUDA_RETURN_IF_ERROR(
+        gemm(rank, d, xl.data(), row_stride(xl), p.down.data(), row_stride(p.down), low, CUBLASLT_EPILOGUE_DEFAULT));
+    RECPIPE_CUDA_RETURN_IF_ERROR(gemm(d, rank, low, rank, p.up.data(), row_stride(p.up), projected, epilogue));
   }
-  return dispatch::cross_epilogue(stream, {x0.data(), row_stride(x0)}, {projected, d},
-                                  p.bias.empty() ? nullptr : p.bias.data(), {xl.data(), row_stride(xl)},
-                                  {out.data(), row_stride(out)}, rows, d);
+  // `ran` is the last GEMM's: whether its epilogue added the bias.
+  const float* kernel_bias = fold && ran ? nullptr : bias;
+  return dispatch::cross_epilogue(stream, {x0.data(), row_stride(x0)}, {projected, d}, kernel_bias,
+                                  {xl.data(), row_stride(xl)}, {out.data(), row_stride(out)}, rows, d);
 }
 }  // namespace cross_detail
 
 //! @brief cpu::cross_network on the GPU: x_{l+1} = x0 * (W_l x_l + b_l) + x_l from x_0 = x0; out
-//! receives the last x_l. Per layer: FP32 cuBLAS GEMM(s) (two for low rank, through [batch, r])
-//! into a pooled temporary, then one element-wise epilogue (math::cross_update, the CPU formula)
-//! that writes out in place. Full- and low-rank layers may be mixed.
+//! receives the last x_l. Per layer: FP32 cuBLASLt matmul(s) (two for low rank, through [batch, r];
+//! cublasSgemm where cuBLASLt has no algorithm) into a pooled temporary, the bias added by the
+//! (last) matmul's epilogue, then one element-wise recpipe kernel x0 * p + x_l (math::cross_update,
+//! the CPU formula; the Hadamard product with x0 cannot be a cuBLASLt epilogue) that writes out in
+//! place. Full- and low-rank layers may be mixed.
 //! @param x0 [batch, d]; @param out [batch, d], must not overlap x0. Device memory.
 //! @return the first launch or allocation error; never synchronises.
 //! @throws recpipe::error naming the layer and argument whose shape disagrees, or if out is x0;

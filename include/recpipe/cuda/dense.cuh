@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// recpipe CUDA backend: nn.Linear + activation and MLP stacks (cuBLAS GEMM + fused bias/activation).
+// recpipe CUDA backend: nn.Linear + activation and MLP stacks (cuBLASLt GEMM with the bias / ReLU
+// fused into its epilogue; other activations in one recpipe epilogue kernel).
 #pragma once
 
 #include <recpipe/cuda/backend.cuh>
@@ -61,12 +62,19 @@ struct linear_layer {
   math::activation act = math::activation::none;
 };
 
-//! @brief cpu::linear on the GPU: y = act(x * weight^T + bias), an FP32 cuBLAS GEMM followed by
-//! one fused bias + activation pass (math::activate, the CPU's formula).
+//! @brief cpu::linear on the GPU: y = act(x * weight^T + bias), FP32 in and out, FP32 compute
+//! (no TF32), as one cuBLASLt matmul whose epilogue adds the bias and applies ReLU
+//! (CUBLASLT_EPILOGUE_BIAS / RELU / RELU_BIAS). GELU (exact or tanh) and sigmoid run in one
+//! recpipe kernel after the matmul (math::activate, the CPU's formula: cuBLASLt's GELU is not
+//! recpipe's), as does a bias that is not 16-byte aligned. The algorithm comes from cuBLASLt's
+//! heuristic once per shape (cached in `blas`); its workspace from the backend's pool. When
+//! cuBLASLt has no algorithm for a shape (or `blas.fused_epilogues()` is false, or in == 0) it
+//! falls back to cublasSgemm + the recpipe bias/activation kernel. Either way the values are the
+//! CPU's up to the GEMM's summation order.
 //! @param x [batch, in]; @param weight [out, in]; @param bias [out] or empty; @param y [batch, out],
 //! must not overlap x or weight. All device memory, any strides >= the columns.
-//! @return the first launch error; never synchronises.
-//! @throws recpipe::error on shape mismatches or null data; cublas_error when cuBLAS refuses.
+//! @return the first launch or allocation error; never synchronises.
+//! @throws recpipe::error on shape mismatches or null data; cublas_error when cuBLAS(Lt) refuses.
 //! @code
 //! recpipe::cuda::linear(backend, blas, x, w, b, y, recpipe::math::activation::relu);
 //! @endcode
@@ -78,15 +86,15 @@ inline cudaError_t linear(const cuda_backend& backend, const blas_handle& blas, 
   cuda::detail::check_device_shape(where, "x", x, x.rows(), weight.cols());
   cuda::detail::check_device_shape(where, "y", y, x.rows(), weight.rows());
   cuda::detail::check_device_bias(where, "bias", bias, weight.rows());
-  dispatch::gemm_nt(blas, backend.stream(), x.rows(), weight.rows(), weight.cols(), x.data(),
-                    cuda::detail::row_stride(x), weight.data(), cuda::detail::row_stride(weight), y.data(),
-                    cuda::detail::row_stride(y));
-  return dispatch::bias_activation(backend.stream(), {y.data(), cuda::detail::row_stride(y)}, y.rows(), y.cols(),
-                                   bias.empty() ? nullptr : bias.data(), act);
+  return dispatch::gemm_nt_bias_activation(backend, blas, x.rows(), weight.rows(), weight.cols(), x.data(),
+                                           cuda::detail::row_stride(x), weight.data(), cuda::detail::row_stride(weight),
+                                           y.data(), cuda::detail::row_stride(y), bias.empty() ? nullptr : bias.data(),
+                                           act);
 }
 
-//! @brief cpu::mlp on the GPU: x -> act0(x W0^T + b0) -> ... -> y. The hidden activations live in
-//! stream-ordered temporaries from the backend's pool.
+//! @brief cpu::mlp on the GPU: x -> act0(x W0^T + b0) -> ... -> y, one `linear` per layer (so a
+//! ReLU layer is a single cuBLASLt matmul with a RELU_BIAS epilogue). The hidden activations live
+//! in stream-ordered temporaries from the backend's pool.
 //! @param layers at least one; layer i's in must equal layer i-1's out. @param y must not overlap x.
 //! @return / @throws as linear (the message names the layer).
 //! @code
