@@ -775,6 +775,8 @@ void bench_encode(rc::cuda_backend& backend, const rc::blas_handle& blas, std::s
   rows.back().bytes = -flops;  // printed as TFLOP/s
   time_pair(backend, "encode_host_ids" + shape, flops, host_ids, "-", {});
   rows.back().bytes = -flops;
+}
+
 // ---- whole pipeline: cuda_backend vs the CPU backend on 2 threads ------------------------------
 // lookup(user vectors) >> exact retrieve (cuda::exact_index: one GEMM + top-k on the device;
 // cpu::exact_index on the CPU) >> lookup(item vectors) >> dot score >> top_k 10, batch 64 users.
