@@ -21,44 +21,17 @@
 #include <recpipe/cpu/cross.hpp>
 #include <recpipe/cpu/dense.hpp>
 
+#include "common/cuda_fixtures.cuh"
+
 namespace rc = recpipe::cuda;
 using recpipe::matrix_view;
 
 namespace {
-const bool device_present = [] {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess || count == 0) {
-    std::printf("SKIPPED: no CUDA device (%s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "cudaGetDeviceCount reports 0 devices");
-    std::fflush(stdout);
-    std::exit(77);
-  }
-  return true;
-}();
+const bool device_present = (recpipe_test::exit_unless_device(), true);
 
-std::vector<float> random_vector(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::uniform_real_distribution<float> u(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
+using recpipe_test::random_vector;
 
-// A host matrix and its device copy, row-major with `stride` >= cols.
-struct twin {
-  std::size_t rows = 0, cols = 0, stride = 0;
-  std::vector<float> host;
-  rc::device_buffer<float> device;
-  twin(rc::cuda_backend& backend, std::size_t r, std::size_t c, std::mt19937& rng, std::size_t pad = 0,
-       float scale = 1.0f)
-      : rows(r), cols(c), stride(c + pad), host(random_vector(r * (c + pad), rng, scale)),
-        device(rc::to_device(backend, std::span<const float>(host))) {}
-  matrix_view<const float> cview() const { return {host.data(), rows, cols, stride}; }
-  matrix_view<float> view() { return {host.data(), rows, cols, stride}; }
-  matrix_view<const float> dcview() const { return {device.data(), rows, cols, stride}; }
-  matrix_view<float> dview() { return {device.data(), rows, cols, stride}; }
-  void fetch(rc::cuda_backend& backend) { host = rc::to_host(backend, device.const_span()); }
-};
+using recpipe_test::twin;
 
 // Relative to the largest magnitude of the reference: summation orders differ (cuBLAS vs OpenBLAS).
 void check_close(const twin& want, const twin& got, double tolerance = 2e-5) {

@@ -22,23 +22,13 @@
 #include <recpipe/math/topk.hpp>
 #include <recpipe/math/vector.hpp>
 
+#include "common/cuda_fixtures.cuh"
+
 namespace rc = recpipe::cuda;
 using recpipe::id_type;
 
 namespace {
-// The shared doctest main cannot be told to skip, so decide before it runs: without a device
-// the binary reports why and exits with ctest's skip code.
-const bool device_present = [] {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess || count == 0) {
-    std::printf("SKIPPED: no CUDA device (%s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "cudaGetDeviceCount reports 0 devices");
-    std::fflush(stdout);
-    std::exit(77);
-  }
-  return true;
-}();
+const bool device_present = (recpipe_test::exit_unless_device(), true);
 
 template <class T>
 std::span<const T> cspan(const std::vector<T>& v) {

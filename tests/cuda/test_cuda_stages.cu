@@ -22,19 +22,13 @@
 #include <recpipe/stages/retrieve.hpp>
 #include <recpipe/stages/score.hpp>
 
+#include "common/cuda_fixtures.cuh"
+
 using namespace recpipe;
 
 namespace {
 
-void require_device() {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess || count == 0) {
-    std::printf("SKIPPED: no CUDA device (%s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "cudaGetDeviceCount reports 0 devices");
-    std::exit(77);
-  }
-}
+void require_device() { recpipe_test::exit_unless_device(); }
 
 struct world {
   static constexpr std::size_t items = 3000, users = 200, dim = 48;

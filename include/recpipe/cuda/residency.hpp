@@ -16,7 +16,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <deque>
 #include <span>
 #include <string_view>
@@ -78,15 +77,6 @@ template <column... Cs>
 struct batch_columns<batch<Cs...>> {
   template <class F>
   static void for_each(F&& f) {
-    (f(static_cast<Cs*>(nullptr)), ...);
-  }
-};
-template <class List>
-struct list_for_each;
-template <class... Cs>
-struct list_for_each<type_list<Cs...>> {
-  template <class F>
-  static void apply(F&& f) {
     (f(static_cast<Cs*>(nullptr)), ...);
   }
 };
@@ -161,8 +151,7 @@ class column_residency {
     static_assert(detail::device_movable_v<C>, "recpipe: COLUMN_NOT_DEVICE_MOVABLE - a device stage reads a column whose values are not trivially copyable");
     entry& e = find_or_add<C>();
     const auto& storage = batch.template get<C>();
-    if (e.device_valid && e.host_valid && !same_host(e, storage)) e.device_valid = false;  // host changed behind our back
-    if (!e.device_valid) upload<C>(e, storage);
+    ensure_on_device<C>(e, storage);
     return view<const typename C::value_type, C>(e, storage);
   }
 
@@ -457,6 +446,14 @@ class column_residency {
     remember_host(e, storage);
   }
 
+  // Uploads column C unless the device holds a copy of the current host storage (a host copy
+  // replaced behind the table's back, new buffer or new size, is uploaded again).
+  template <class C, class Storage>
+  void ensure_on_device(entry& e, const Storage& storage) {
+    if (e.device_valid && e.host_valid && !same_host(e, storage)) e.device_valid = false;
+    if (!e.device_valid) upload<C>(e, storage);
+  }
+
   // Queues downloads of the stale columns `wanted` selects; true when anything was queued.
   template <class Batch, class Wanted>
   bool download_stale(Batch& batch, Wanted&& wanted) {
@@ -485,8 +482,7 @@ class column_residency {
   void gather_column(Batch& batch, const std::int64_t* picks, std::size_t picked) {
     auto& storage = batch.template get<C>();
     entry& e = find_or_add<C>();
-    if (e.device_valid && e.host_valid && !same_host(e, storage)) e.device_valid = false;
-    if (!e.device_valid) upload<C>(e, storage);
+    ensure_on_device<C>(e, storage);
     std::size_t row_values = 1;
     if constexpr (C::shape == column_shape::per_candidate_vector) row_values = storage.cols();
     const std::size_t row_bytes = row_values * sizeof(typename C::value_type);

@@ -136,7 +136,6 @@ void device_select(Batch& batch, std::size_t k, cuda_backend& backend, Device&& 
   const auto& host_candidates = batch.template get<col::candidates>();
   const std::size_t total = host_candidates.total();
   if (n == 0 || total == 0) return;  // nothing to order: no CUDA call
-  if (k == 0 && total == 0) return;
   run_columns& columns = backend.columns();
   const auto ids = columns.read<col::candidates>(batch);
   const auto scores = columns.read<Score>(batch);
