@@ -20,6 +20,7 @@
 #include <recpipe/core/backend.hpp>
 #include <recpipe/core/errors.hpp>
 #include <recpipe/cuda/kernels/gather.cuh>
+#include <recpipe/cuda/model_cache.hpp>
 #include <recpipe/cuda/residency.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -239,10 +240,16 @@ class cuda_backend {
 
   cuda_backend(const cuda_backend&) = delete;
   cuda_backend& operator=(const cuda_backend&) = delete;
-  cuda_backend(cuda_backend&& other) noexcept { swap(other); }
+  // Cached device models hold the address of the backend that allocated them: they are freed
+  // (in stream order, on the stream they were made on) rather than moved.
+  cuda_backend(cuda_backend&& other) noexcept {
+    other.models_.clear();
+    swap(other);
+  }
   cuda_backend& operator=(cuda_backend&& other) noexcept {
     if (this != &other) {
       release();
+      other.models_.clear();
       swap(other);
     }
     return *this;
@@ -289,6 +296,11 @@ class cuda_backend {
     if (columns_) columns_->abort();
   }
 
+  //! @brief Device copies of the host models this backend's stages score and encode with
+  //! (cuda/model_cache.hpp): each model's weights are uploaded by the first run that uses it and
+  //! reused after. `models().set_capacity(n)` bounds how many stay; `models().clear()` frees them.
+  model_cache& models() noexcept { return models_; }
+
  private:
   void swap(cuda_backend& other) noexcept {
     std::swap(stream_, other.stream_);
@@ -298,6 +310,7 @@ class cuda_backend {
     std::swap(columns_, other.columns_);
   }
   void release() noexcept {
+    models_.clear();   // frees in stream order: before the stream and the pool go
     columns_.reset();  // waits for its run's work on the stream, which must still exist
     if (owns_stream_ && stream_ != nullptr) (void)cudaStreamDestroy(stream_);
     if (owns_pool_ && pool_ != nullptr) (void)cudaMemPoolDestroy(pool_);
@@ -311,6 +324,7 @@ class cuda_backend {
   bool owns_stream_ = false;
   bool owns_pool_ = false;
   std::unique_ptr<run_columns> columns_;
+  model_cache models_;
 };
 
 //! @brief An owning, uninitialised array of `size` values of T in device memory, allocated from a

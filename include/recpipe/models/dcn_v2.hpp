@@ -143,6 +143,10 @@ class dcn_v2 {
   }
 
   const dcn_v2_config& config() const noexcept { return config_; }
+  //! @brief The weights this model was loaded from (shared by its copies; null for a model not
+  //! loaded from a file). Loaded weights never change, so this pointer identifies them: the CUDA
+  //! backend keys its device copy of the model by it (cuda/model_cache.hpp).
+  std::shared_ptr<const parameter_storage> storage() const noexcept { return storage_; }
   std::size_t output_dim() const noexcept { return 1; }
   std::size_t num_sparse_features() const noexcept { return tables_.size(); }
 

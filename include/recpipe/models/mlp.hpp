@@ -117,6 +117,10 @@ class mlp {
   }
 
   const mlp_config& config() const noexcept { return config_; }
+  //! @brief The weights this model was loaded from (shared by its copies; null for a model not
+  //! loaded from a file). Loaded weights never change, so this pointer identifies them: the CUDA
+  //! backend keys its device copy of the model by it (cuda/model_cache.hpp).
+  std::shared_ptr<const parameter_storage> storage() const noexcept { return storage_; }
   std::size_t input_dim() const noexcept { return config_.input_dim; }
   std::size_t output_dim() const noexcept { return config_.dims.back(); }
   //! The layers, as cpu::mlp takes them (views into the mapped weights).

@@ -281,6 +281,10 @@ class session_transformer {
   }
 
   const session_transformer_config& config() const noexcept { return config_; }
+  //! @brief The weights this model was loaded from (shared by its copies; null for a model not
+  //! loaded from a file). Loaded weights never change, so this pointer identifies them: the CUDA
+  //! backend keys its device copy of the model by it (cuda/model_cache.hpp).
+  std::shared_ptr<const parameter_storage> storage() const noexcept { return storage_; }
   std::size_t embedding_dim() const noexcept { return config_.embedding_dim; }
   std::size_t num_items() const noexcept { return config_.num_items; }
   //! The item embedding table [num_items, E] (the vectors score_all_items compares against,

@@ -183,6 +183,10 @@ class two_tower {
   }
 
   const two_tower_config& config() const noexcept { return config_; }
+  //! @brief The weights this model was loaded from (shared by its copies; null for a model not
+  //! loaded from a file). Loaded weights never change, so this pointer identifies them: the CUDA
+  //! backend keys its device copy of the model by it (cuda/model_cache.hpp).
+  std::shared_ptr<const parameter_storage> storage() const noexcept { return storage_; }
   std::size_t output_dim() const noexcept { return user_.output_dim(); }
   const tower& user_tower() const noexcept { return user_; }
   const tower& item_tower() const noexcept { return item_; }
