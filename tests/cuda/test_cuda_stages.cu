@@ -21,8 +21,10 @@
 #include <recpipe/stages/order.hpp>
 #include <recpipe/stages/retrieve.hpp>
 #include <recpipe/stages/score.hpp>
+#include <recpipe/stages/session_encoder.hpp>
 
 #include "common/cuda_fixtures.cuh"
+#include "common/tiny_models.hpp"
 
 using namespace recpipe;
 
@@ -175,4 +177,69 @@ TEST_CASE("a stage run on its own on cuda_backend is a run: its result is on the
   const auto on_gpu = top_k<col::retrieval_score>(5)(std::move(candidates), backend);
   CHECK(on_cpu.get<col::candidates>().values() == on_gpu.get<col::candidates>().values());
   CHECK(on_cpu.get<col::retrieval_score>() == on_gpu.get<col::retrieval_score>());
+}
+
+TEST_CASE("encode(session_encoder) >> retrieve >> filter_seen >> top_k: cuda_backend equals the CPU backend") {
+  require_device();
+  const auto model = models::session_transformer::load(testing::as_file(testing::tiny_session_weights()),
+                                                       testing::tiny_session_config());
+  const std::size_t items = model.config().num_items, dim = model.embedding_dim();
+  std::vector<id_type> ids(items);
+  std::iota(ids.begin(), ids.end(), id_type{0});
+  cpu::exact_index host_index(dim, metric::inner_product, items);
+  host_index.add(ids, model.item_embeddings());
+  recpipe::cuda::cuda_backend backend;
+  recpipe::cuda::exact_index device_index(backend, ids, model.item_embeddings());
+  // Sessions longer than the window, unknown items (skipped on both backends), an empty session
+  // and one holding only unknown items (both encode to zeros: every score 0, ranked by id).
+  ragged<id_type> sessions;
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<id_type> pick(0, static_cast<id_type>(items) - 1);
+  for (std::size_t r = 0; r < 30; ++r) {
+    std::vector<id_type> row(r % 7);
+    for (auto& item : row) item = pick(rng);
+    if (r % 5 == 1) row.push_back(static_cast<id_type>(items) + 4);
+    if (r % 5 == 2) row.insert(row.begin(), id_type{-1});
+    sessions.push_row(row);
+  }
+  sessions.push_row(std::vector<id_type>{-3, static_cast<id_type>(items)});
+  const auto batch = make_batch<col::session_items>(std::move(sessions));
+  const auto pipeline = [&](const auto& index) {
+    return encode(session_encoder(model)) >> retrieve<col::query_vector>(index, 12) >>
+           filter_seen<col::session_items>() >> top_k<col::retrieval_score>(5);
+  };
+  const auto on_cpu = pipeline(host_index).run(batch);
+  const auto on_gpu = pipeline(device_index).run(batch, backend);
+  const auto& qa = on_cpu.get<col::query_vector>();
+  const auto& qb = on_gpu.get<col::query_vector>();
+  REQUIRE(qa.rows() == qb.rows());
+  for (std::size_t r = 0; r < qa.rows(); ++r)
+    for (std::size_t c = 0; c < dim; ++c) CHECK(std::abs(qa(r, c) - qb(r, c)) <= 1e-4f * std::abs(qa(r, c)) + 1e-5f);
+  // Same ids, except where two items' scores tie within the encoders' rounding difference.
+  const auto& a = on_cpu.get<col::candidates>();
+  const auto& b = on_gpu.get<col::candidates>();
+  REQUIRE(a.offsets() == b.offsets());
+  const auto& sa = on_cpu.get<col::retrieval_score>();
+  const auto& sb = on_gpu.get<col::retrieval_score>();
+  for (std::size_t r = 0; r < a.rows(); ++r) {
+    for (std::size_t i = a.offsets()[r]; i < a.offsets()[r + 1]; ++i) {
+      const float tolerance = 1e-4f * std::max(1.0f, std::abs(sa[i]));
+      CHECK(std::abs(sa[i] - sb[i]) <= tolerance);
+      if (a.values()[i] == b.values()[i]) continue;
+      // a swapped pair: the GPU's item at i scores (on the CPU) within rounding of the CPU's item at i
+      const auto row = a.row(r);
+      const auto at = std::find(row.begin(), row.end(), b.values()[i]);
+      REQUIRE(at != row.end());
+      CHECK(std::abs(sa[a.offsets()[r] + static_cast<std::size_t>(at - row.begin())] - sa[i]) <= tolerance);
+    }
+  }
+
+  // The weights went up once: a second run reuses the device copy.
+  CHECK(backend.models().uploads() == 1);
+  (void)pipeline(device_index).run(batch, backend);
+  CHECK(backend.models().uploads() == 1);
+  CHECK(backend.models().hits() == 1);
+  // An empty batch makes no CUDA call and returns an empty column.
+  const auto empty = pipeline(device_index).run(make_batch<col::session_items>(ragged<id_type>{}), backend);
+  CHECK(empty.get<col::query_vector>().rows() == 0);
 }

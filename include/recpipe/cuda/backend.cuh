@@ -14,6 +14,8 @@
 #include <span>
 #include <string_view>
 #include <type_traits>
+#include <typeindex>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -301,6 +303,20 @@ class cuda_backend {
   //! reused after. `models().set_capacity(n)` bounds how many stay; `models().clear()` frees them.
   model_cache& models() noexcept { return models_; }
 
+  //! @brief This backend's object of type T, default-constructed on first use and kept until the
+  //! backend goes: state its stages share, such as the cuBLAS handle of the device score and
+  //! encode stages (a handle is not thread-safe; a backend serves one thread at a time). T must
+  //! not hold the backend's address (resources move with the backend).
+  template <class T>
+  T& resource() {
+    const std::type_index type(typeid(T));
+    for (const auto& [key, value] : resources_)
+      if (key == type) return *static_cast<T*>(value.get());
+    std::shared_ptr<T> made = std::make_shared<T>();
+    resources_.emplace_back(type, made);
+    return *made;
+  }
+
  private:
   void swap(cuda_backend& other) noexcept {
     std::swap(stream_, other.stream_);
@@ -308,9 +324,11 @@ class cuda_backend {
     std::swap(owns_stream_, other.owns_stream_);
     std::swap(owns_pool_, other.owns_pool_);
     std::swap(columns_, other.columns_);
+    std::swap(resources_, other.resources_);
   }
   void release() noexcept {
-    models_.clear();   // frees in stream order: before the stream and the pool go
+    models_.clear();  // frees in stream order: before the stream and the pool go
+    resources_.clear();
     columns_.reset();  // waits for its run's work on the stream, which must still exist
     if (owns_stream_ && stream_ != nullptr) (void)cudaStreamDestroy(stream_);
     if (owns_pool_ && pool_ != nullptr) (void)cudaMemPoolDestroy(pool_);
@@ -325,6 +343,7 @@ class cuda_backend {
   bool owns_pool_ = false;
   std::unique_ptr<run_columns> columns_;
   model_cache models_;
+  std::vector<std::pair<std::type_index, std::shared_ptr<void>>> resources_;
 };
 
 //! @brief An owning, uninitialised array of `size` values of T in device memory, allocated from a

@@ -33,9 +33,11 @@
 #include <recpipe/cuda/dense.cuh>
 #include <recpipe/cuda/dot_score.cuh>
 #include <recpipe/cuda/sampling.cuh>
+#include <recpipe/cuda/session_transformer.cuh>
 #include <recpipe/cuda/topk.cuh>
 #include <recpipe/cuda/kernels/select.cuh>
 #include <recpipe/math/random.hpp>
+#include <recpipe/stages/session_encoder.hpp>
 #include <recpipe/stages/transform.hpp>
 #include <recpipe/stages/unroll.hpp>
 
@@ -116,6 +118,26 @@ template <class ModelRef, class Out>
 inline constexpr bool device_stage<score_stage<ModelRef, Out>> =
     is_dot_product_scorer<typename score_stage<ModelRef, Out>::model_type>;
 
+template <class T>
+struct transformer_encoder_columns {
+  static constexpr bool value = false;
+};
+template <class Session>
+struct transformer_encoder_columns<session_encoder<models::session_transformer, Session>> {
+  static constexpr bool value = true;
+  using session = Session;
+};
+//! True for the encoders the GPU runs: session_encoder over a models::session_transformer.
+template <class T>
+inline constexpr bool is_transformer_encoder = transformer_encoder_columns<T>::value;
+template <class ModelRef, class Out>
+inline constexpr bool device_stage<encode_stage<ModelRef, Out>> =
+    is_transformer_encoder<typename encode_stage<ModelRef, Out>::model_type>;
+
+//! The cuBLAS handle a backend's device stages share (one per backend: a backend serves one
+//! thread at a time, and handles are not thread-safe).
+inline blas_handle& stage_blas(cuda_backend& backend) { return backend.resource<blas_handle>(); }
+
 inline constexpr int select_block = 256;
 
 inline unsigned grid_for(std::size_t threads) {
@@ -175,6 +197,8 @@ template <class... Ops>
 inline constexpr bool host_stage_keeps_candidates<transform_stage<Ops...>> = true;
 template <class Out, class... Sources>
 inline constexpr bool host_stage_keeps_candidates<unroll_stage<Out, Sources...>> = true;
+template <class ModelRef, class Out>
+inline constexpr bool host_stage_keeps_candidates<encode_stage<ModelRef, Out>> = true;
 
 }  // namespace cuda
 
@@ -302,6 +326,37 @@ struct stage_impl<score_stage<ModelRef, Out>, cuda::cuda_backend> {
                                       cuda::device_span<const id_type>(d_rows, total),
                                       cuda::device_span<const std::int64_t>(candidates.offsets, n + 1),
                                       cuda::device_span<float>(d_out.data, total)));
+    return out;
+  }
+};
+
+//! @brief encode(session_encoder(transformer)) on the GPU: cuda::session_transformer's encode (the
+//! fused attention kernel, cuBLAS GEMMs), writing the query vectors on the device, where a
+//! following retrieve or score reads them. The model's weights are copied to the device by the
+//! first run that uses them (backend.models(), keyed by the model's storage(): a new version
+//! uploads once). The host lays the sessions out in the model's window (as the CPU model does),
+//! so a session column only the device holds comes back first; items the model does not know
+//! are skipped as on the CPU (session_encoder::known_sessions). Same results as the CPU stage up
+//! to summation order.
+template <class ModelRef, class Out>
+  requires cuda::detail::is_transformer_encoder<typename encode_stage<ModelRef, Out>::model_type>
+struct stage_impl<encode_stage<ModelRef, Out>, cuda::cuda_backend> {
+  template <class Batch>
+  static auto run(const encode_stage<ModelRef, Out>& stage, Batch&& batch, cuda::cuda_backend& backend) {
+    cuda::run_columns& columns = backend.columns();
+    columns.before_host_stage<encode_stage<ModelRef, Out>>(batch);  // the window layout reads host ids
+    const auto& encoder = stage.model();
+    const models::session_transformer& model = encoder.model();
+    const std::size_t n = batch.size(), dim = model.embedding_dim();
+    auto out = std::forward<Batch>(batch).template with<Out>(matrix<float>(n, dim));
+    if (n == 0) return out;  // no CUDA call for an empty batch
+    const std::shared_ptr<cuda::session_transformer> gpu = backend.models().get<cuda::session_transformer>(
+        model.storage(), [&] { return cuda::to_device(backend, model); });
+    const auto d_out = columns.write<Out>(out);
+    cuda::blas_handle& blas = cuda::detail::stage_blas(backend);
+    encoder.known_sessions(out, [&](auto sessions) {
+      RECPIPE_CUDA_TRY(gpu->encode(backend, blas, sessions, matrix_view<float>(d_out.data, n, dim)));
+    });
     return out;
   }
 };

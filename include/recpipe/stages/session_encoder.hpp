@@ -6,11 +6,13 @@
 #include <concepts>
 #include <cstddef>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include <recpipe/core/column.hpp>
 #include <recpipe/core/columns.hpp>
 #include <recpipe/core/matrix.hpp>
+#include <recpipe/core/ragged_view.hpp>
 #include <recpipe/core/types.hpp>
 
 #include <recpipe/detail/prologue.hpp>
@@ -50,16 +52,38 @@ class session_encoder {
 
   explicit session_encoder(const Model& model) : model_(&model) {}
   std::size_t output_dim() const { return model_->embedding_dim(); }
+  //! The session model.
+  const Model& model() const noexcept { return *model_; }
 
   template <class Batch>
   void encode(const Batch& batch, matrix_view<float> out) const {
+    known_sessions(batch, [&](auto sessions) {
+      if constexpr (requires { model_->encode(sessions, out); })
+        model_->encode(sessions, out);
+      else if constexpr (std::is_same_v<typename decltype(sessions)::offset_type, id_type>)
+        model_->encode(sessions.offsets(), sessions.values(), out);
+      else {  // a model that takes only id_type offsets, given the column's own offsets
+        thread_local std::vector<id_type> offsets;
+        offsets.assign(sessions.offsets().begin(), sessions.offsets().end());
+        model_->encode(std::span<const id_type>(offsets), sessions.values(), out);
+      }
+    });
+  }
+
+  //! @brief Calls `use(sessions)` with the batch's sessions as a ragged_view of the items the
+  //! model knows (ids in [0, num_items), time order kept): the column itself when every item is
+  //! known (no copy), else a filtered copy (offsets and items of type id_type). The encode stage
+  //! of every backend goes through it, so unknown items are skipped the same way everywhere.
+  template <class Batch, class Use>
+  void known_sessions(const Batch& batch, Use&& use) const {
     const auto& sessions = batch.template get<Session>();
     const auto known = static_cast<id_type>(model_->config().num_items);
-    // The common case, every item known: the model reads the column as it is (no copy).
-    if constexpr (requires { model_->encode(sessions.view(), out); }) {
-      const auto& all = sessions.values();
-      if (std::all_of(all.begin(), all.end(), [known](id_type item) { return item >= 0 && item < known; })) {
-        model_->encode(sessions.view(), out);
+    const auto& all = sessions.values();
+    const auto is_known = [known](id_type item) { return item >= 0 && item < known; };
+    // The common case, every item known: the model reads the column as it is.
+    if constexpr (std::is_same_v<typename Session::value_type, id_type>) {
+      if (std::all_of(all.begin(), all.end(), is_known)) {
+        use(sessions.view());
         return;
       }
     }
@@ -68,10 +92,10 @@ class session_encoder {
     items.clear();
     for (std::size_t r = 0; r < sessions.rows(); ++r) {
       for (const id_type item : sessions.row(r))
-        if (item >= 0 && item < known) items.push_back(item);
+        if (is_known(item)) items.push_back(item);
       offsets.push_back(static_cast<id_type>(items.size()));
     }
-    model_->encode(offsets, items, out);
+    use(ragged_view<const id_type, id_type>(offsets, items));
   }
 
  private:
