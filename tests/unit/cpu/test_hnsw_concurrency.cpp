@@ -187,7 +187,10 @@ TEST_CASE("hnsw_index: capacity grows while searches run, and save blocks only w
         const std::size_t n = index.search(items.row(q), 5, ids, scores);
         if (n == 0) ++bad;
         for (std::size_t i = 0; i < n; ++i) bad += ids[i] < 0 || ids[i] >= 500;
-        bad += index.capacity() < index.size();
+        // size first: capacity only grows, and grows before an add, so a size read earlier can
+        // never exceed a capacity read later (the other order fails when an add lands in between)
+        const std::size_t size = index.size();
+        bad += index.capacity() < size;
       }
     });
   const std::filesystem::path saved = std::filesystem::path(RECPIPE_TEST_BINARY_DIR) / "hnsw_concurrency_save.hnsw";
