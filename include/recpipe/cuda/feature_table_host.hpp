@@ -57,6 +57,15 @@ RECPIPE_HOST_DEVICE constexpr unsigned lookup_lanes(std::size_t dim) {
   return lanes;
 }
 
+//! What a device lookup learns about the keys a table did not hold: how many, the smallest flat
+//! position of one (~0 when none) and the id there. Counted on the device only under
+//! on_missing::fail (the host needs them to throw).
+struct lookup_misses {
+  unsigned long long count = 0;
+  unsigned long long first = ~0ull;
+  id_type first_id = -1;
+};
+
 //! @brief The host half of cuda::device_feature_table: ids sorted ascending, one float row per id
 //! in that order, the missing-id policy. A store in the lookup sense on its own (`lookup(table)`
 //! runs it on the host); cuda::device_feature_table copies its ids and rows to the device once.
