@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// lookup(cuda::device_feature_table) on cuda_backend against the same pipeline on the CPU backend
+// lookup(rc::device_feature_table) on cuda_backend against the same pipeline on the CPU backend
 // (which reads the table's host rows) and against a feature_store: ids identical, scores within
 // 1e-5 relative, looked-up rows and missing flags identical; the fail policy's error; the
 // synchronisations a run costs. Exits 77 (skipped) without a device.
@@ -28,6 +28,7 @@
 #include "common/cuda_fixtures.cuh"
 
 using namespace recpipe;
+namespace rc = recpipe::cuda;
 
 namespace lookup_test {
 RECPIPE_COLUMN(item_bias, per_candidate, float);
@@ -35,8 +36,8 @@ RECPIPE_COLUMN(item_bias, per_candidate, float);
 
 namespace {
 
-using item_table = cuda::device_feature_table<col::candidates, col::item_embedding>;
-using user_table = cuda::device_feature_table<col::user_id, col::user_embedding>;
+using item_table = rc::device_feature_table<col::candidates, col::item_embedding>;
+using user_table = rc::device_feature_table<col::user_id, col::user_embedding>;
 
 struct world {
   static constexpr std::size_t items = 3000, users = 200, dim = 48;
@@ -112,8 +113,8 @@ std::string error_of(F&& f) {
 TEST_CASE("retrieve >> lookup(device table) >> score >> top_k: cuda_backend equals the CPU backend and a feature_store") {
   recpipe_test::exit_unless_device();
   world w;
-  cuda::cuda_backend backend;
-  cuda::exact_index device_index(backend, w.item_ids, w.item_rows.view());
+  rc::cuda_backend backend;
+  rc::exact_index device_index(backend, w.item_ids, w.item_rows.view());
   const item_table items(backend, w.item_ids, w.item_rows.view());
   const user_table users_table(backend, w.user_vectors);  // a snapshot of the store
   CHECK(items.size() == world::items);
@@ -152,7 +153,7 @@ TEST_CASE("retrieve >> lookup(device table) >> score >> top_k: cuda_backend equa
 TEST_CASE("per-request lookup, unknown ids: zero rows and flags on both backends, from host and device keys") {
   recpipe_test::exit_unless_device();
   world w;
-  cuda::cuda_backend backend;
+  rc::cuda_backend backend;
   const user_table users_table(backend, w.user_vectors);
   std::vector<id_type> ids = some_users(50);
   ids.push_back(-3);  // negative: never held
@@ -168,7 +169,7 @@ TEST_CASE("per-request lookup, unknown ids: zero rows and flags on both backends
   CHECK(on_gpu.get<col::user_unknown>()[0] == 0);
 
   // Device keys (candidates of a device retrieve) against a table holding every other item.
-  cuda::exact_index device_index(backend, w.item_ids, w.item_rows.view());
+  rc::exact_index device_index(backend, w.item_ids, w.item_rows.view());
   const auto half = w.half_rows();
   const item_table half_items(backend, w.half_ids(), half.view());
   const auto flagged = [&](const auto& index) {
@@ -193,7 +194,7 @@ TEST_CASE("per-request lookup, unknown ids: zero rows and flags on both backends
   std::vector<float> biases(world::items);
   for (std::size_t i = 0; i < biases.size(); ++i) biases[i] = static_cast<float>(i) * 0.5f;
   std::vector<id_type> bias_ids(w.item_ids.begin(), w.item_ids.begin() + 1000);
-  const cuda::device_feature_table<col::candidates, lookup_test::item_bias> bias_table(
+  const rc::device_feature_table<col::candidates, lookup_test::item_bias> bias_table(
       backend, bias_ids, std::span<const float>(biases.data(), 1000));
   const auto with_bias = [&](const auto& index) {
     return lookup(w.user_vectors) >> retrieve<col::user_embedding>(index, 100) >> lookup(bias_table).flag_missing();
@@ -207,8 +208,8 @@ TEST_CASE("per-request lookup, unknown ids: zero rows and flags on both backends
 TEST_CASE("on_missing::fail: a recpipe::error naming the first unknown id, from host and device keys") {
   recpipe_test::exit_unless_device();
   world w;
-  cuda::cuda_backend backend;
-  cuda::exact_index device_index(backend, w.item_ids, w.item_rows.view());
+  rc::cuda_backend backend;
+  rc::exact_index device_index(backend, w.item_ids, w.item_rows.view());
   const auto half = w.half_rows();
   const item_table strict(backend, w.half_ids(), half.view(), on_missing::fail);
   const auto requests = make_batch<col::user_id>(some_users(16));
@@ -245,8 +246,8 @@ TEST_CASE("on_missing::fail: a recpipe::error naming the first unknown id, from 
 TEST_CASE("a lookup on device keys adds no synchronisation; a host feature_store lookup there adds one") {
   recpipe_test::exit_unless_device();
   world w;
-  cuda::cuda_backend backend;
-  cuda::exact_index device_index(backend, w.item_ids, w.item_rows.view());
+  rc::cuda_backend backend;
+  rc::exact_index device_index(backend, w.item_ids, w.item_rows.view());
   const item_table items(backend, w.item_ids, w.item_rows.view());
   const auto users = make_batch<col::user_id>(some_users(64));
   const auto on_device = lookup(w.user_vectors) >> retrieve<col::user_embedding>(device_index, 300) >>
@@ -270,7 +271,7 @@ TEST_CASE("a lookup on device keys adds no synchronisation; a host feature_store
 TEST_CASE("lookup(slot<device_feature_table>): each run reads the version it pinned, on both backends") {
   recpipe_test::exit_unless_device();
   world w;
-  cuda::cuda_backend backend;
+  rc::cuda_backend backend;
   version_registry versions;
   auto published = versions.add("items", std::make_shared<const item_table>(backend, w.item_ids, w.item_rows.view()));
   auto candidates = make_batch<col::user_id>(std::vector<id_type>{1});

@@ -91,6 +91,10 @@ class device_feature_table {
   bool contains(id_type id) const noexcept { return host_.contains(id); }
   std::span<const float> find(id_type id) const noexcept { return host_.find(id); }
   std::span<const float> find_or_apply_policy(id_type id) const { return host_.find_or_apply_policy(id); }
+  template <class Visit>
+  void read_or_apply_policy(id_type id, Visit&& visit) const {
+    host_.read_or_apply_policy(id, std::forward<Visit>(visit));
+  }
   const host_table& host() const noexcept { return host_; }
 
   // ----- device data -----

@@ -161,6 +161,13 @@ class host_feature_table {
     return found;
   }
 
+  //! find_or_apply_policy() handed to `visit(std::span<const float>)`: the lookup stage's way to
+  //! read a store (nvcc's front end checks the stage's call to it even when a store lacks it).
+  template <class Visit>
+  void read_or_apply_policy(id_type id, Visit&& visit) const {
+    visit(find_or_apply_policy(id));
+  }
+
   //! @brief Throws the error a lookup of the unknown `id` raises under on_missing::fail (the same
   //! text on both backends).
   [[noreturn]] static void missing_id(id_type id) {
