@@ -11,6 +11,7 @@
 #include <recpipe/cuda/stages.cuh>
 #include <recpipe/cuda/transformer.cuh>
 #include <recpipe/core/pipeline.hpp>
+#include <recpipe/core/versions.hpp>
 #include <recpipe/stages/filter.hpp>
 #include <recpipe/stages/lookup.hpp>
 #include <recpipe/stages/order.hpp>
@@ -19,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <limits>
 #include <random>
 #include <span>
@@ -688,4 +690,15 @@ TEST_CASE("cuda::device_feature_table checks its input before touching the devic
                        "recpipe: lookup: id 8 is not in the device feature table for column 'item_embedding'", error);
   CHECK(borrowed.columns().counts().synchronizations == 0);
   CHECK(borrowed.columns().depth() == 0);
+
+  // Published through a slot: the CPU backend reads the host rows (an empty table: zeros, flags),
+  // a cuda_backend run of an empty batch makes no CUDA call.
+  version_registry versions;
+  auto published = versions.add("items", std::make_shared<const device_item_table>(
+                                             borrowed, std::vector<id_type>{}, matrix_view<const float>(nullptr, 0, 2)));
+  const auto from_slot = lookup(published).flag_missing();
+  const auto on_cpu = from_slot(with_candidates);
+  CHECK(on_cpu.get<col::item_embedding>().values() == std::vector<float>(4, 0.0f));
+  CHECK(on_cpu.get<col::item_unknown>() == std::vector<std::uint8_t>{1, 1});
+  CHECK(from_slot(none, borrowed).get<col::item_unknown>().empty());
 }
