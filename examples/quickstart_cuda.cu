@@ -5,13 +5,15 @@
 //   example_quickstart_cuda            100,000 items, 10,000 users, batches of 64
 //   example_quickstart_cuda --smoke    a 20,000-item catalog (ctest runs this; skips without a GPU)
 //
-// GPU stages: exact retrieval (cuBLAS GEMM + device top-k), the dot-product score, softmax_sample.
-// Host stages inside the same cuda run: the feature-store lookups, filter_seen, cold_start.
+// GPU stages: exact retrieval (cuBLAS GEMM + device top-k), the item lookup from a
+// cuda::device_feature_table, the dot-product score, softmax_sample. Host stages inside the same
+// cuda run: the user and history feature-store lookups, filter_seen, cold_start.
 #include <recpipe/core/pipeline.hpp>
 #include <recpipe/cpu/exact_index.hpp>
 #include <recpipe/cpu/feature_store.hpp>
 #include <recpipe/cpu/stages/cold_start.hpp>
 #include <recpipe/cpu/threads.hpp>
+#include <recpipe/cuda/feature_table.cuh>
 #include <recpipe/cuda/stages.cuh>
 #include <recpipe/io/synthetic_catalog.hpp>
 #include <recpipe/stages/cold_start.hpp>
@@ -59,14 +61,12 @@ int main(int argc, char** argv) {
 
   feature_store<col::user_id, col::user_embedding> user_vectors(config.dim);
   feature_store<col::user_id, col::history> histories;
-  feature_store<col::candidates, col::item_embedding> item_vectors(config.dim);
   for (std::size_t u = 0; u < config.users; ++u) {
     user_vectors.insert(static_cast<id_type>(u), catalog.user_vectors.row(u));
     histories.insert(static_cast<id_type>(u), catalog.histories.row(u));
   }
   std::vector<id_type> item_ids(config.items);
   std::iota(item_ids.begin(), item_ids.end(), id_type{0});
-  for (std::size_t i = 0; i < config.items; ++i) item_vectors.insert(item_ids[i], catalog.item_vectors.row(i));
   const auto& clicks = catalog.histories.values();
   const auto popular = popular_items::from_interactions(std::span<const id_type>(clicks.data(), clicks.size()));
 
@@ -74,10 +74,14 @@ int main(int argc, char** argv) {
   cpu::exact_index host_items(config.dim, metric::inner_product, config.items);
   host_items.add(item_ids, catalog.item_vectors.view());
   recpipe::cuda::exact_index device_items(gpu, item_ids, catalog.item_vectors.view());
+  // Item features with device rows: the cpu_backend run reads its host rows, the cuda_backend run
+  // looks the device candidates up on the GPU (no synchronisation between retrieval and scoring).
+  const recpipe::cuda::device_feature_table<col::candidates, col::item_embedding> item_vectors(
+      gpu, item_ids, catalog.item_vectors.view());
 
   // The same expression over either index: on cuda_backend the retrieve stage over
-  // recpipe::cuda::exact_index, score and softmax_sample run on the device; lookups, filter_seen and
-  // cold_start run on the host.
+  // recpipe::cuda::exact_index, the item lookup, score and softmax_sample run on the device; the user
+  // and history lookups, filter_seen and cold_start run on the host.
   const auto recommender = [&](const auto& index) {
     return lookup(user_vectors).flag_missing() >> lookup(histories) >> retrieve<col::user_embedding>(index, fetch) >>
            filter_seen() >> lookup(item_vectors) >> score(dot_product_scorer<>{}) >>

@@ -7,16 +7,20 @@
 #include <recpipe/cuda/blas.cuh>
 #include <recpipe/cuda/cross.cuh>
 #include <recpipe/cuda/dense.cuh>
+#include <recpipe/cuda/feature_table.cuh>
 #include <recpipe/cuda/stages.cuh>
 #include <recpipe/cuda/transformer.cuh>
 #include <recpipe/core/pipeline.hpp>
+#include <recpipe/core/versions.hpp>
 #include <recpipe/stages/filter.hpp>
+#include <recpipe/stages/lookup.hpp>
 #include <recpipe/stages/order.hpp>
 #include <recpipe/stages/score.hpp>
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <limits>
 #include <random>
 #include <span>
@@ -632,4 +636,69 @@ TEST_CASE("cuda_backend runs host stages on the host and device stages skip empt
                    .with<col::candidates>(ragged<id_type>{})
                    .with<col::score>(std::vector<float>{});
   CHECK((top_k(3) >> softmax_sample(2, 0.5f, 1)).run(empty, borrowed).size() == 0);
+}
+
+// lookup(cuda::device_feature_table) has a device stage_impl; a feature_store lookup runs on the host.
+using device_item_table = recpipe::cuda::device_feature_table<recpipe::col::candidates, recpipe::col::item_embedding>;
+static_assert(recpipe::cuda::detail::device_stage<recpipe::lookup_stage<device_item_table>>);
+static_assert(recpipe::cuda::detail::device_stage<
+              recpipe::lookup_stage<device_item_table, recpipe::slot<device_item_table>, recpipe::col::item_unknown>>);
+static_assert(!recpipe::cuda::detail::device_stage<
+              recpipe::lookup_stage<recpipe::feature_store<recpipe::col::candidates, recpipe::col::item_embedding>>>);
+
+TEST_CASE("cuda::device_feature_table checks its input before touching the device; its lookup skips empty work") {
+  using namespace recpipe;
+  recpipe::cuda::cuda_backend borrowed{cudaStream_t{}};  // makes no CUDA call; device work would fail
+  const std::vector<float> rows = {1, 2, 3, 4};
+  const matrix_view<const float> two_rows(rows.data(), 2, 2);
+  CHECK_THROWS_WITH_AS(device_item_table(borrowed, std::vector<id_type>{3, 3}, two_rows),
+                       "recpipe: cuda::device_feature_table<item_embedding>: id 3 appears twice", error);
+  CHECK_THROWS_WITH_AS(device_item_table(borrowed, std::vector<id_type>{3}, two_rows),
+                       "recpipe: cuda::device_feature_table<item_embedding>: 1 ids but 2 rows", error);
+  const std::vector<float> with_nan = {1, 2, std::nanf(""), 4};
+  CHECK_THROWS_WITH_AS(device_item_table(borrowed, std::vector<id_type>{1, 2},
+                                         matrix_view<const float>(with_nan.data(), 2, 2)),
+                       "recpipe: cuda::device_feature_table<item_embedding>: the row of id 2 holds nan at column 0; "
+                       "rows must be finite",
+                       error);
+  // An empty table allocates nothing (no CUDA call).
+  const device_item_table empty(borrowed, std::vector<id_type>{}, matrix_view<const float>(nullptr, 0, 2), on_missing::fail);
+  CHECK(empty.size() == 0);
+  CHECK(empty.dim() == 2);
+  CHECK(empty.device_ids().empty());
+  float out[2];
+  CHECK_THROWS_WITH_AS((void)empty.gather(borrowed, fake(fake_ids, 1), fake(out, 1)),
+                       "recpipe: cuda::device_feature_table<item_embedding>::gather: out holds 1 floats but 1 keys x "
+                       "dim 2 need 2",
+                       error);
+  std::uint8_t flag[1];
+  CHECK_THROWS_WITH_AS((void)empty.gather(borrowed, fake(fake_ids, 2), fake(fake_out, 4), fake(flag, 1)),
+                       "recpipe: cuda::device_feature_table<item_embedding>::gather: flags hold 1 values but there "
+                       "are 2 keys",
+                       error);
+  CHECK(empty.gather(borrowed, fake(fake_ids, 0), fake(out, 0)) == cudaSuccess);
+
+  // An empty batch: no CUDA call. Under on_missing::fail, keys the host holds are checked on the
+  // host, before any device work: the error names the first unknown id.
+  auto none = make_batch<col::user_id>(std::vector<id_type>{}).with<col::candidates>(ragged<id_type>{});
+  CHECK(lookup(empty).flag_missing()(none, borrowed).get<col::item_embedding>().rows() == 0);
+  auto requests = make_batch<col::user_id>(std::vector<id_type>{1});
+  ragged<id_type> candidates;
+  candidates.assign(std::vector<std::size_t>{0, 2}, std::vector<id_type>{8, 9}, "candidates");
+  auto with_candidates = std::move(requests).with<col::candidates>(std::move(candidates));
+  CHECK_THROWS_WITH_AS((void)lookup(empty)(with_candidates, borrowed),
+                       "recpipe: lookup: id 8 is not in the device feature table for column 'item_embedding'", error);
+  CHECK(borrowed.columns().counts().synchronizations == 0);
+  CHECK(borrowed.columns().depth() == 0);
+
+  // Published through a slot: the CPU backend reads the host rows (an empty table: zeros, flags),
+  // a cuda_backend run of an empty batch makes no CUDA call.
+  version_registry versions;
+  auto published = versions.add("items", std::make_shared<const device_item_table>(
+                                             borrowed, std::vector<id_type>{}, matrix_view<const float>(nullptr, 0, 2)));
+  const auto from_slot = lookup(published).flag_missing();
+  const auto on_cpu = from_slot(with_candidates);
+  CHECK(on_cpu.get<col::item_embedding>().values() == std::vector<float>(4, 0.0f));
+  CHECK(on_cpu.get<col::item_unknown>() == std::vector<std::uint8_t>{1, 1});
+  CHECK(from_slot(none, borrowed).get<col::item_unknown>().empty());
 }

@@ -253,6 +253,25 @@ class feature_store {
     return row_of(sh, slot);
   }
 
+  //! @brief Calls `visit(id, std::span<const value_type>)` for every id held, in no particular
+  //! order, each shard under its shared lock (a row is never seen half-written; an id inserted
+  //! meanwhile may or may not be visited). Do not call back into the store from `visit`. Used to
+  //! snapshot a store, e.g. into a cuda::device_feature_table.
+  //! @code
+  //! std::size_t held = 0;
+  //! users.for_each([&](recpipe::id_type, std::span<const float>) { ++held; });
+  //! @endcode
+  template <class Visit>
+  void for_each(Visit&& visit) const {
+    for (std::size_t s = 0; s < shard_count; ++s) {
+      const shard& sh = shards_[s];
+      const std::shared_lock lock(sh.mutex);
+      for (std::size_t at = 0; at < sh.direct.size(); ++at)
+        if (sh.direct[at] != unused) visit(static_cast<id_type>((at << shard_bits) | s), row_of(sh, sh.direct[at]));
+      for (const auto& [id, slot] : sh.hashed) visit(id, row_of(sh, slot));
+    }
+  }
+
   //! Like find(), applying the missing-id policy: an empty span (use_default) or an error (fail).
   //! Same validity rule as find().
   std::span<const value_type> find_or_apply_policy(id_type id) const {

@@ -10,7 +10,8 @@
 // pipeline's finish_run hook copies the stale columns back and synchronises once), except a host
 // stage that reads a column only the device has, and filter_seen, whose kept counts the host
 // needs for the batch's shape. Stages without a device implementation run their CPU stage_impl
-// on the host inside the same run (hnswlib retrieval, feature-store / Redis lookups, rules...).
+// on the host inside the same run (hnswlib retrieval, feature-store / Redis lookups, rules...);
+// a lookup from a cuda::device_feature_table (cuda/feature_table.cuh) runs on the device.
 // Needs cuBLAS (exact retrieval's GEMM): link CUDA::cublas.
 #pragma once
 
@@ -448,3 +449,5 @@ struct stage_impl<softmax_sample_stage<Score>, cuda::cuda_backend> {
 RECPIPE_NAMESPACE_END
 
 #include <recpipe/detail/epilogue.hpp>
+// lookup(cuda::device_feature_table) on the device (it includes this header first).
+#include <recpipe/cuda/feature_table.cuh>
