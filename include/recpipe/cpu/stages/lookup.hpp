@@ -47,9 +47,11 @@ struct stage_impl<lookup_stage<Store, Ref, Flag>, cpu_backend> {
     // updated in place while this runs (see feature_store's thread-safety contract). Immutable
     // stores (a published table version) may offer only find_or_apply_policy, returning a span.
     const auto read = [&store](id_type id, auto&& copy) {
-      if constexpr (requires { store.read_or_apply_policy(id, copy); })
-        store.read_or_apply_policy(id, copy);
-      else {
+      if constexpr (requires { store.read_or_apply_policy(id, copy); }) {
+        // Through first_of as below: nvcc checks this call even when the branch is discarded.
+        const typename detail::first_of<Store, decltype(copy)>::type& s = store;
+        s.read_or_apply_policy(id, copy);
+      } else {
         // Through a type that names `copy`, so that the call is dependent: clang 14 checks a
         // non-dependent call even in a generic lambda's discarded branch, and a store that reads
         // whole batches (io/redis_store.hpp) has no find_or_apply_policy.
