@@ -112,9 +112,15 @@ template <class Score>
 inline constexpr bool device_stage<softmax_sample_stage<Score>> = true;
 template <class History>
 inline constexpr bool device_stage<filter_seen_stage<History>> = true;
+//! Scoring models with a device score stage_impl besides dot_product_scorer: mlp_scorer over a
+//! models::mlp and train::feature_scorer over a frozen MLP / DCN-v2 / DLRM / two-tower
+//! (specialised in cuda/score_stages.cuh).
+template <class Model>
+inline constexpr bool device_scorer = false;
 template <class ModelRef, class Out>
 inline constexpr bool device_stage<score_stage<ModelRef, Out>> =
-    is_dot_product_scorer<typename score_stage<ModelRef, Out>::model_type>;
+    is_dot_product_scorer<typename score_stage<ModelRef, Out>::model_type> ||
+    device_scorer<typename score_stage<ModelRef, Out>::model_type>;
 
 inline constexpr int select_block = 256;
 
@@ -393,3 +399,7 @@ struct stage_impl<softmax_sample_stage<Score>, cuda::cuda_backend> {
 RECPIPE_NAMESPACE_END
 
 #include <recpipe/detail/epilogue.hpp>
+
+// The model scorers on the GPU (MLP, DCN-v2, DLRM, two-tower): after the generic host wrapper,
+// which they bypass (detail::device_scorer).
+#include <recpipe/cuda/score_stages.cuh>
