@@ -359,15 +359,19 @@ void check_same(const Batch& cpu, const Batch& gpu) {
   const auto close = [](float x, float y) {
     return (std::isnan(x) && std::isnan(y)) || std::abs(x - y) <= 1e-5f * std::abs(x) + 2e-6f;
   };
-  for (std::size_t i = 0; i < sa.size(); ++i) {
-    CAPTURE(i);
-    CHECK(close(sa[i], sb[i]));
-    if (a.values()[i] != b.values()[i]) {  // only a near-tie may swap
-      const auto j = static_cast<std::size_t>(std::find(a.values().begin(), a.values().end(), b.values()[i]) - a.values().begin());
-      REQUIRE(j < sa.size());
-      CHECK(close(sa[j], sb[i]));
+  for (std::size_t r = 0; r < cpu.size(); ++r)
+    for (std::size_t i = a.offsets()[r]; i < a.offsets()[r + 1]; ++i) {
+      CAPTURE(r);
+      CAPTURE(i);
+      CHECK(close(sa[i], sb[i]));
+      if (a.values()[i] != b.values()[i]) {  // only a near-tie may swap, within the request
+        const auto first = a.values().begin() + static_cast<std::ptrdiff_t>(a.offsets()[r]);
+        const auto last = a.values().begin() + static_cast<std::ptrdiff_t>(a.offsets()[r + 1]);
+        const auto j = static_cast<std::size_t>(std::find(first, last, b.values()[i]) - a.values().begin());
+        REQUIRE(j < a.offsets()[r + 1]);
+        CHECK(close(sa[j], sb[i]));
+      }
     }
-  }
 }
 
 std::shared_ptr<train::fixed_table> fixed(std::size_t rows, std::uint64_t seed) {

@@ -97,6 +97,48 @@ std::shared_ptr<typename device_model_of<S>::type> device_model(cuda_backend& ba
   return backend.models().get<device>(model.storage(), [&] { return device(backend, model); });
 }
 
+//! @brief The checks a frozen serving model's CPU forward makes of host inputs (what
+//! train::frozen::forward passes it, ids already mapped), with the same messages, so that the GPU
+//! stage throws before any device work where the CPU stage throws.
+inline void check_serving_inputs(const models::mlp& model, matrix_view<const float> dense,
+                                 std::span<const cpu::bag_input>, std::size_t) {
+  if (dense.cols() != model.input_dim())
+    ::recpipe::detail::fail("mlp: forward: x has ", dense.cols(), " columns but the model's input_dim is ",
+                            model.input_dim());
+}
+inline void check_serving_inputs(const models::dcn_v2& model, matrix_view<const float> dense,
+                                 std::span<const cpu::bag_input> sparse, std::size_t batch) {
+  check_host_inputs("dcn_v2: forward", dense, model.config().dense_dim, rows_of(model.tables()), sparse, batch);
+}
+inline void check_serving_inputs(const models::dlrm& model, matrix_view<const float> dense,
+                                 std::span<const cpu::bag_input> sparse, std::size_t batch) {
+  check_host_inputs("dlrm: forward", dense, model.config().dense_dim, rows_of(model.tables()), sparse, batch);
+  if (model.output_dim() != 1)
+    ::recpipe::detail::fail("dlrm: forward: out has 1 columns but the model outputs ", model.output_dim());
+}
+//! two_tower: the combined inputs train::frozen splits (user dense columns, then item; user bags,
+//! then item bags). A dense width other than the towers' sum throws (the CPU split would read past
+//! the user columns).
+inline void check_serving_inputs(const models::two_tower& model, matrix_view<const float> dense,
+                                 std::span<const cpu::bag_input> sparse, std::size_t batch) {
+  const models::two_tower_config& c = model.config();
+  const std::size_t nu = c.user.tables.size();
+  if (sparse.size() != nu + c.item.tables.size())
+    ::recpipe::detail::fail("train::frozen<two_tower>: forward: ", sparse.size(), " bag inputs for ", nu, " + ",
+                            c.item.tables.size(), " tower features");
+  if (dense.cols() != c.user.dense_dim + c.item.dense_dim)
+    ::recpipe::detail::fail("train::frozen<two_tower>: forward: ", dense.cols(),
+                            " dense values per candidate but the towers take ", c.user.dense_dim, " + ",
+                            c.item.dense_dim);
+  const std::size_t du = c.user.dense_dim;
+  check_host_inputs("two_tower: encode", matrix_view<const float>(dense.data(), batch, du, dense.stride()),
+                    c.user.dense_dim, rows_of(model.user_tower().tables()), sparse.first(nu), batch);
+  check_host_inputs("two_tower: encode",
+                    matrix_view<const float>(dense.data() == nullptr ? nullptr : dense.data() + du, batch,
+                                             c.item.dense_dim, dense.stride()),
+                    c.item.dense_dim, rows_of(model.item_tower().tables()), sparse.subspan(nu), batch);
+}
+
 }  // namespace cuda::detail
 
 //! @brief mlp_scorer over a models::mlp on the GPU: one block per request writes its candidates'
@@ -193,32 +235,10 @@ struct stage_impl<score_stage<ModelRef, Out>, cuda::cuda_backend> {
       mapped[t] = frozen.map_ids(t, bags[t].ids);
       bags[t].ids = mapped[t];
     }
-    const auto gpu = cuda::detail::device_model(backend, frozen.model);
+    // The CPU forward's checks, on the host model: a bad input throws before any device work.
+    cuda::detail::check_serving_inputs(frozen.model, in.dense, bags, total);
     const std::size_t dense_cols = in.dense.cols();
-    std::size_t user_cols = 0;  // two_tower: the user tower's dense columns come first
-    if constexpr (std::is_same_v<serving, models::mlp>) {
-      if (dense_cols != gpu->input_dim())
-        ::recpipe::detail::fail("mlp: forward: x has ", dense_cols, " columns but the model's input_dim is ",
-                                gpu->input_dim());
-    } else if constexpr (std::is_same_v<serving, models::two_tower>) {
-      const models::two_tower_config& c = gpu->config();
-      const std::size_t nu = c.user.tables.size();
-      if (bags.size() != nu + c.item.tables.size())
-        ::recpipe::detail::fail("train::frozen<two_tower>: forward: ", bags.size(), " bag inputs for ", nu, " + ",
-                                c.item.tables.size(), " tower features");
-      if (dense_cols != c.user.dense_dim + c.item.dense_dim)
-        ::recpipe::detail::fail("train::frozen<two_tower>: forward: ", dense_cols,
-                                " dense values per candidate but the towers take ", c.user.dense_dim, " + ",
-                                c.item.dense_dim);
-      user_cols = c.user.dense_dim;
-      const std::span<const cpu::bag_input> all = bags;
-      gpu->check_inputs(matrix_view<const float>(in.dense.data(), total, user_cols, in.dense.stride()), all.first(nu),
-                        matrix_view<const float>(in.dense.data() == nullptr ? nullptr : in.dense.data() + user_cols,
-                                                 total, c.item.dense_dim, in.dense.stride()),
-                        all.subspan(nu), total);
-    } else {
-      gpu->check_inputs(in.dense, bags, total);
-    }
+    const auto gpu = cuda::detail::device_model(backend, frozen.model);
     // One upload of the inputs: dense rows packed, then each bag's ids, offsets and weights.
     const float* d_dense = nullptr;
     if (dense_cols > 0) {
@@ -246,14 +266,12 @@ struct stage_impl<score_stage<ModelRef, Out>, cuda::cuda_backend> {
       const models::two_tower_config& c = gpu->config();
       const std::span<const cuda::device_bags> all = d_bags;
       const std::size_t nu = c.user.tables.size();
+      const std::size_t user_cols = c.user.dense_dim;
       const matrix_view<const float> user_dense(d_dense, total, user_cols, dense_cols);
       const matrix_view<const float> item_dense(d_dense == nullptr ? nullptr : d_dense + user_cols, total,
                                                 c.item.dense_dim, dense_cols);
       RECPIPE_CUDA_TRY(gpu->forward(backend, user_dense, all.first(nu), item_dense, all.subspan(nu), scores));
     } else {
-      if constexpr (std::is_same_v<serving, models::dlrm>)
-        if (gpu->output_dim() != 1)
-          ::recpipe::detail::fail("dlrm: forward: out has 1 columns but the model outputs ", gpu->output_dim());
       RECPIPE_CUDA_TRY(gpu->forward(backend, dense, d_bags, scores));
     }
     return out;
