@@ -162,6 +162,13 @@ void check_close(const std::vector<float>& expected, const std::vector<float>& g
 
 constexpr std::size_t batch_size = 37;
 
+// One NaN in row `r` of a host matrix and its device copy: the CPU models give that row NaN
+// outputs (their ReLU keeps NaN), and so must the device models.
+void nan_row(rc::cuda_backend& backend, recpipe_test::twin& m, std::size_t r) {
+  m.host[r * m.stride + m.cols / 2] = std::numeric_limits<float>::quiet_NaN();
+  m.device = rc::to_device(backend, std::span<const float>(m.host));
+}
+
 }  // namespace
 
 TEST_CASE("device_mlp equals models::mlp for every activation") {
@@ -173,6 +180,7 @@ TEST_CASE("device_mlp equals models::mlp for every activation") {
       CAPTURE(static_cast<int>(act));
       const models::mlp cpu_model = make_mlp({.input_dim = 11, .dims = {16, 8, 3}, .activation = act, .final_activation = final_act});
       recpipe_test::twin x(backend, batch_size, 11, rng, /*pad=*/2);
+      nan_row(backend, x, 2);
       matrix<float> expected(batch_size, 3);
       cpu_model.forward(x.cview(), expected.view());
       const rc::device_mlp gpu(backend, cpu_model);
@@ -208,6 +216,7 @@ TEST_CASE("device_dcn_v2 equals models::dcn_v2: stacked / parallel, full / low r
             c.sigmoid = sigmoid;
             const models::dcn_v2 cpu_model = make_dcn(c);
             recpipe_test::twin dense(backend, batch_size, dense_dim, rng, 1);
+            if (dense_dim > 0) nan_row(backend, dense, 3);
             bags_twin bags(backend, rows_of(c.tables), batch_size, rng);
             matrix<float> expected(batch_size, 1);
             cpu_model.forward(dense_dim ? dense.cview() : matrix_view<const float>(), bags.host, expected.view());
@@ -238,6 +247,7 @@ TEST_CASE("device_dlrm equals models::dlrm, with and without self-interaction, s
       c.final_activation = final_act;
       const models::dlrm cpu_model = make_dlrm(c);
       recpipe_test::twin dense(backend, batch_size, 6, rng);
+      nan_row(backend, dense, 5);
       bags_twin bags(backend, c.table_rows, batch_size, rng);
       matrix<float> expected(batch_size, 1);
       cpu_model.forward(dense.cview(), bags.host, expected.view());
@@ -260,6 +270,7 @@ TEST_CASE("device_two_tower equals models::two_tower, normalised or not, a tower
     c.normalize = normalize;
     const models::two_tower cpu_model = make_two_tower(c);
     recpipe_test::twin user_dense(backend, batch_size, 3, rng);
+    nan_row(backend, user_dense, 7);
     bags_twin user_bags(backend, rows_of(c.user.tables), batch_size, rng);
     bags_twin item_bags(backend, rows_of(c.item.tables), batch_size, rng);
     matrix<float> expected(batch_size, 1);

@@ -155,6 +155,15 @@ inline unsigned model_grid(std::size_t threads) {
   return static_cast<unsigned>((threads + model_block - 1) / model_block);
 }
 
+//! Rows of `in` that hold a NaN make their rows of `out` NaN (see kernels::nan_rows_kernel: the
+//! CPU models' NaN in, NaN out, whatever cuBLASLt's fused ReLU does with NaN).
+inline cudaError_t propagate_nan(const cuda_backend& backend, matrix_view<const float> in, matrix_view<float> out) {
+  if (in.rows() == 0 || in.cols() == 0) return cudaSuccess;
+  kernels::nan_rows_kernel<model_block><<<model_grid(in.rows()), model_block, 0, backend.stream()>>>(
+      in.data(), in.rows(), in.cols(), row_stride(in), out.data(), out.cols(), row_stride(out));
+  return cudaGetLastError();
+}
+
 inline void check_out(const char* where, matrix_view<float> out, std::size_t cols) {
   check_device_matrix(where, "out", out);
   if (out.cols() != cols) ::recpipe::detail::fail(where, ": out has ", out.cols(), " columns but the model outputs ", cols);
@@ -196,7 +205,8 @@ class device_mlp {
       ::recpipe::detail::fail("cuda::device_mlp: forward: x has ", x.cols(), " columns but the model's input_dim is ",
                               input_dim_);
     if (x.rows() == 0) return cudaSuccess;
-    return mlp(backend, blas_, x, layers_, y);
+    RECPIPE_CUDA_RETURN_IF_ERROR(mlp(backend, blas_, x, layers_, y));
+    return cuda::detail::propagate_nan(backend, x, y);
   }
 
  private:
@@ -275,13 +285,15 @@ class device_dcn_v2 {
       RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&hidden, batch * deep_out));
       RECPIPE_CUDA_RETURN_IF_ERROR(cross_network(backend, blas_, x0, cross_, {mid, batch, d}));
       RECPIPE_CUDA_RETURN_IF_ERROR(mlp(backend, blas_, {mid, batch, d}, deep_, {hidden, batch, deep_out}));
-      return linear(backend, blas_, {hidden, batch, deep_out}, head_.weight, head_.bias, out, head_.act);
+      RECPIPE_CUDA_RETURN_IF_ERROR(linear(backend, blas_, {hidden, batch, deep_out}, head_.weight, head_.bias, out, head_.act));
+      return cuda::detail::propagate_nan(backend, x0, out);
     }
     const std::size_t width = d + deep_out;  // [cross(x0) | deep(x0)]: the head is one product
     RECPIPE_CUDA_RETURN_IF_ERROR(scratch.allocate(&mid, batch * width));
     RECPIPE_CUDA_RETURN_IF_ERROR(cross_network(backend, blas_, x0, cross_, {mid, batch, d, width}));
     RECPIPE_CUDA_RETURN_IF_ERROR(mlp(backend, blas_, x0, deep_, {mid + d, batch, deep_out, width}));
-    return linear(backend, blas_, {mid, batch, width}, head_.weight, head_.bias, out, head_.act);
+    RECPIPE_CUDA_RETURN_IF_ERROR(linear(backend, blas_, {mid, batch, width}, head_.weight, head_.bias, out, head_.act));
+    return cuda::detail::propagate_nan(backend, x0, out);
   }
 
  private:
@@ -350,7 +362,9 @@ class device_dlrm {
         cuda::detail::copy_columns(backend, {features, batch, d, f * d}, {top_in, batch, width}));
     RECPIPE_CUDA_RETURN_IF_ERROR(dot_interaction(backend, {features, batch, f * d}, f, config_.self_interaction,
                                                  {top_in + d, batch, width - d, width}));
-    return mlp(backend, blas_, {top_in, batch, width}, top_, out);
+    RECPIPE_CUDA_RETURN_IF_ERROR(mlp(backend, blas_, {top_in, batch, width}, top_, out));
+    RECPIPE_CUDA_RETURN_IF_ERROR(cuda::detail::propagate_nan(backend, dense, out));
+    return cuda::detail::propagate_nan(backend, {features + d, batch, (f - 1) * d, f * d}, out);
   }
 
  private:
@@ -459,6 +473,7 @@ class device_two_tower {
       RECPIPE_CUDA_RETURN_IF_ERROR(embedding_bags(backend, t.tables, sparse, cuda::detail::to_device_pooling(c.pooling),
                                                   {x + c.dense_dim, batch, width - c.dense_dim, width}));
     RECPIPE_CUDA_RETURN_IF_ERROR(mlp(backend, blas_, {x, batch, width}, t.layers, out));
+    RECPIPE_CUDA_RETURN_IF_ERROR(cuda::detail::propagate_nan(backend, {x, batch, width}, out));
     if (!t.normalize) return cudaSuccess;
     constexpr int block = cuda::detail::model_block;
     kernels::l2_normalize_rows_kernel<block><<<cuda::detail::model_grid(batch), block, 0, backend.stream()>>>(

@@ -11,7 +11,9 @@
 // stage that reads a column only the device has, and filter_seen, whose kept counts the host
 // needs for the batch's shape. Stages without a device implementation run their CPU stage_impl
 // on the host inside the same run (hnswlib retrieval, feature-store / Redis lookups, rules...).
-// Needs cuBLAS (exact retrieval's GEMM): link CUDA::cublas.
+// Needs cuBLAS (exact retrieval's GEMM, the model scorers): link CUDA::cublas CUDA::cublasLt; the
+// model scorers (cuda/score_stages.cuh, included at the end) bring the CPU models' headers
+// (nlohmann_json).
 #pragma once
 
 #include <cmath>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // recpipe CUDA kernels: the glue of the device models (cuda/models.cuh) that no library call does:
-// [request row | candidate row] pairs for an MLP scorer, L2-normalised tower rows, and row-wise
-// dot products of two towers' outputs.
+// [request row | candidate row] pairs for an MLP scorer, L2-normalised tower rows, row-wise dot
+// products of two towers' outputs, and NaN inputs kept NaN in the outputs.
 #pragma once
 
 #include <recpipe/cuda/detail/config.cuh>
@@ -55,6 +55,24 @@ __global__ void __launch_bounds__(BlockThreads)
   const std::size_t r = static_cast<std::size_t>(blockIdx.x) * BlockThreads + threadIdx.x;
   if (r >= count) return;
   out[r * out_stride] = math::dot(a + r * a_stride, b + r * b_stride, cols);
+}
+
+//! One thread per row: when row r of `in` [rows, cols] holds a NaN, row r of `out` [rows, out_cols]
+//! becomes NaN. The CPU models' ReLU keeps NaN (math::activate), so on the CPU a NaN input gives a
+//! NaN output; cuBLASLt's fused ReLU epilogue is max(x, 0) and may map it to 0. Run after a device
+//! forward, this gives the CPU's result for NaN inputs whichever the epilogue does.
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads)
+    nan_rows_kernel(const float* in, std::size_t rows, std::size_t cols, std::size_t stride, float* out,
+                    std::size_t out_cols, std::size_t out_stride) {
+  const std::size_t r = static_cast<std::size_t>(blockIdx.x) * BlockThreads + threadIdx.x;
+  if (r >= rows) return;
+  const float* row = in + r * stride;
+  bool nan = false;
+  for (std::size_t c = 0; c < cols && !nan; ++c) nan = row[c] != row[c];
+  if (!nan) return;
+  const float q = __int_as_float(0x7fc00000);
+  for (std::size_t c = 0; c < out_cols; ++c) out[r * out_stride + c] = q;
 }
 
 }  // namespace kernels
