@@ -155,7 +155,7 @@ def peer_for(torch, name):
         batch, f, d = numbers(name, "batch", "F", "d")
         t = rand(batch, f, d)
         return (lambda: 0.5 * (t.sum(1).square() - t.square().sum(1)).sum(1)), "eager FM formula"
-    if name.startswith("pipeline"):
+    if name.startswith("pipeline") or name.startswith("score DCN-v2"):
         return None, "-"  # bench_cuda's peer: the same pipeline on the CPU backend
     if name.startswith("attention"):
         sessions, length, e, heads = numbers(name, "sessions", "L", "E", "heads")

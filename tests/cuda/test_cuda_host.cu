@@ -10,6 +10,8 @@
 #include <recpipe/cuda/feature_table.cuh>
 #include <recpipe/cuda/stages.cuh>
 #include <recpipe/cuda/transformer.cuh>
+#include <recpipe/io/safetensors_writer.hpp>
+#include <recpipe/stages/mlp_scorer.hpp>
 #include <recpipe/core/pipeline.hpp>
 #include <recpipe/core/versions.hpp>
 #include <recpipe/stages/filter.hpp>
@@ -20,15 +22,18 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include <recpipe/math/topk.hpp>
+#include <recpipe/math/vector.hpp>
 
 namespace rc = recpipe::cuda;
 using recpipe::id_type;
@@ -701,4 +706,95 @@ TEST_CASE("cuda::device_feature_table checks its input before touching the devic
   CHECK(on_cpu.get<col::item_embedding>().values() == std::vector<float>(4, 0.0f));
   CHECK(on_cpu.get<col::item_unknown>() == std::vector<std::uint8_t>{1, 1});
   CHECK(from_slot(none, borrowed).get<col::item_unknown>().empty());
+}
+
+namespace {
+// A safetensors image of `tensors` (name, shape) with values 0.1, 0.2, ... (the checks below
+// throw before any value is read).
+std::shared_ptr<const recpipe::io::safetensors_file> weights_of(
+    const std::vector<std::pair<std::string, std::vector<std::size_t>>>& tensors) {
+  recpipe::io::safetensors_writer w;
+  for (const auto& [name, shape] : tensors) {
+    std::size_t n = 1;
+    for (std::size_t s : shape) n *= s;
+    std::vector<float> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = 0.1f * static_cast<float>(i + 1);
+    w.add(name, std::span<const float>(v), shape);
+  }
+  return std::make_shared<const recpipe::io::safetensors_file>(recpipe::io::safetensors_file::from_bytes(w.to_bytes(), "host test"));
+}
+}  // namespace
+
+TEST_CASE("device model input checks: the CPU forward's errors, naming the input (no device)") {
+  const std::vector<std::size_t> rows = {5, 3};
+  const std::vector<id_type> good = {0, 2}, bad = {0, 5}, offsets = {0, 1, 2}, unsorted = {1, 0, 2};
+  float dense[4] = {};
+  using bags = std::vector<recpipe::cpu::bag_input>;
+  const recpipe::matrix_view<const float> d22(dense, 2, 2), d21(dense, 2, 1);
+  CHECK_NOTHROW(rc::detail::check_host_inputs("dcn_v2: forward", d22, 2, rows, bags{{good, offsets}, {good, offsets}}, 2));
+  CHECK_THROWS_WITH_AS(rc::detail::check_host_inputs("dcn_v2: forward", d22, 2, rows, bags{{good, offsets}, {bad, offsets}}, 2),
+                       "recpipe: dcn_v2: forward: inputs[1]: cpu::embedding_bag: ids[1] = 5 is outside [0, 3)",
+                       recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::detail::check_host_inputs("dlrm: forward", d21, 2, rows, bags{{good, offsets}, {good, offsets}}, 2),
+                       doctest::Contains("dlrm: forward: dense must be 2 x 2 (got 2 x 1)"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::detail::check_host_inputs("dlrm: forward", d22, 2, rows, bags{{good, offsets}}, 2),
+                       doctest::Contains("the model has 2 sparse features but 1 bag inputs were given"), recpipe::error);
+  CHECK_THROWS_WITH_AS(rc::detail::check_host_inputs("x", d22, 2, rows, bags{{good, unsorted}, {good, offsets}}, 2),
+                       doctest::Contains("x: inputs[0]: cpu::embedding_bag"), recpipe::error);
+  const std::vector<float> one_weight = {1.0f};
+  CHECK_THROWS_WITH_AS(rc::detail::check_host_inputs("x", d22, 2, rows, bags{{good, offsets, one_weight}, {good, offsets}}, 2),
+                       doctest::Contains("x: inputs[0]: cpu::embedding_bag: weights has 1 entries for 2 ids"), recpipe::error);
+  CHECK(recpipe::math::inverse_l2_norm(4.0f) == 0.5f);
+}
+
+TEST_CASE("model score stages on cuda_backend throw the CPU stage's input errors before any device work") {
+  using namespace recpipe;
+  rc::cuda_backend borrowed{cudaStream_t{}};  // makes no CUDA call; device work would fail
+  static_assert(rc::detail::device_stage<score_stage<mlp_scorer<models::mlp>, col::score>>);
+  static_assert(rc::detail::device_stage<
+                score_stage<train::feature_scorer<train::features<train::sparse<col::candidates>>, train::frozen<models::dcn_v2>>,
+                            col::score>>);
+  ragged<id_type> candidates;
+  candidates.assign(std::vector<std::size_t>{0, 2, 3}, std::vector<id_type>{10, 11, 12}, "candidates");
+  auto b = make_batch<col::user_id>(std::vector<id_type>{1, 2})
+               .with<col::candidates>(std::move(candidates))
+               .with<col::user_embedding>(matrix<float>(2, 3))
+               .with<col::item_embedding>(matrix<float>(3, 4))
+               .with<col::retrieval_score>(std::vector<float>{0.5f, 0.25f, 0.125f});
+
+  // mlp_scorer: a network whose input width is not the columns' widths.
+  const models::mlp narrow = models::mlp::load(weights_of({{"layers.0.weight", {1, 5}}, {"layers.0.bias", {1}}}),
+                                               models::mlp_config{.input_dim = 5, .dims = {1}});
+  const char* width_error = "'user_embedding' (3) + 'item_embedding' (4) = 7 features but the network's input_dim is 5";
+  CHECK_THROWS_WITH_AS(score(mlp_scorer(narrow))(b), doctest::Contains(width_error), error);
+  CHECK_THROWS_WITH_AS(score(mlp_scorer(narrow))(b, borrowed), doctest::Contains(width_error), error);
+  CHECK(borrowed.columns().depth() == 0);
+
+  // A frozen DCN-v2 over a fixed table of 12 rows: candidate 12 is outside it.
+  models::dcn_v2_config c;
+  c.tables = {{12, 2}};
+  c.cross_layers = 1;
+  c.deep = {2};
+  const auto file = weights_of({{"embeddings.0.weight", {12, 2}}, {"cross.0.weight", {2, 2}}, {"cross.0.bias", {2}},
+                                {"deep.layers.0.weight", {2, 2}}, {"deep.layers.0.bias", {2}}, {"head.weight", {1, 2}},
+                                {"head.bias", {1}}});
+  const train::frozen<models::dcn_v2> frozen{models::dcn_v2::load(file, c), {std::nullopt}, file};
+  using ids_only = train::features<train::sparse<col::candidates>>;
+  const char* id_error = "inputs[0]: cpu::embedding_bag: ids[2] = 12 is outside [0, 12)";
+  CHECK_THROWS_WITH_AS(score(train::scorer<ids_only>(frozen))(b), doctest::Contains(id_error), error);
+  CHECK_THROWS_WITH_AS(score(train::scorer<ids_only>(frozen))(b, borrowed), doctest::Contains(id_error), error);
+  // A dense feature the model does not take.
+  using with_dense = train::features<train::sparse<col::candidates>, train::dense<col::retrieval_score>>;
+  CHECK_THROWS_WITH_AS(score(train::scorer<with_dense>(frozen))(b, borrowed),
+                       doctest::Contains("dcn_v2: forward: the model has no dense features but dense has 1 columns"), error);
+  CHECK(borrowed.models().uploads() == 0);  // nothing reached the device
+
+  // No candidates: the score column, and no CUDA call.
+  auto empty = make_batch<col::user_id>(std::vector<id_type>{})
+                   .with<col::candidates>(ragged<id_type>{})
+                   .with<col::user_embedding>(matrix<float>(0, 3))
+                   .with<col::item_embedding>(matrix<float>(0, 4));
+  CHECK(score(mlp_scorer(narrow))(empty, borrowed).get<col::score>().empty());
+  CHECK(score(train::scorer<ids_only>(frozen))(empty, borrowed).get<col::score>().empty());
+  CHECK(borrowed.columns().counts().synchronizations == 0);
 }

@@ -12,7 +12,9 @@
 // needs for the batch's shape. Stages without a device implementation run their CPU stage_impl
 // on the host inside the same run (hnswlib retrieval, feature-store / Redis lookups, rules...);
 // a lookup from a cuda::device_feature_table (cuda/feature_table.cuh) runs on the device.
-// Needs cuBLAS (exact retrieval's GEMM): link CUDA::cublas.
+// Needs cuBLAS (exact retrieval's GEMM, the model scorers): link CUDA::cublas CUDA::cublasLt; the
+// encode stage and the model scorers (cuda/score_stages.cuh, included at the end) bring the CPU
+// models' headers (nlohmann_json).
 #pragma once
 
 #include <cmath>
@@ -115,9 +117,15 @@ template <class Score>
 inline constexpr bool device_stage<softmax_sample_stage<Score>> = true;
 template <class History>
 inline constexpr bool device_stage<filter_seen_stage<History>> = true;
+//! Scoring models with a device score stage_impl besides dot_product_scorer: mlp_scorer over a
+//! models::mlp and train::feature_scorer over a frozen MLP / DCN-v2 / DLRM / two-tower
+//! (specialised in cuda/score_stages.cuh).
+template <class Model>
+inline constexpr bool device_scorer = false;
 template <class ModelRef, class Out>
 inline constexpr bool device_stage<score_stage<ModelRef, Out>> =
-    is_dot_product_scorer<typename score_stage<ModelRef, Out>::model_type>;
+    is_dot_product_scorer<typename score_stage<ModelRef, Out>::model_type> ||
+    device_scorer<typename score_stage<ModelRef, Out>::model_type>;
 
 template <class T>
 struct transformer_encoder_columns {
@@ -451,3 +459,7 @@ RECPIPE_NAMESPACE_END
 #include <recpipe/detail/epilogue.hpp>
 // lookup(cuda::device_feature_table) on the device (it includes this header first).
 #include <recpipe/cuda/feature_table.cuh>
+
+// The model scorers on the GPU (MLP, DCN-v2, DLRM, two-tower): after the generic host wrapper,
+// which they bypass (detail::device_scorer).
+#include <recpipe/cuda/score_stages.cuh>

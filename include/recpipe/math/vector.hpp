@@ -2,6 +2,7 @@
 // recpipe math: small vector primitives (dot, axpy) written so compilers vectorise them.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 
 #include <recpipe/detail/prologue.hpp>
@@ -28,6 +29,16 @@ RECPIPE_HOST_DEVICE inline float dot(const float* RECPIPE_RESTRICT a, const floa
   for (std::size_t width = dot_lanes / 2; width > 0; width /= 2)
     for (std::size_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
   return lanes[0] + tail;
+}
+
+//! @brief 1 / max(sqrt(squared_norm), 1e-12): the factor torch.nn.functional.normalize (and
+//! models::two_tower's L2-normalised towers, on the CPU and the GPU) scales a row by.
+//! @code
+//! const float inverse = recpipe::math::inverse_l2_norm(recpipe::math::dot(row, row, n));
+//! @endcode
+RECPIPE_HOST_DEVICE inline float inverse_l2_norm(float squared_norm) {
+  const float norm = std::sqrt(squared_norm);
+  return 1.0f / (norm < 1e-12f ? 1e-12f : norm);  // std::max(norm, 1e-12f): a NaN norm stays NaN
 }
 
 //! @brief y[i] += alpha * x[i].

@@ -149,6 +149,13 @@ class dcn_v2 {
   std::shared_ptr<const parameter_storage> storage() const noexcept { return storage_; }
   std::size_t output_dim() const noexcept { return 1; }
   std::size_t num_sparse_features() const noexcept { return tables_.size(); }
+  //! The parts, as views into the loaded weights (what cuda::device_dcn_v2 copies to the device):
+  //! the embedding tables, the cross layers (cpu::cross_params layouts), the deep MLP and the head.
+  std::span<const cpu::embedding_table_view> tables() const noexcept { return tables_; }
+  std::span<const cpu::cross_params> cross() const noexcept { return cross_; }
+  const mlp& deep() const noexcept { return deep_; }
+  matrix_view<const float> head_weight() const noexcept { return head_weight_; }
+  std::span<const float> head_bias() const noexcept { return head_bias_; }
 
   //! @brief out = DCN-v2(dense, sparse): a probability with `sigmoid`, else a logit.
   //! @param dense   [batch, dense_dim] (an empty view when dense_dim == 0)

@@ -117,6 +117,10 @@ class dlrm {
   std::shared_ptr<const parameter_storage> storage() const noexcept { return storage_; }
   std::size_t output_dim() const noexcept { return config_.top.back(); }
   std::size_t num_sparse_features() const noexcept { return tables_.size(); }
+  //! The parts, as views into the loaded weights (what cuda::device_dlrm copies to the device).
+  const mlp& bottom() const noexcept { return bottom_; }
+  const mlp& top() const noexcept { return top_; }
+  std::span<const cpu::embedding_table_view> tables() const noexcept { return tables_; }
 
   //! @brief out = DLRM(dense, sparse).
   //! @param dense   [batch, dense_dim]

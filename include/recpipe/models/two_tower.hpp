@@ -110,6 +110,9 @@ class tower {
   std::size_t output_dim() const noexcept { return config_.dims.back(); }
   std::size_t num_sparse_features() const noexcept { return tables_.size(); }
   std::span<const cpu::embedding_table_view> tables() const noexcept { return tables_; }
+  //! The tower's MLP, and whether its outputs are L2-normalised (what cuda::device_two_tower copies).
+  const mlp& network() const noexcept { return mlp_; }
+  bool normalized() const noexcept { return normalize_; }
 
   //! @brief out = tower(dense, sparse), one row per example; L2-normalised rows when the model
   //! normalises (x / max(||x||, 1e-12), as torch.nn.functional.normalize).
@@ -131,8 +134,7 @@ class tower {
     if (normalize_) {
       for (std::size_t r = 0; r < batch; ++r) {
         float* row = out.data() + r * out.stride();
-        const float norm = std::sqrt(math::dot(row, row, out.cols()));
-        const float inverse = 1.0f / std::max(norm, 1e-12f);
+        const float inverse = math::inverse_l2_norm(math::dot(row, row, out.cols()));
         for (std::size_t c = 0; c < out.cols(); ++c) row[c] *= inverse;
       }
     }

@@ -46,6 +46,9 @@ class mlp_scorer {
       detail::fail("mlp_scorer: the network must have one output (it has ", network.output_dim(), ")");
   }
 
+  //! The network (what the CUDA backend copies to the device once, cuda/score_stages.cuh).
+  const Network& network() const noexcept { return *network_; }
+
   template <class Batch>
   void score(const Batch& batch, std::span<float> out) const {
     const auto& queries = batch.template get<Query>();

@@ -81,6 +81,11 @@ TEST_CASE("activations, softmax and dot") {
   float four[4];
   math::dot4(a.data(), b.data(), a.data(), b.data(), a.data(), 37, four);
   CHECK(four[0] == math::dot(a.data(), b.data(), 37));
+  // The L2-normalisation factor of the two-tower towers (CPU and GPU): 1 / max(||x||, 1e-12).
+  CHECK(math::inverse_l2_norm(25.0f) == 0.2f);
+  CHECK(math::inverse_l2_norm(0.0f) == 1e12f);
+  CHECK(std::isnan(math::inverse_l2_norm(std::numeric_limits<float>::quiet_NaN())));
+  CHECK(math::inverse_l2_norm(std::numeric_limits<float>::infinity()) == 0.0f);
   float out[2];
   const float x0[2] = {2, 3}, p[2] = {1, 1}, bias[2] = {1, 0}, xl[2] = {5, 5};
   math::cross_epilogue(x0, p, bias, xl, out, 2);
