@@ -26,6 +26,7 @@
 #include <recpipe/stages/score.hpp>
 
 #include "common/cuda_fixtures.cuh"
+#include "common/pipeline_compare.hpp"
 
 using namespace recpipe;
 namespace rc = recpipe::cuda;
@@ -78,25 +79,6 @@ struct world {
   }
 };
 
-std::vector<id_type> some_users(std::size_t n) {
-  std::vector<id_type> users(n);
-  std::iota(users.begin(), users.end(), id_type{0});
-  users.push_back(100000);  // unknown: a zero user vector
-  return users;
-}
-
-template <class Batch>
-void check_same(const Batch& cpu, const Batch& gpu) {
-  const auto& a = cpu.template get<col::candidates>();
-  const auto& b = gpu.template get<col::candidates>();
-  REQUIRE(a.offsets() == b.offsets());
-  REQUIRE(a.values() == b.values());
-  const auto& sa = cpu.template get<col::score>();
-  const auto& sb = gpu.template get<col::score>();
-  REQUIRE(sa.size() == sb.size());
-  for (std::size_t i = 0; i < sa.size(); ++i)
-    CHECK(std::abs(sa[i] - sb[i]) <= 1e-5f * std::max(1.0f, std::abs(sa[i])));
-}
 
 template <class F>
 std::string error_of(F&& f) {
@@ -119,7 +101,7 @@ TEST_CASE("retrieve >> lookup(device table) >> score >> top_k: cuda_backend equa
   const user_table users_table(backend, w.user_vectors);  // a snapshot of the store
   CHECK(items.size() == world::items);
   CHECK(users_table.size() == world::users);
-  const auto users = make_batch<col::user_id>(some_users(64));
+  const auto users = make_batch<col::user_id>(recpipe_test::users_and_one_unknown(64));
   const auto reference = (lookup(w.user_vectors) >> retrieve<col::user_embedding>(w.host_index, 300) >>
                           lookup(w.item_vectors) >> score(dot_product_scorer<>{}) >> top_k(10))
                              .run(users);
@@ -129,8 +111,8 @@ TEST_CASE("retrieve >> lookup(device table) >> score >> top_k: cuda_backend equa
   };
   const auto on_cpu = pipeline(w.host_index).run(users);
   const auto on_gpu = pipeline(device_index).run(users, backend);
-  check_same(reference, on_cpu);
-  check_same(on_cpu, on_gpu);
+  recpipe_test::check_same_recommendations(reference, on_cpu);
+  recpipe_test::check_same_recommendations(on_cpu, on_gpu);
   CHECK(on_cpu.get<col::item_embedding>().values() == on_gpu.get<col::item_embedding>().values());
   CHECK(on_cpu.get<col::user_embedding>().values() == on_gpu.get<col::user_embedding>().values());
 
@@ -142,7 +124,7 @@ TEST_CASE("retrieve >> lookup(device table) >> score >> top_k: cuda_backend equa
   const auto all_cpu = all(w.host_index).run(users);
   const auto all_gpu = all(device_index).run(users, backend);
   CHECK(all_gpu.get<col::candidates>().total() == users.size() * world::items);
-  check_same(all_cpu, all_gpu);
+  recpipe_test::check_same_recommendations(all_cpu, all_gpu);
 
   // An empty batch runs on both.
   const auto none = make_batch<col::user_id>(std::vector<id_type>{});
@@ -155,7 +137,7 @@ TEST_CASE("per-request lookup, unknown ids: zero rows and flags on both backends
   world w;
   rc::cuda_backend backend;
   const user_table users_table(backend, w.user_vectors);
-  std::vector<id_type> ids = some_users(50);
+  std::vector<id_type> ids = recpipe_test::users_and_one_unknown(50);
   ids.push_back(-3);  // negative: never held
   const auto users = make_batch<col::user_id>(ids);
   const auto on_cpu = lookup(users_table).flag_missing()(users);
@@ -176,10 +158,10 @@ TEST_CASE("per-request lookup, unknown ids: zero rows and flags on both backends
     return lookup(w.user_vectors) >> retrieve<col::user_embedding>(index, 100) >> lookup(half_items).flag_missing() >>
            score(dot_product_scorer<>{}) >> top_k(20);
   };
-  const auto requests = make_batch<col::user_id>(some_users(32));
+  const auto requests = make_batch<col::user_id>(recpipe_test::users_and_one_unknown(32));
   const auto flagged_cpu = flagged(w.host_index).run(requests);
   const auto flagged_gpu = flagged(device_index).run(requests, backend);
-  check_same(flagged_cpu, flagged_gpu);
+  recpipe_test::check_same_recommendations(flagged_cpu, flagged_gpu);
   CHECK(flagged_cpu.get<col::item_unknown>() == flagged_gpu.get<col::item_unknown>());
   CHECK(flagged_cpu.get<col::item_embedding>().values() == flagged_gpu.get<col::item_embedding>().values());
   const auto& unknown = flagged_gpu.get<col::item_unknown>();
@@ -212,7 +194,7 @@ TEST_CASE("on_missing::fail: a recpipe::error naming the first unknown id, from 
   rc::exact_index device_index(backend, w.item_ids, w.item_rows.view());
   const auto half = w.half_rows();
   const item_table strict(backend, w.half_ids(), half.view(), on_missing::fail);
-  const auto requests = make_batch<col::user_id>(some_users(16));
+  const auto requests = make_batch<col::user_id>(recpipe_test::users_and_one_unknown(16));
   const auto pipeline = [&](const auto& index) {
     return lookup(w.user_vectors) >> retrieve<col::user_embedding>(index, 50) >> lookup(strict) >>
            score(dot_product_scorer<>{}) >> top_k(5);
@@ -249,7 +231,7 @@ TEST_CASE("a lookup on device keys adds no synchronisation; a host feature_store
   rc::cuda_backend backend;
   rc::exact_index device_index(backend, w.item_ids, w.item_rows.view());
   const item_table items(backend, w.item_ids, w.item_rows.view());
-  const auto users = make_batch<col::user_id>(some_users(64));
+  const auto users = make_batch<col::user_id>(recpipe_test::users_and_one_unknown(64));
   const auto on_device = lookup(w.user_vectors) >> retrieve<col::user_embedding>(device_index, 300) >>
                          lookup(items).flag_missing() >> score(dot_product_scorer<>{}) >> top_k(10);
   (void)on_device.run(users, backend);  // warm: staging buffers and the pool

@@ -36,6 +36,7 @@
 #include <recpipe/train/two_tower_model.hpp>
 
 #include "common/cuda_fixtures.cuh"
+#include "common/pipeline_compare.hpp"
 
 using namespace recpipe;
 namespace rc = recpipe::cuda;
@@ -357,32 +358,11 @@ batch<col::user_id, col::candidates> requests(std::size_t n, std::uint32_t seed)
   return b;
 }
 
-// Ids identical, scores within 1e-5 relative; two candidates whose scores agree within the
+// Ids identical, scores within 1e-5 relative + 2e-6; two candidates whose scores agree within the
 // tolerance may come in either order (the backends' summation orders differ in the last bits).
 template <class Batch>
 void check_same(const Batch& cpu, const Batch& gpu) {
-  const auto& a = cpu.template get<col::candidates>();
-  const auto& b = gpu.template get<col::candidates>();
-  REQUIRE(a.offsets() == b.offsets());
-  const auto& sa = cpu.template get<col::score>();
-  const auto& sb = gpu.template get<col::score>();
-  REQUIRE(sa.size() == sb.size());
-  const auto close = [](float x, float y) {
-    return (std::isnan(x) && std::isnan(y)) || std::abs(x - y) <= 1e-5f * std::abs(x) + 2e-6f;
-  };
-  for (std::size_t r = 0; r < cpu.size(); ++r)
-    for (std::size_t i = a.offsets()[r]; i < a.offsets()[r + 1]; ++i) {
-      CAPTURE(r);
-      CAPTURE(i);
-      CHECK(close(sa[i], sb[i]));
-      if (a.values()[i] != b.values()[i]) {  // only a near-tie may swap, within the request
-        const auto first = a.values().begin() + static_cast<std::ptrdiff_t>(a.offsets()[r]);
-        const auto last = a.values().begin() + static_cast<std::ptrdiff_t>(a.offsets()[r + 1]);
-        const auto j = static_cast<std::size_t>(std::find(first, last, b.values()[i]) - a.values().begin());
-        REQUIRE(j < a.offsets()[r + 1]);
-        CHECK(close(sa[j], sb[i]));
-      }
-    }
+  recpipe_test::check_same_recommendations(cpu, gpu, 1e-5f, 2e-6f, true);
 }
 
 std::shared_ptr<train::fixed_table> fixed(std::size_t rows, std::uint64_t seed) {

@@ -24,6 +24,7 @@
 #include <recpipe/stages/session_encoder.hpp>
 
 #include "common/cuda_fixtures.cuh"
+#include "common/pipeline_compare.hpp"
 #include "common/tiny_models.hpp"
 
 using namespace recpipe;
@@ -66,26 +67,6 @@ struct world {
   }
 };
 
-std::vector<id_type> some_users(std::size_t n) {
-  std::vector<id_type> users(n);
-  std::iota(users.begin(), users.end(), id_type{0});
-  users.push_back(100000);  // unknown: a zero user vector, every score 0, ties broken by id
-  return users;
-}
-
-template <class Batch>
-void check_same(const Batch& cpu, const Batch& gpu) {
-  const auto& a = cpu.template get<col::candidates>();
-  const auto& b = gpu.template get<col::candidates>();
-  REQUIRE(a.offsets() == b.offsets());
-  REQUIRE(a.values() == b.values());
-  const auto& sa = cpu.template get<col::score>();
-  const auto& sb = gpu.template get<col::score>();
-  REQUIRE(sa.size() == sb.size());
-  for (std::size_t i = 0; i < sa.size(); ++i)
-    CHECK(std::abs(sa[i] - sb[i]) <= 1e-5f * std::max(1.0f, std::abs(sa[i])));
-}
-
 }  // namespace
 
 TEST_CASE("exact retrieve >> top_k: cuda_backend equals the CPU backend") {
@@ -93,19 +74,14 @@ TEST_CASE("exact retrieve >> top_k: cuda_backend equals the CPU backend") {
   world w;
   recpipe::cuda::cuda_backend backend;
   recpipe::cuda::exact_index device_index(backend, w.item_ids, w.item_rows.view());
-  const auto users = make_batch<col::user_id>(some_users(64));
-  // retrieval_score is the score here: copy it into col::score for the comparison
+  const auto users = make_batch<col::user_id>(recpipe_test::users_and_one_unknown(64));
   const auto on_cpu = (lookup(w.user_vectors) >> retrieve<col::user_embedding>(w.host_index, 200) >>
                        top_k<col::retrieval_score>(10))
                           .run(users);
   const auto on_gpu = (lookup(w.user_vectors) >> retrieve<col::user_embedding>(device_index, 200) >>
                        top_k<col::retrieval_score>(10))
                           .run(users, backend);
-  REQUIRE(on_cpu.get<col::candidates>().offsets() == on_gpu.get<col::candidates>().offsets());
-  REQUIRE(on_cpu.get<col::candidates>().values() == on_gpu.get<col::candidates>().values());
-  const auto& a = on_cpu.get<col::retrieval_score>();
-  const auto& b = on_gpu.get<col::retrieval_score>();
-  for (std::size_t i = 0; i < a.size(); ++i) CHECK(std::abs(a[i] - b[i]) <= 1e-5f * std::max(1.0f, std::abs(a[i])));
+  recpipe_test::check_same_recommendations<col::retrieval_score>(on_cpu, on_gpu);
   // k beyond the catalog returns every item on both
   const auto all_gpu = (lookup(w.user_vectors) >> retrieve<col::user_embedding>(device_index, 5000)).run(users, backend);
   CHECK(all_gpu.get<col::candidates>().total() == users.size() * world::items);
@@ -116,24 +92,24 @@ TEST_CASE("retrieve >> lookup >> score >> top_k and the sampling pipeline: cuda_
   world w;
   recpipe::cuda::cuda_backend backend;
   recpipe::cuda::exact_index device_index(backend, w.item_ids, w.item_rows.view());
-  const auto users = make_batch<col::user_id>(some_users(64));
+  const auto users = make_batch<col::user_id>(recpipe_test::users_and_one_unknown(64));
   const auto tail = lookup(w.item_vectors) >> score(dot_product_scorer<>{}) >> top_k(10);
   const auto on_cpu = (lookup(w.user_vectors) >> retrieve<col::user_embedding>(w.host_index, 300) >> tail).run(users);
   const auto on_gpu =
       (lookup(w.user_vectors) >> retrieve<col::user_embedding>(device_index, 300) >> tail).run(users, backend);
-  check_same(on_cpu, on_gpu);
+  recpipe_test::check_same_recommendations(on_cpu, on_gpu);
 
   const auto sampled = [&](const auto& index) {
     return lookup(w.user_vectors) >> lookup(w.histories) >> retrieve<col::user_embedding>(index, 300) >>
            filter_seen() >> lookup(w.item_vectors) >> score(dot_product_scorer<>{}) >>
            softmax_sample(10, 0.05f, 2026);
   };
-  check_same(sampled(w.host_index).run(users), sampled(device_index).run(users, backend));
+  recpipe_test::check_same_recommendations(sampled(w.host_index).run(users), sampled(device_index).run(users, backend));
   const auto greedy = [&](const auto& index) {
     return lookup(w.user_vectors) >> retrieve<col::user_embedding>(index, 300) >> lookup(w.item_vectors) >>
            score(dot_product_scorer<>{}) >> softmax_sample(10, 0.0f, 1);
   };
-  check_same(greedy(w.host_index).run(users), greedy(device_index).run(users, backend));
+  recpipe_test::check_same_recommendations(greedy(w.host_index).run(users), greedy(device_index).run(users, backend));
   // an empty batch runs on both
   CHECK(sampled(device_index).run(make_batch<col::user_id>(std::vector<id_type>{}), backend).size() == 0);
 }
@@ -143,7 +119,7 @@ TEST_CASE("a run moves each column once and synchronises once at its end") {
   world w;
   recpipe::cuda::cuda_backend backend;
   recpipe::cuda::exact_index device_index(backend, w.item_ids, w.item_rows.view());
-  const auto users = make_batch<col::user_id>(some_users(64));
+  const auto users = make_batch<col::user_id>(recpipe_test::users_and_one_unknown(64));
   // Host lookup, then only device stages: the user vectors go up once; candidates and scores
   // come back once, at the end.
   const auto device_tail = lookup(w.user_vectors) >> retrieve<col::user_embedding>(device_index, 300) >>
@@ -171,7 +147,7 @@ TEST_CASE("a stage run on its own on cuda_backend is a run: its result is on the
   require_device();
   world w;
   recpipe::cuda::cuda_backend backend;
-  auto b = make_batch<col::user_id>(some_users(8));
+  auto b = make_batch<col::user_id>(recpipe_test::users_and_one_unknown(8));
   auto candidates = (lookup(w.user_vectors) >> retrieve<col::user_embedding>(w.host_index, 50)).run(b);
   const auto on_cpu = top_k<col::retrieval_score>(5)(candidates);
   const auto on_gpu = top_k<col::retrieval_score>(5)(std::move(candidates), backend);
@@ -215,24 +191,9 @@ TEST_CASE("encode(session_encoder) >> retrieve >> filter_seen >> top_k: cuda_bac
   REQUIRE(qa.rows() == qb.rows());
   for (std::size_t r = 0; r < qa.rows(); ++r)
     for (std::size_t c = 0; c < dim; ++c) CHECK(std::abs(qa(r, c) - qb(r, c)) <= 1e-4f * std::abs(qa(r, c)) + 1e-5f);
-  // Same ids, except where two items' scores tie within the encoders' rounding difference.
-  const auto& a = on_cpu.get<col::candidates>();
-  const auto& b = on_gpu.get<col::candidates>();
-  REQUIRE(a.offsets() == b.offsets());
-  const auto& sa = on_cpu.get<col::retrieval_score>();
-  const auto& sb = on_gpu.get<col::retrieval_score>();
-  for (std::size_t r = 0; r < a.rows(); ++r) {
-    for (std::size_t i = a.offsets()[r]; i < a.offsets()[r + 1]; ++i) {
-      const float tolerance = 1e-4f * std::max(1.0f, std::abs(sa[i]));
-      CHECK(std::abs(sa[i] - sb[i]) <= tolerance);
-      if (a.values()[i] == b.values()[i]) continue;
-      // a swapped pair: the GPU's item at i scores (on the CPU) within rounding of the CPU's item at i
-      const auto row = a.row(r);
-      const auto at = std::find(row.begin(), row.end(), b.values()[i]);
-      REQUIRE(at != row.end());
-      CHECK(std::abs(sa[a.offsets()[r] + static_cast<std::size_t>(at - row.begin())] - sa[i]) <= tolerance);
-    }
-  }
+  // Random float weights: the encoders round differently, so items whose scores tie within that
+  // may swap.
+  recpipe_test::check_same_recommendations<col::retrieval_score>(on_cpu, on_gpu, 1e-4f, 1e-4f, true);
 
   // The weights went up once: a second run reuses the device copy.
   CHECK(backend.models().uploads() == 1);
