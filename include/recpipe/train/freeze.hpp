@@ -137,6 +137,11 @@ struct frozen {
         detail::fail("train::frozen<two_tower>: forward: ", bags.size(), " bag inputs for ", nu, " + ",
                      c.item.tables.size(), " tower features");
       const std::size_t du = c.user.dense_dim;
+      // The towers' views below split the dense columns; a narrower matrix would be read past
+      // its rows' ends, so the width is checked here (the towers see only their own views).
+      if (in.batch > 0 && in.dense.cols() != du + c.item.dense_dim)
+        detail::fail("train::frozen<two_tower>: forward: dense has ", in.dense.cols(), " columns but the towers take ",
+                     du, " (user) + ", c.item.dense_dim, " (item)");
       const matrix_view<const float> user_dense(in.dense.data(), in.batch, du, in.dense.stride());
       const matrix_view<const float> item_dense(in.dense.data() == nullptr ? nullptr : in.dense.data() + du, in.batch,
                                                 c.item.dense_dim, in.dense.stride());

@@ -149,6 +149,15 @@ TEST_CASE("two_tower_model: bad input") {
     train::example_batch b = random_batch(2, 3, {7, 5}, 1);
     CHECK_THROWS_WITH_AS(m.forward(b.inputs(), ws), doctest::Contains("3 sparse features but 2"), error);
   }
+  SUBCASE("the frozen model refuses dense inputs of another width instead of reading past them") {
+    auto frozen = t.model(true).freeze();
+    train::example_batch narrow = random_batch(4, 2, {7, 5, 6}, 1);  // 2 dense columns, the towers take 2 + 1
+    matrix<float> out(4, 1);
+    CHECK_THROWS_WITH_AS(frozen.forward(narrow.inputs(), out.view()),
+                         "recpipe: train::frozen<two_tower>: forward: dense has 2 columns but the towers take 2 (user) "
+                         "+ 1 (item)",
+                         error);
+  }
   SUBCASE("NaN feature: the step is skipped, nothing written") {
     auto m = t.model(true);
     train::two_tower_model::workspace ws;
