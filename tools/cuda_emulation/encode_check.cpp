@@ -134,97 +134,12 @@ static std::vector<float> emu_encode(const models::session_transformer& model, c
              dn(model.final_norm_weight()), dn(model.final_norm_bias()), spec.final_norm, spec.eps, out.data(), e, (std::uint32_t)e);
   return out;
 }
-namespace {
-recpipe::io::safetensors_writer model_weights(const models::session_transformer_config& c) {
-  recpipe::io::safetensors_writer w;
-  using recpipe::testing::add_random;
-  const std::size_t e = c.embedding_dim, f = c.ffn_dim;
-  add_random(w, "item_embedding.weight", {c.num_items, e}, 1);
-  add_random(w, "position_embedding.weight", {c.position_rows(), e}, 2);
-  if (c.input_norm) {
-    add_random(w, "input_norm.weight", {e}, 3);
-    add_random(w, "input_norm.bias", {e}, 4);
-  }
-  for (std::size_t i = 0; i < c.num_layers; ++i) {
-    const std::string b = "encoder.layers." + std::to_string(i) + ".";
-    const auto seed = static_cast<std::uint32_t>(10 + 20 * i);
-    add_random(w, b + "self_attn.in_proj_weight", {3 * e, e}, seed + 1);
-    add_random(w, b + "self_attn.in_proj_bias", {3 * e}, seed + 2);
-    add_random(w, b + "self_attn.out_proj.weight", {e, e}, seed + 3);
-    add_random(w, b + "self_attn.out_proj.bias", {e}, seed + 4);
-    add_random(w, b + "linear1.weight", {f, e}, seed + 5);
-    add_random(w, b + "linear1.bias", {f}, seed + 6);
-    add_random(w, b + "linear2.weight", {e, f}, seed + 7);
-    add_random(w, b + "linear2.bias", {e}, seed + 8);
-    for (const char* n : {"norm1", "norm2"}) {
-      add_random(w, b + n + ".weight", {e}, seed + 9);
-      add_random(w, b + n + ".bias", {e}, seed + 10);
-    }
-  }
-  if (c.final_norm) {
-    add_random(w, "final_norm.weight", {e}, 90);
-    add_random(w, "final_norm.bias", {e}, 91);
-  }
-  return w;
-}
-
-struct named_config {
-  std::string name;
-  models::session_transformer_config config;
-};
-
-std::vector<named_config> configs() {
-  models::session_transformer_config base;
-  base.num_items = 500;
-  base.embedding_dim = 64;
-  base.max_length = 200;
-  base.num_heads = 2;
-  base.ffn_dim = 128;
-  base.num_layers = 2;
-  std::vector<named_config> out;
-  out.push_back({"recpipe pre-norm", base});
-  auto post = base;
-  post.norm_first = false;
-  post.activation = recpipe::cpu::activation::gelu;
-  post.num_heads = 4;
-  out.push_back({"post-norm gelu 4 heads", post});
-  auto recbole = post;  // RecBole: input norm, no final norm, padding id 0
-  recbole.num_heads = 2;
-  recbole.eps = 1e-12f;
-  recbole.input_norm = true;
-  recbole.final_norm = false;
-  recbole.padding_id = 0;
-  out.push_back({"RecBole", recbole});
-  auto sasrec = base;  // SASRec.pytorch: query-norm blocks in a full left-padded window
-  sasrec.max_length = 50;
-  sasrec.num_heads = 1;
-  sasrec.embedding_scale = 8.0f;
-  sasrec.eps = 1e-8f;
-  sasrec.query_only_norm = true;
-  sasrec.padding = models::session_padding::left;
-  sasrec.positions = models::position_numbering::window_slot_from_1;
-  sasrec.attend_to_padding = true;
-  sasrec.padding_id = 0;
-  out.push_back({"SASRec.pytorch", sasrec});
-  auto timeline = sasrec;
-  timeline.timeline_mask = true;
-  timeline.positions = models::position_numbering::window_slot;
-  out.push_back({"SASRec.pytorch timeline mask", timeline});
-  auto left = base;  // left padding, window-slot positions, ragged window
-  left.padding = models::session_padding::left;
-  left.positions = models::position_numbering::window_slot;
-  left.embedding_scale = 2.0f;
-  out.push_back({"left padding window slots", left});
-  return out;
-}
-}
-
 int main() {
   std::mt19937 rng(24);
   int bad_total = 0;
   for (staged_mode = 0; staged_mode < 2; ++staged_mode)
-  for (const named_config& nc : configs()) {
-    const models::session_transformer model = models::session_transformer::load(recpipe::testing::as_file(model_weights(nc.config)), nc.config);
+  for (const auto& nc : recpipe::testing::session_transformer_variants()) {
+    const models::session_transformer model = recpipe::testing::random_session_transformer(nc.config);
     const std::size_t e = model.embedding_dim();
     for (const std::vector<std::size_t>& lengths : {std::vector<std::size_t>{1, 7, 50, 200, 0, 230, 3}, std::vector<std::size_t>{1}, std::vector<std::size_t>{7, 7}, std::vector<std::size_t>{0, 0}}) {
       std::vector<id_type> offsets = {0}, items;

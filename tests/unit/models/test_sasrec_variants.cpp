@@ -21,8 +21,9 @@ namespace models = recpipe::models;
 namespace io = recpipe::io;
 using recpipe::id_type;
 using recpipe::matrix;
-using recpipe::testing::add_random;
 using recpipe::testing::as_file;
+using recpipe::testing::random_session_transformer;
+using recpipe::testing::session_transformer_weights;
 
 namespace {
 
@@ -52,42 +53,6 @@ models::session_transformer_config recbole_config() {
   c.final_norm = false;
   c.padding_id = 0;
   return c;
-}
-
-io::safetensors_writer weights_for(const models::session_transformer_config& c, std::size_t position_rows) {
-  io::safetensors_writer w;
-  const std::size_t e = c.embedding_dim, f = c.ffn_dim;
-  add_random(w, "item_embedding.weight", {c.num_items, e}, 1);
-  add_random(w, "position_embedding.weight", {position_rows, e}, 2);
-  if (c.input_norm) {
-    add_random(w, "input_norm.weight", {e}, 3);
-    add_random(w, "input_norm.bias", {e}, 4);
-  }
-  for (std::size_t i = 0; i < c.num_layers; ++i) {
-    const std::string b = "encoder.layers." + std::to_string(i) + ".";
-    const auto seed = static_cast<std::uint32_t>(10 + 20 * i);
-    add_random(w, b + "self_attn.in_proj_weight", {3 * e, e}, seed + 1);
-    add_random(w, b + "self_attn.in_proj_bias", {3 * e}, seed + 2);
-    add_random(w, b + "self_attn.out_proj.weight", {e, e}, seed + 3);
-    add_random(w, b + "self_attn.out_proj.bias", {e}, seed + 4);
-    add_random(w, b + "linear1.weight", {f, e}, seed + 5);
-    add_random(w, b + "linear1.bias", {f}, seed + 6);
-    add_random(w, b + "linear2.weight", {e, f}, seed + 7);
-    add_random(w, b + "linear2.bias", {e}, seed + 8);
-    for (const char* n : {"norm1", "norm2"}) {
-      add_random(w, b + n + ".weight", {e}, seed + 9);
-      add_random(w, b + n + ".bias", {e}, seed + 10);
-    }
-  }
-  if (c.final_norm) {
-    add_random(w, "final_norm.weight", {e}, 90);
-    add_random(w, "final_norm.bias", {e}, 91);
-  }
-  return w;
-}
-
-models::session_transformer load(const models::session_transformer_config& c) {
-  return models::session_transformer::load(as_file(weights_for(c, c.position_rows())), c);
 }
 
 matrix<float> encode(const models::session_transformer& model, const std::vector<std::vector<id_type>>& sessions) {
@@ -156,31 +121,31 @@ TEST_CASE("session_transformer variants: contradictory or unknown config values 
 TEST_CASE("session_transformer variants: a checkpoint that does not match its config names the tensor and both shapes") {
   const auto c = sasrec_pytorch_config();
   // positions 1..max_length need max_length + 1 rows; a pre-2023 table has max_length
-  CHECK_THROWS_WITH_AS(models::session_transformer::load(as_file(weights_for(c, 4)), c),
+  CHECK_THROWS_WITH_AS(models::session_transformer::load(as_file(session_transformer_weights(c, 4)), c),
                        doctest::Contains("tensor 'position_embedding.weight': shape is [4, 8] but the config needs [5, 8]"),
                        recpipe::io_error);
   auto wide = c;
   wide.ffn_dim = 16;  // the checkpoint's feed-forward is 8 wide
-  CHECK_THROWS_WITH_AS(models::session_transformer::load(as_file(weights_for(c, 5)), wide),
+  CHECK_THROWS_WITH_AS(models::session_transformer::load(as_file(session_transformer_weights(c, 5)), wide),
                        doctest::Contains("tensor 'encoder.layers.0.linear1.weight': shape is [8, 8] but the config needs [16, 8]"),
                        recpipe::io_error);
   // RecBole's input LayerNorm missing, or present in a checkpoint whose config does not use it
   auto no_input = recbole_config();
   no_input.input_norm = false;
-  CHECK_THROWS_WITH_AS(models::session_transformer::load(as_file(weights_for(no_input, 4)), recbole_config()),
+  CHECK_THROWS_WITH_AS(models::session_transformer::load(as_file(session_transformer_weights(no_input, 4)), recbole_config()),
                        doctest::Contains("tensor 'input_norm.weight': missing"), recpipe::io_error);
-  CHECK_THROWS_WITH_AS(models::session_transformer::load(as_file(weights_for(recbole_config(), 4)), no_input),
+  CHECK_THROWS_WITH_AS(models::session_transformer::load(as_file(session_transformer_weights(recbole_config(), 4)), no_input),
                        doctest::Contains("tensor 'input_norm.bias': unexpected tensor"), recpipe::io_error);
   auto with_final = recbole_config();
   with_final.final_norm = true;
-  CHECK_THROWS_WITH_AS(models::session_transformer::load(as_file(weights_for(recbole_config(), 4)), with_final),
+  CHECK_THROWS_WITH_AS(models::session_transformer::load(as_file(session_transformer_weights(recbole_config(), 4)), with_final),
                        doctest::Contains("tensor 'final_norm.weight': missing"), recpipe::io_error);
 }
 
 TEST_CASE("session_transformer variants: padding ids, empty, long and batched sessions") {
   for (const auto& c : {sasrec_pytorch_config(), recbole_config()}) {
     CAPTURE(c.to_json().dump());
-    const auto model = load(c);
+    const auto model = random_session_transformer(c);
     const auto alone = encode(model, {{5, 9, 2}});
     // the padding item is not an item: dropped wherever it appears
     check_close(row(encode(model, {{0, 5, 0, 9, 2, 0}}), 0), row(alone, 0));
@@ -206,8 +171,8 @@ TEST_CASE("session_transformer variants: the padded slots take part in attention
   // The same session gives another vector when the padding item's embedding changes, because
   // SASRec.pytorch lets the padded slots be keys and values (no key-padding mask).
   const auto c = sasrec_pytorch_config();
-  const auto model = load(c);
-  io::safetensors_writer w = weights_for(c, 5);
+  const auto model = random_session_transformer(c);
+  io::safetensors_writer w = session_transformer_weights(c, 5);
   io::safetensors_writer changed;
   auto items = recpipe::testing::random_values(20 * 8, 1);
   for (std::size_t i = 0; i < 8; ++i) items[i] += 1.0f;  // row 0, the padding item
